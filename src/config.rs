@@ -1,0 +1,535 @@
+//! Typed configuration, layered with the `config` crate:
+//! built-in `configs/default.toml` → user file (`--config`) → `SENSEBIND__SECTION__KEY`
+//! environment variables. Every struct denies unknown fields, so a misspelt key is an
+//! error at start that names the key's path.
+
+use crate::modality::Modality;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The commented default configuration, compiled into the binary.
+pub const DEFAULT_TOML: &str = include_str!("../configs/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: config::ConfigError,
+    },
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("configuration: {0}")]
+    Layer(#[from] config::ConfigError),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub robot: RobotConfig,
+    pub log: LogConfig,
+    pub pack: PackConfig,
+    pub engine: EngineConfig,
+    pub window: WindowConfig,
+    pub preprocess: PreprocessConfig,
+    pub calibration: CalibrationConfig,
+    pub sources: SourcesConfig,
+    pub bus: BusConfig,
+    pub labels: LabelsConfig,
+    pub events: EventsConfig,
+    pub queries: QueriesConfig,
+    pub health: HealthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RobotConfig {
+    pub id: String,
+    pub state_dir: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackConfig {
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Tensorrt,
+    Cuda,
+    Cpu,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    pub ort_library: String,
+    pub providers: Vec<Provider>,
+    pub device_id: i32,
+    pub trt_fp16: bool,
+    pub trt_engine_cache: String,
+    pub intra_threads: usize,
+    pub max_batch: usize,
+    pub queue_depth: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    pub length_s: f64,
+    pub hop_s: f64,
+    pub min_coverage: f64,
+    pub origin_ns: i64,
+    pub idle_flush_s: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessConfig {
+    pub audio: AudioPrepConfig,
+    pub vision: VisionPrepConfig,
+    pub depth: DepthPrepConfig,
+    pub thermal: ThermalPrepConfig,
+    pub imu: ImuPrepConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioPrepConfig {
+    pub sample_rate: u32,
+    pub num_mel_bins: usize,
+    pub target_length: usize,
+    pub mean: f32,
+    pub std: f32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisionPrepConfig {
+    pub size: u32,
+    pub frames: usize,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepthPrepConfig {
+    pub size: u32,
+    pub min_depth_m: f32,
+    pub max_depth_m: f32,
+    pub scale: f32,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ThermalRange {
+    Auto,
+    Fixed,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThermalPrepConfig {
+    pub size: u32,
+    pub range: ThermalRange,
+    pub raw_min: f32,
+    pub raw_max: f32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImuPrepConfig {
+    pub samples: usize,
+    pub accel_scale: f32,
+    pub gyro_scale: f32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationConfig {
+    pub file: String,
+}
+
+/// One source per sensor; `type` picks the driver, the sub-table of that name its settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesConfig {
+    pub camera: SourceConfig,
+    pub depth: SourceConfig,
+    pub thermal: SourceConfig,
+    pub microphone: SourceConfig,
+    pub imu: SourceConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceType {
+    Off,
+    Synthetic,
+    File,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    #[serde(rename = "type")]
+    pub kind: SourceType,
+    pub restart_backoff_s: f64,
+    pub queue: usize,
+    pub synthetic: SyntheticConfig,
+    pub file: FileSourceConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticConfig {
+    pub width: u32,
+    pub height: u32,
+    pub rate_hz: f64,
+    pub sample_rate: u32,
+    pub chunk_ms: u32,
+    pub seed: u64,
+    pub realtime: bool,
+    pub duration_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Pace {
+    Realtime,
+    Fast,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    pub path: String,
+    pub fps: f64,
+    pub pace: Pace,
+    #[serde(rename = "loop")]
+    pub looped: bool,
+    pub chunk_ms: u32,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ZenohMode {
+    Peer,
+    Client,
+    Router,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    pub prefix: String,
+    pub mode: ZenohMode,
+    pub listen: Vec<String>,
+    pub connect: Vec<String>,
+    pub multicast_scouting: bool,
+    pub gossip_scouting: bool,
+    pub zenoh_config: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsConfig {
+    pub top_k: usize,
+    pub sets: BTreeMap<Modality, BTreeMap<String, Vec<String>>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    pub start_prob: f32,
+    pub end_prob: f32,
+    pub min_windows: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueriesConfig {
+    pub default_threshold: f32,
+    pub default_cooldown_s: f64,
+    pub max_queries: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    pub interval_s: f64,
+}
+
+impl Config {
+    /// Layer built-in defaults, an optional user file and the environment.
+    pub fn load(user_file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(user_file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (for tests).
+    pub fn load_with_env(
+        user_file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut b =
+            config::Config::builder().add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
+        if let Some(p) = user_file {
+            if !p.is_file() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist or is not a file",
+                    p.display()
+                )));
+            }
+            // Parse the file alone first so a syntax error names the file.
+            config::Config::builder()
+                .add_source(config::File::from(p).format(config::FileFormat::Toml))
+                .build()
+                .map_err(|source| ConfigError::File {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+            b = b.add_source(config::File::from(p).format(config::FileFormat::Toml));
+        }
+        let env: config::Map<String, String> = vars.into_iter().filter(|(k, _)| k.starts_with("SENSEBIND__")).collect();
+        b = b.add_source(
+            config::Environment::with_prefix("SENSEBIND")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("engine.providers")
+                .with_list_parse_key("bus.listen")
+                .with_list_parse_key("bus.connect")
+                .source(Some(env)),
+        );
+        let cfg: Config = b.build()?.try_deserialize()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks that serde cannot express: ranges and cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, what: String| Err(ConfigError::Invalid(format!("`{key}`: {what}")));
+        let w = &self.window;
+        if !(w.length_s.is_finite() && w.length_s > 0.0 && w.length_s <= 60.0) {
+            return bad(
+                "window.length_s",
+                format!("expected seconds in (0, 60], got {}", w.length_s),
+            );
+        }
+        if !(w.hop_s.is_finite() && w.hop_s > 0.0 && w.hop_s <= 60.0) {
+            return bad("window.hop_s", format!("expected seconds in (0, 60], got {}", w.hop_s));
+        }
+        if !(0.0..=1.0).contains(&w.min_coverage) {
+            return bad(
+                "window.min_coverage",
+                format!("expected a fraction in [0, 1], got {}", w.min_coverage),
+            );
+        }
+        if !(w.idle_flush_s.is_finite() && w.idle_flush_s > 0.0) {
+            return bad(
+                "window.idle_flush_s",
+                format!("expected seconds > 0, got {}", w.idle_flush_s),
+            );
+        }
+        if self.engine.providers.is_empty() {
+            return bad(
+                "engine.providers",
+                "expected at least one of tensorrt, cuda, cpu".into(),
+            );
+        }
+        if self.engine.max_batch == 0 || self.engine.max_batch > 256 {
+            return bad(
+                "engine.max_batch",
+                format!("expected 1..=256, got {}", self.engine.max_batch),
+            );
+        }
+        if self.engine.queue_depth == 0 {
+            return bad("engine.queue_depth", "expected at least 1".into());
+        }
+        if self.preprocess.audio.std <= 0.0 {
+            return bad("preprocess.audio.std", "expected > 0".into());
+        }
+        if self.preprocess.vision.frames == 0 {
+            return bad("preprocess.vision.frames", "expected at least 1".into());
+        }
+        let d = &self.preprocess.depth;
+        if !(d.min_depth_m > 0.0 && d.max_depth_m > d.min_depth_m) {
+            return bad(
+                "preprocess.depth.min_depth_m",
+                "expected 0 < min_depth_m < max_depth_m".into(),
+            );
+        }
+        let t = &self.preprocess.thermal;
+        if t.range == ThermalRange::Fixed && t.raw_max <= t.raw_min {
+            return bad("preprocess.thermal.raw_max", "expected raw_max > raw_min".into());
+        }
+        if self.preprocess.imu.samples < 2 {
+            return bad("preprocess.imu.samples", "expected at least 2".into());
+        }
+        for (name, s) in self.sources.iter() {
+            let key = format!("sources.{name}");
+            match s.kind {
+                SourceType::Off => {}
+                SourceType::Synthetic => {
+                    let sy = &s.synthetic;
+                    if !(sy.rate_hz.is_finite() && sy.rate_hz > 0.0 && sy.rate_hz <= 10_000.0) {
+                        return bad(
+                            &format!("{key}.synthetic.rate_hz"),
+                            format!("expected 0 < Hz <= 10000, got {}", sy.rate_hz),
+                        );
+                    }
+                    if sy.width == 0 || sy.height == 0 || sy.width > 8192 || sy.height > 8192 {
+                        return bad(
+                            &format!("{key}.synthetic.width"),
+                            "expected width and height in 1..=8192".into(),
+                        );
+                    }
+                    if !(8000..=192_000).contains(&sy.sample_rate) {
+                        return bad(
+                            &format!("{key}.synthetic.sample_rate"),
+                            format!("expected 8000..=192000 Hz, got {}", sy.sample_rate),
+                        );
+                    }
+                    if sy.chunk_ms == 0 {
+                        return bad(&format!("{key}.synthetic.chunk_ms"), "expected at least 1 ms".into());
+                    }
+                }
+                SourceType::File => {
+                    if s.file.path.is_empty() {
+                        return bad(
+                            &format!("{key}.file.path"),
+                            "expected a path for a `file` source".into(),
+                        );
+                    }
+                    if !(s.file.fps.is_finite() && s.file.fps > 0.0) {
+                        return bad(
+                            &format!("{key}.file.fps"),
+                            format!("expected frames per second > 0, got {}", s.file.fps),
+                        );
+                    }
+                }
+            }
+            if s.queue == 0 {
+                return bad(&format!("{key}.queue"), "expected at least 1".into());
+            }
+        }
+        for (m, set) in &self.labels.sets {
+            if *m == Modality::Text {
+                return bad("labels.sets.text", "labels apply to sensed modalities, not text".into());
+            }
+            for (label, prompts) in set {
+                if prompts.is_empty() {
+                    return bad(
+                        &format!("labels.sets.{m}.{label}"),
+                        "expected at least one prompt".into(),
+                    );
+                }
+            }
+        }
+        if !(0.0..=1.0).contains(&self.events.start_prob)
+            || !(0.0..=1.0).contains(&self.events.end_prob)
+            || self.events.end_prob > self.events.start_prob
+        {
+            return bad("events.end_prob", "expected 0 <= end_prob <= start_prob <= 1".into());
+        }
+        if !(-1.0..=1.0).contains(&self.queries.default_threshold) {
+            return bad("queries.default_threshold", "expected a cosine in [-1, 1]".into());
+        }
+        if !(self.health.interval_s.is_finite() && self.health.interval_s > 0.0) {
+            return bad("health.interval_s", "expected seconds > 0".into());
+        }
+        if self.bus.prefix.is_empty() || self.bus.prefix.contains(['*', '$', '?', '#']) {
+            return bad(
+                "bus.prefix",
+                "expected a plain key expression such as `sensebind`".into(),
+            );
+        }
+        crate::bus::validate_chunk(&self.robot_id()).map_err(|e| ConfigError::Invalid(format!("`robot.id`: {e}")))?;
+        Ok(())
+    }
+
+    /// The robot id: configured, else the host name.
+    pub fn robot_id(&self) -> String {
+        if !self.robot.id.is_empty() {
+            return self.robot.id.clone();
+        }
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let clean: String = host
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if clean.is_empty() {
+            "robot".into()
+        } else {
+            clean
+        }
+    }
+
+    /// Where registered queries and engine caches live.
+    pub fn state_dir(&self) -> PathBuf {
+        if !self.robot.state_dir.is_empty() {
+            return PathBuf::from(&self.robot.state_dir);
+        }
+        if let Ok(d) = std::env::var("STATE_DIRECTORY") {
+            if let Some(first) = d.split(':').next() {
+                return PathBuf::from(first);
+            }
+        }
+        if let Ok(d) = std::env::var("XDG_STATE_HOME") {
+            return PathBuf::from(d).join("sensebind");
+        }
+        if let Ok(h) = std::env::var("HOME") {
+            return PathBuf::from(h).join(".local/state/sensebind");
+        }
+        PathBuf::from("sensebind-state")
+    }
+
+    pub fn window_params(&self) -> crate::window::WindowParams {
+        crate::window::WindowParams {
+            length_ns: (self.window.length_s * 1e9).round() as i64,
+            hop_ns: (self.window.hop_s * 1e9).round() as i64,
+            origin_ns: self.window.origin_ns,
+            min_coverage: self.window.min_coverage,
+        }
+    }
+}
+
+impl SourcesConfig {
+    pub fn iter(&self) -> impl Iterator<Item = (crate::modality::Sensor, &SourceConfig)> {
+        use crate::modality::Sensor;
+        [
+            (Sensor::Camera, &self.camera),
+            (Sensor::Depth, &self.depth),
+            (Sensor::Thermal, &self.thermal),
+            (Sensor::Microphone, &self.microphone),
+            (Sensor::Imu, &self.imu),
+        ]
+        .into_iter()
+    }
+}

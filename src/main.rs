@@ -1,0 +1,474 @@
+//! `sensebind` command line: the daemon and its tools.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand};
+use sensebind::bus::{zenoh_bus, EmbeddingMsg, Topics};
+use sensebind::config::{Config, FileSourceConfig, LogFormat, Pace};
+use sensebind::daemon::{self, Models};
+use sensebind::engine::ort_backend;
+use sensebind::modality::{Modality, Sensor};
+use sensebind::preprocess::{ModelInput, Preprocessor};
+use sensebind::sources::{self, file, StopFlag};
+use sensebind::window::{Outcome, Window, WindowData, Windower};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "sensebind",
+    version,
+    about = "One ImageBind embedding space for everything a robot senses, on zenoh"
+)]
+struct Cli {
+    /// Configuration file layered over the built-in defaults (configs/default.toml).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon (no --config: the demo with synthetic sensors and the built-in pack).
+    Run,
+    /// Embed files offline with the daemon's windowing and preprocessing; one JSON line per embedding.
+    Embed {
+        /// Model pack directory (default: the `pack.path` from config, else the built-in pack).
+        #[arg(long)]
+        pack: Option<String>,
+        /// WAV file(s); one line per window (length/hop from config, from t = 0).
+        #[arg(long)]
+        audio: Vec<PathBuf>,
+        /// PNG/JPEG image(s); one line each.
+        #[arg(long)]
+        image: Vec<PathBuf>,
+        /// Text(s); one line each.
+        #[arg(long)]
+        text: Vec<String>,
+    },
+    /// Manage text queries registered with a running daemon.
+    Query {
+        #[command(subcommand)]
+        op: QueryOp,
+        /// Robot id (default: config's robot.id, else the host name).
+        #[arg(long, global = true)]
+        robot: Option<String>,
+    },
+    /// Print labels, events and alerts published by running daemons.
+    Listen {
+        /// Robot id, or `*` for all (default: config's robot id).
+        #[arg(long)]
+        robot: Option<String>,
+        /// Also print a line per embedding.
+        #[arg(long)]
+        embeddings: bool,
+        /// Exit after this many seconds (0: run until interrupted).
+        #[arg(long, default_value_t = 0.0)]
+        seconds: f64,
+    },
+    /// Validate the configuration and model pack; list usable execution providers.
+    Check,
+}
+
+#[derive(Subcommand)]
+enum QueryOp {
+    /// Register (or replace) a query.
+    Add {
+        id: String,
+        #[arg(long)]
+        text: String,
+        /// Cosine threshold in [-1, 1].
+        #[arg(long)]
+        threshold: Option<f32>,
+        /// Comma-separated modalities (default: all sensed).
+        #[arg(long, value_delimiter = ',')]
+        modalities: Option<Vec<String>>,
+        /// Minimum seconds between alerts.
+        #[arg(long)]
+        cooldown: Option<f64>,
+    },
+    /// List registered queries.
+    List,
+    /// Remove a query.
+    Remove { id: String },
+}
+
+/// Logs go to stderr. The daemon logs at `log.level`; the tools (embed, query, listen,
+/// check) at `warn` so their stdout/stderr stay readable. RUST_LOG overrides both.
+fn init_logging(cfg: &Config, daemon: bool, force_json: bool) {
+    let level = if daemon {
+        cfg.log.level.clone()
+    } else {
+        "warn".to_string()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = force_json || cfg.log.format == LogFormat::Json;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().with_current_span(false).init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = real_main(cli) {
+        eprintln!("sensebind: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    let cfg = Config::load(cli.config.as_deref())?;
+    init_logging(&cfg, matches!(cli.cmd, Cmd::Run), cli.log_json);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.cmd {
+        Cmd::Run => rt.block_on(async move { daemon::run(cfg, shutdown_signal()).await.map_err(anyhow::Error::from) }),
+        Cmd::Embed {
+            pack,
+            audio,
+            image,
+            text,
+        } => embed(cfg, pack, audio, image, text),
+        Cmd::Query { op, robot } => rt.block_on(query(cfg, op, robot)),
+        Cmd::Listen {
+            robot,
+            embeddings,
+            seconds,
+        } => rt.block_on(listen(cfg, robot, embeddings, seconds)),
+        Cmd::Check => check(cfg),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn embed(
+    mut cfg: Config,
+    pack: Option<String>,
+    audio: Vec<PathBuf>,
+    image: Vec<PathBuf>,
+    text: Vec<String>,
+) -> Result<()> {
+    if audio.is_empty() && image.is_empty() && text.is_empty() {
+        bail!("nothing to embed: give --audio FILE, --image FILE and/or --text STRING");
+    }
+    if let Some(p) = pack {
+        cfg.pack.path = p;
+    }
+    let mut mods = Vec::new();
+    if !audio.is_empty() {
+        mods.push(Modality::Audio);
+    }
+    if !image.is_empty() {
+        mods.push(Modality::Vision);
+    }
+    let models = Models::load(&cfg, &mods)?;
+    let print = |modality: Modality, input: &str, t: Option<(i64, i64)>, v: &[f32]| {
+        let scale = models.encoders[&modality].logit_scale();
+        let line = json!({
+            "modality": modality,
+            "input": input,
+            "t_start": t.map(|t| t.0 as f64 / 1e9),
+            "t_end": t.map(|t| t.1 as f64 / 1e9),
+            "embedding": v,
+            "scale": scale,
+        });
+        println!("{line}");
+    };
+    let run_one = |m: Modality, prep: &dyn Preprocessor, w: &Window| -> Result<Vec<f32>> {
+        let input: ModelInput = prep.process(w)?;
+        let mut v = models.encoders[&m].encode(&[input])?;
+        Ok(v.remove(0))
+    };
+    let params = cfg.window_params();
+    for path in &audio {
+        // The daemon's path: a file source (as fast as possible, t = 0 at the first
+        // sample) → windower → audio preprocessing → encoder.
+        let fcfg = FileSourceConfig {
+            path: path.display().to_string(),
+            fps: 1.0,
+            pace: Pace::Fast,
+            looped: false,
+            chunk_ms: cfg.sources.microphone.file.chunk_ms.max(1),
+        };
+        let mut src = file::build(Sensor::Microphone, &fcfg, params.origin_ns, StopFlag::default())?;
+        src.open()?;
+        let mut w = Windower::new(Sensor::Microphone, params, src.info().nominal_rate_hz);
+        let mut windows = Vec::new();
+        let mut collect = |o: Vec<Outcome>| {
+            for x in o {
+                match x {
+                    Outcome::Ready(win) => windows.push(win),
+                    Outcome::Dropped { seq, coverage, .. } => {
+                        eprintln!(
+                            "sensebind: {}: window {seq} dropped: coverage {coverage:.2} below window.min_coverage",
+                            path.display()
+                        )
+                    }
+                    Outcome::LateFrames { .. } => {}
+                }
+            }
+        };
+        while let Some(frame) = src.next_frame()? {
+            collect(w.push(frame));
+        }
+        collect(w.flush());
+        let prep = models.preprocessors[&Modality::Audio].clone();
+        for win in &windows {
+            let v = run_one(Modality::Audio, prep.as_ref(), win)?;
+            print(
+                Modality::Audio,
+                &path.display().to_string(),
+                Some((win.t_start_ns, win.t_end_ns)),
+                &v,
+            );
+        }
+    }
+    for path in &image {
+        let data = file::load_rgb(path)?;
+        let win = Window {
+            sensor: Sensor::Camera,
+            seq: 0,
+            t_start_ns: 0,
+            t_end_ns: 0,
+            coverage: 1.0,
+            data: WindowData::Frames(vec![sources::Frame { t_ns: 0, data }]),
+        };
+        let prep = models.preprocessors[&Modality::Vision].clone();
+        let v = run_one(Modality::Vision, prep.as_ref(), &win)?;
+        print(Modality::Vision, &path.display().to_string(), None, &v);
+    }
+    if !text.is_empty() {
+        let vs = models.embed_text(&text)?;
+        for (t, v) in text.iter().zip(vs) {
+            print(Modality::Text, t, None, &v);
+        }
+    }
+    Ok(())
+}
+
+/// A session for tools: a peer that connects to the daemon's listen endpoints.
+async fn tool_session(cfg: &Config) -> Result<zenoh::Session> {
+    let mut bus = cfg.bus.clone();
+    if bus.connect.is_empty() {
+        bus.connect = bus.listen.iter().map(|e| e.replace("0.0.0.0", "127.0.0.1")).collect();
+    }
+    bus.listen.clear();
+    bus.mode = sensebind::config::ZenohMode::Peer;
+    Ok(zenoh_bus::open(&bus).await?)
+}
+
+async fn query(cfg: Config, op: QueryOp, robot: Option<String>) -> Result<()> {
+    let robot = robot.unwrap_or_else(|| cfg.robot_id());
+    let topics = Topics::new(&cfg.bus.prefix, &robot);
+    let session = tool_session(&cfg).await?;
+    // Give the session a moment to reach the daemon.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    match op {
+        QueryOp::Add {
+            id,
+            text,
+            threshold,
+            modalities,
+            cooldown,
+        } => {
+            sensebind::bus::validate_chunk(&id).map_err(|e| anyhow!("query id: {e}"))?;
+            let mods: Option<Vec<Modality>> = modalities
+                .map(|v| {
+                    v.iter()
+                        .map(|m| m.trim().parse::<Modality>())
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()
+                .map_err(|e| anyhow!("--modalities: {e}"))?;
+            let mut body = json!({ "text": text });
+            if let Some(t) = threshold {
+                body["threshold"] = json!(t);
+            }
+            if let Some(m) = mods {
+                body["modalities"] = json!(m);
+            }
+            if let Some(c) = cooldown {
+                body["cooldown_s"] = json!(c);
+            }
+            let errors = session
+                .declare_subscriber(topics.query_error(&id))
+                .await
+                .map_err(|e| anyhow!("zenoh: {e}"))?;
+            session
+                .put(topics.query(&id), body.to_string())
+                .await
+                .map_err(|e| anyhow!("zenoh: {e}"))?;
+            for _ in 0..25 {
+                if let Ok(Some(s)) = errors.try_recv() {
+                    bail!(
+                        "daemon rejected the query: {}",
+                        String::from_utf8_lossy(&s.payload().to_bytes())
+                    );
+                }
+                if !list_queries(&session, &topics.query(&id)).await?.is_empty() {
+                    println!("registered {id} on {}", topics.base());
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            bail!("no daemon confirmed query `{id}` under {} within 5 s (is `sensebind run` up, with the same bus and robot id?)", topics.base())
+        }
+        QueryOp::List => {
+            for q in list_queries(&session, &topics.queries_all()).await? {
+                println!("{q}");
+            }
+            Ok(())
+        }
+        QueryOp::Remove { id } => {
+            session
+                .delete(topics.query(&id))
+                .await
+                .map_err(|e| anyhow!("zenoh: {e}"))?;
+            for _ in 0..25 {
+                if list_queries(&session, &topics.query(&id)).await?.is_empty() {
+                    println!("removed {id}");
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            bail!("query `{id}` is still registered after 5 s")
+        }
+    }
+}
+
+async fn list_queries(session: &zenoh::Session, selector: &str) -> Result<Vec<String>> {
+    let replies = session
+        .get(selector)
+        .timeout(Duration::from_secs(2))
+        .await
+        .map_err(|e| anyhow!("zenoh get {selector}: {e}"))?;
+    let mut out = Vec::new();
+    while let Ok(r) = replies.recv_async().await {
+        if let Ok(s) = r.result() {
+            out.push(String::from_utf8_lossy(&s.payload().to_bytes()).into_owned());
+        }
+    }
+    Ok(out)
+}
+
+async fn listen(cfg: Config, robot: Option<String>, embeddings: bool, seconds: f64) -> Result<()> {
+    let robot = robot.unwrap_or_else(|| cfg.robot_id());
+    let base = format!("{}/{}", cfg.bus.prefix, robot);
+    let session = tool_session(&cfg).await?;
+    let sub = session
+        .declare_subscriber(format!("{base}/**"))
+        .await
+        .map_err(|e| anyhow!("zenoh: {e}"))?;
+    eprintln!(
+        "listening on {base}/** (labels, events, alerts{})",
+        if embeddings { ", embeddings" } else { "" }
+    );
+    let deadline = (seconds > 0.0).then(|| tokio::time::Instant::now() + Duration::from_secs_f64(seconds));
+    loop {
+        let next = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, sub.recv_async()).await {
+                Ok(s) => s,
+                Err(_) => return Ok(()),
+            },
+            None => sub.recv_async().await,
+        };
+        let Ok(sample) = next else { return Ok(()) };
+        let key = sample.key_expr().as_str().to_string();
+        let body = sample.payload().to_bytes();
+        if key.contains("/labels/") || key.contains("/events/") || key.contains("/alerts/") || key.contains("/errors/")
+        {
+            println!("{key} {}", String::from_utf8_lossy(&body));
+        } else if embeddings && key.contains("/embedding/") {
+            match EmbeddingMsg::from_cbor(&body) {
+                Ok(m) => println!(
+                    "{key} seq={} t=[{}, {}] dim={} coverage={:.2}",
+                    m.seq, m.t_start_ns, m.t_end_ns, m.dim, m.coverage
+                ),
+                Err(e) => println!("{key} undecodable CBOR: {e}"),
+            }
+        }
+    }
+}
+
+fn check(cfg: Config) -> Result<()> {
+    println!(
+        "config: ok (robot id `{}`, state dir {})",
+        cfg.robot_id(),
+        cfg.state_dir().display()
+    );
+    let lib = ort_backend::library_path(&cfg.engine.ort_library)?;
+    ort_backend::init_runtime(&cfg.engine.ort_library)?;
+    println!("onnxruntime: {}", lib.display());
+    let provs: Vec<String> = ort_backend::available_providers()
+        .into_iter()
+        .map(|(n, ok)| format!("{n}={}", if ok { "available" } else { "not in this build" }))
+        .collect();
+    println!(
+        "execution providers: {} (configured order: {:?})",
+        provs.join(", "),
+        cfg.engine.providers
+    );
+    let sensors = daemon::active_sensors(&cfg);
+    let mods: Vec<Modality> = Modality::SENSED.to_vec();
+    let models = Models::load(&cfg, &mods)?;
+    println!("pack: {} ({})", models.pack.name(), models.pack.location);
+    for (m, e) in &models.encoders {
+        println!(
+            "  {m:<8} dim={} scale={} input={:?} provider={}",
+            e.dim(),
+            e.logit_scale(),
+            e.input_shape(),
+            e.provider()
+        );
+    }
+    for s in &sensors {
+        println!(
+            "source {s}: {:?}",
+            cfg.sources
+                .iter()
+                .find(|(x, _)| x == s)
+                .map(|(_, c)| c.kind)
+                .unwrap_or(sensebind::config::SourceType::Off)
+        );
+    }
+    println!(
+        "bus: {}/{} mode {:?} listen {:?} connect {:?}",
+        cfg.bus.prefix,
+        cfg.robot_id(),
+        cfg.bus.mode,
+        cfg.bus.listen,
+        cfg.bus.connect
+    );
+    Ok(())
+}

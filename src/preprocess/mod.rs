@@ -1,0 +1,77 @@
+//! Preprocessing: turn a closed window into the exact tensor an ImageBind encoder
+//! expects (see `imagebind-contract.md` and docs in each module).
+//!
+//! One [`Preprocessor`] per sensed modality; text has its own tokenizer. Each is a pure
+//! function of the window, so the daemon and `sensebind embed` share it.
+
+pub mod audio;
+pub mod image_ops;
+pub mod imu;
+pub mod text;
+pub mod vision;
+
+use crate::calibration::Calibration;
+use crate::config::PreprocessConfig;
+use crate::modality::Modality;
+use crate::window::Window;
+use std::sync::Arc;
+
+/// An encoder input for one item (no batch axis).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelInput {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+}
+
+impl ModelInput {
+    pub fn len(&self) -> usize {
+        match self {
+            ModelInput::F32(v) => v.len(),
+            ModelInput::I64(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreprocessError {
+    #[error("{modality} window {seq}: {reason}")]
+    BadWindow {
+        modality: Modality,
+        seq: i64,
+        reason: String,
+    },
+}
+
+/// Window → model input for one modality.
+pub trait Preprocessor: Send + Sync {
+    fn modality(&self) -> Modality;
+    /// Per-item input shape (batch axis excluded).
+    fn shape(&self) -> Vec<usize>;
+    fn process(&self, window: &Window) -> Result<ModelInput, PreprocessError>;
+}
+
+pub(crate) fn bad(w: &Window, reason: impl ToString) -> PreprocessError {
+    PreprocessError::BadWindow {
+        modality: w.modality(),
+        seq: w.seq,
+        reason: reason.to_string(),
+    }
+}
+
+/// Build the preprocessor of every sensed modality.
+pub fn build_all(cfg: &PreprocessConfig, calib: &Calibration) -> Vec<Arc<dyn Preprocessor>> {
+    vec![
+        Arc::new(vision::VisionPrep::new(cfg.vision.clone())),
+        Arc::new(audio::AudioPrep::new(cfg.audio.clone())),
+        Arc::new(vision::DepthPrep::new(
+            cfg.depth.clone(),
+            calib.depth_baseline_m,
+            calib.depth_focal_px,
+        )),
+        Arc::new(vision::ThermalPrep::new(cfg.thermal.clone())),
+        Arc::new(imu::ImuPrep::new(cfg.imu.clone())),
+    ]
+}

@@ -1,0 +1,344 @@
+//! Text-query alerts: clients register `{text, threshold, modalities, cooldown_s}`
+//! under an id; every new window of a chosen modality is compared with the text's
+//! embedding, and an alert fires when cosine ≥ threshold, at most once per cooldown
+//! (measured in sensor time). Queries persist in `<state_dir>/queries.json`, written
+//! atomically (temp file, fsync, rename), and are reloaded on restart.
+
+use crate::bus::validate_chunk;
+use crate::config::QueriesConfig;
+use crate::modality::Modality;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("query `{id}`: {reason}")]
+    Invalid { id: String, reason: String },
+    #[error("query store {path}: {reason}")]
+    Store { path: PathBuf, reason: String },
+}
+
+/// What a client puts on `queries/<id>` (JSON).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    pub text: String,
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    #[serde(default)]
+    pub modalities: Option<Vec<Modality>>,
+    #[serde(default)]
+    pub cooldown_s: Option<f64>,
+}
+
+/// A registered query (what `get queries/**` returns and what is stored).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct QuerySpec {
+    pub id: String,
+    pub text: String,
+    pub threshold: f32,
+    pub modalities: Vec<Modality>,
+    pub cooldown_s: f64,
+}
+
+pub const MAX_TEXT_CHARS: usize = 1000;
+
+impl QuerySpec {
+    /// Parse and validate a request body, filling defaults.
+    pub fn from_request(id: &str, body: &[u8], defaults: &QueriesConfig) -> Result<QuerySpec, QueryError> {
+        let inv = |reason: String| QueryError::Invalid {
+            id: id.to_string(),
+            reason,
+        };
+        validate_chunk(id).map_err(|e| inv(format!("bad id: {e}")))?;
+        let req: QueryRequest = serde_json::from_slice(body).map_err(|e| {
+            inv(format!(
+                "expected JSON {{\"text\": string, \"threshold\"?: number in [-1,1], \"modalities\"?: [\"vision\"|\"audio\"|\"depth\"|\"thermal\"|\"imu\"], \"cooldown_s\"?: number >= 0}}: {e}"
+            ))
+        })?;
+        let text = req.text.trim().to_string();
+        if text.is_empty() {
+            return Err(inv("`text` is empty".into()));
+        }
+        if text.chars().count() > MAX_TEXT_CHARS {
+            return Err(inv(format!("`text` is longer than {MAX_TEXT_CHARS} characters")));
+        }
+        let threshold = req.threshold.unwrap_or(defaults.default_threshold);
+        if !(threshold.is_finite() && (-1.0..=1.0).contains(&threshold)) {
+            return Err(inv(format!("`threshold` must be a cosine in [-1, 1], got {threshold}")));
+        }
+        let modalities = req.modalities.unwrap_or_else(|| Modality::SENSED.to_vec());
+        if modalities.is_empty() {
+            return Err(inv("`modalities` is empty".into()));
+        }
+        if modalities.contains(&Modality::Text) {
+            return Err(inv(
+                "`modalities` cannot contain `text`: queries match sensed modalities".into(),
+            ));
+        }
+        let cooldown_s = req.cooldown_s.unwrap_or(defaults.default_cooldown_s);
+        if !(cooldown_s.is_finite() && cooldown_s >= 0.0) {
+            return Err(inv(format!("`cooldown_s` must be >= 0, got {cooldown_s}")));
+        }
+        Ok(QuerySpec {
+            id: id.to_string(),
+            text,
+            threshold,
+            modalities,
+            cooldown_s,
+        })
+    }
+}
+
+/// An alert to publish on `alerts/<id>`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Alert {
+    pub query_id: String,
+    pub text: String,
+    pub modality: Modality,
+    pub score: f32,
+    pub threshold: f32,
+    pub seq: i64,
+    pub t_start_ns: i64,
+    pub t_end_ns: i64,
+}
+
+struct Registered {
+    spec: QuerySpec,
+    embedding: Vec<f32>,
+    last_fired_ns: Option<i64>,
+}
+
+/// The registered queries.
+pub struct Registry {
+    path: PathBuf,
+    max: usize,
+    queries: BTreeMap<String, Registered>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    version: u32,
+    queries: Vec<QuerySpec>,
+}
+
+impl Registry {
+    pub fn new(state_dir: &Path, max: usize) -> Self {
+        Registry {
+            path: state_dir.join("queries.json"),
+            max,
+            queries: BTreeMap::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Read the stored specs (the caller embeds and re-adds them).
+    pub fn load_specs(&self) -> Result<Vec<QuerySpec>, QueryError> {
+        let serr = |reason: String| QueryError::Store {
+            path: self.path.clone(),
+            reason,
+        };
+        match std::fs::read(&self.path) {
+            Ok(b) => {
+                let s: Stored =
+                    serde_json::from_slice(&b).map_err(|e| serr(format!("not a sensebind query store: {e}")))?;
+                if s.version != 1 {
+                    return Err(serr(format!("store version {} (expected 1)", s.version)));
+                }
+                Ok(s.queries)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(serr(e.to_string())),
+        }
+    }
+
+    /// Add or replace a query. Persists before returning.
+    pub fn insert(&mut self, spec: QuerySpec, embedding: Vec<f32>) -> Result<(), QueryError> {
+        if !self.queries.contains_key(&spec.id) && self.queries.len() >= self.max {
+            return Err(QueryError::Invalid {
+                id: spec.id,
+                reason: format!("at most {} queries may be registered", self.max),
+            });
+        }
+        let id = spec.id.clone();
+        let prev = self.queries.insert(
+            id.clone(),
+            Registered {
+                spec,
+                embedding,
+                last_fired_ns: None,
+            },
+        );
+        if let Err(e) = self.save() {
+            // Keep memory and disk in step.
+            match prev {
+                Some(p) => self.queries.insert(id, p),
+                None => self.queries.remove(&id),
+            };
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Remove a query. Returns whether it existed.
+    pub fn remove(&mut self, id: &str) -> Result<bool, QueryError> {
+        let Some(prev) = self.queries.remove(id) else {
+            return Ok(false);
+        };
+        if let Err(e) = self.save() {
+            self.queries.insert(id.to_string(), prev);
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    pub fn specs(&self) -> Vec<QuerySpec> {
+        self.queries.values().map(|r| r.spec.clone()).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queries.is_empty()
+    }
+
+    /// Match one window's embedding; returns the alerts that fire.
+    pub fn matches(&mut self, modality: Modality, emb: &[f32], seq: i64, t_start_ns: i64, t_end_ns: i64) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for r in self.queries.values_mut() {
+            if !r.spec.modalities.contains(&modality) || r.embedding.len() != emb.len() {
+                continue;
+            }
+            let score: f32 = r.embedding.iter().zip(emb).map(|(a, b)| a * b).sum();
+            if score < r.spec.threshold {
+                continue;
+            }
+            let cool_ns = (r.spec.cooldown_s * 1e9) as i64;
+            if let Some(last) = r.last_fired_ns {
+                if t_end_ns - last < cool_ns {
+                    continue;
+                }
+            }
+            r.last_fired_ns = Some(t_end_ns);
+            out.push(Alert {
+                query_id: r.spec.id.clone(),
+                text: r.spec.text.clone(),
+                modality,
+                score,
+                threshold: r.spec.threshold,
+                seq,
+                t_start_ns,
+                t_end_ns,
+            });
+        }
+        out
+    }
+
+    fn save(&self) -> Result<(), QueryError> {
+        let serr = |reason: String| QueryError::Store {
+            path: self.path.clone(),
+            reason,
+        };
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| serr(format!("cannot create directory: {e}")))?;
+        let body = serde_json::to_vec_pretty(&Stored {
+            version: 1,
+            queries: self.specs(),
+        })
+        .map_err(|e| serr(e.to_string()))?;
+        let tmp = self.path.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        };
+        write().map_err(|e| serr(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> QueriesConfig {
+        QueriesConfig {
+            default_threshold: 0.3,
+            default_cooldown_s: 10.0,
+            max_queries: 2,
+        }
+    }
+
+    #[test]
+    fn validation_messages() {
+        let d = defaults();
+        let ok = QuerySpec::from_request("dog", br#"{"text":" a dog "}"#, &d).unwrap();
+        assert_eq!((ok.text.as_str(), ok.threshold, ok.modalities.len()), ("a dog", 0.3, 5));
+        for (body, needle) in [
+            (&b"not json"[..], "expected JSON"),
+            (br#"{"text":""}"#, "`text` is empty"),
+            (br#"{"text":"x","threshold":3}"#, "`threshold`"),
+            (br#"{"text":"x","modalities":["text"]}"#, "cannot contain `text`"),
+            (br#"{"text":"x","modalities":["smell"]}"#, "expected JSON"),
+            (br#"{"text":"x","cooldown_s":-1}"#, "`cooldown_s`"),
+            (br#"{"text":"x","colour":1}"#, "unknown field"),
+        ] {
+            let e = QuerySpec::from_request("q1", body, &d).unwrap_err().to_string();
+            assert!(e.contains("query `q1`") && e.contains(needle), "{e}");
+        }
+        assert!(QuerySpec::from_request("a/b", br#"{"text":"x"}"#, &d).is_err());
+    }
+
+    #[test]
+    fn cooldown_persistence_and_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = defaults();
+        let mut r = Registry::new(dir.path(), d.max_queries);
+        let spec = QuerySpec::from_request(
+            "q",
+            br#"{"text":"x","threshold":0.5,"cooldown_s":3,"modalities":["audio"]}"#,
+            &d,
+        )
+        .unwrap();
+        r.insert(spec.clone(), vec![1.0, 0.0]).unwrap();
+        assert!(r.matches(Modality::Vision, &[1.0, 0.0], 0, 0, 2_000_000_000).is_empty());
+        assert!(r.matches(Modality::Audio, &[0.0, 1.0], 0, 0, 2_000_000_000).is_empty());
+        assert_eq!(r.matches(Modality::Audio, &[1.0, 0.0], 1, 0, 2_000_000_000).len(), 1);
+        assert!(r
+            .matches(Modality::Audio, &[1.0, 0.0], 2, 2_000_000_000, 4_000_000_000)
+            .is_empty());
+        assert_eq!(
+            r.matches(Modality::Audio, &[1.0, 0.0], 3, 4_000_000_000, 6_000_000_000)
+                .len(),
+            1
+        );
+        let again = Registry::new(dir.path(), 2).load_specs().unwrap();
+        assert_eq!(again, vec![spec]);
+        r.insert(
+            QuerySpec::from_request("q2", br#"{"text":"y"}"#, &d).unwrap(),
+            vec![0.0, 1.0],
+        )
+        .unwrap();
+        let e = r
+            .insert(
+                QuerySpec::from_request("q3", br#"{"text":"z"}"#, &d).unwrap(),
+                vec![0.0, 1.0],
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("at most 2"));
+        assert!(r.remove("q").unwrap());
+        assert!(!r.remove("q").unwrap());
+        assert_eq!(Registry::new(dir.path(), 2).load_specs().unwrap().len(), 1);
+    }
+}

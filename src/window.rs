@@ -1,0 +1,441 @@
+//! Windowing: cut each sensor's frame stream into clips on a common time grid.
+//!
+//! Window `k` covers `[origin + k·hop, origin + k·hop + length)` in sensor time for
+//! every modality, so equal `seq` means equal span across sensors. A window is closed
+//! when the stream's watermark (the newest data time) passes its end, or by
+//! [`Windower::flush`] at end of stream / when a sensor goes quiet. A window whose data
+//! covers less than `min_coverage` of its span is dropped and reported, never silently.
+
+use crate::modality::{Modality, Sensor};
+use crate::sources::{Frame, FrameData, ImuSample, Nanos};
+use std::collections::VecDeque;
+
+/// Grid and acceptance parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowParams {
+    pub length_ns: Nanos,
+    pub hop_ns: Nanos,
+    pub origin_ns: Nanos,
+    pub min_coverage: f64,
+}
+
+impl WindowParams {
+    pub fn start(&self, k: i64) -> Nanos {
+        self.origin_ns + k * self.hop_ns
+    }
+    pub fn end(&self, k: i64) -> Nanos {
+        self.start(k) + self.length_ns
+    }
+    /// Index of the latest window starting at or before `t`.
+    pub fn index_at(&self, t: Nanos) -> i64 {
+        (t - self.origin_ns).div_euclid(self.hop_ns)
+    }
+    /// The grid point at or before `t` (where sources start their timelines).
+    pub fn align_down(&self, t: Nanos) -> Nanos {
+        self.start(self.index_at(t))
+    }
+}
+
+/// The data of one window.
+#[derive(Debug, Clone)]
+pub enum WindowData {
+    /// Image-like frames (RGB, depth or thermal), in time order.
+    Frames(Vec<Frame>),
+    /// Exactly `length · sample_rate` interleaved sample frames; gaps are zeros.
+    Audio {
+        sample_rate: u32,
+        channels: u16,
+        samples: Vec<f32>,
+    },
+    /// IMU readings with their times, in time order.
+    Imu(Vec<(Nanos, ImuSample)>),
+}
+
+/// A closed window, ready for preprocessing.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub sensor: Sensor,
+    pub seq: i64,
+    pub t_start_ns: Nanos,
+    pub t_end_ns: Nanos,
+    /// Fraction of the span covered by data, in [0, 1].
+    pub coverage: f64,
+    pub data: WindowData,
+}
+
+impl Window {
+    pub fn modality(&self) -> Modality {
+        self.sensor.modality()
+    }
+}
+
+/// Why a window was not emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Too little data (coverage below `min_coverage`).
+    Coverage,
+}
+
+/// What pushing data produced.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Ready(Window),
+    Dropped {
+        seq: i64,
+        reason: DropReason,
+        coverage: f64,
+    },
+    /// `count` frames arrived after their windows had closed and were discarded.
+    LateFrames {
+        count: u64,
+    },
+}
+
+/// Windows above this many behind the watermark are skipped in one step (a long gap).
+const MAX_CATCH_UP: i64 = 10_000;
+
+/// Per-sensor windower.
+pub struct Windower {
+    sensor: Sensor,
+    p: WindowParams,
+    nominal_rate_hz: f64,
+    next_k: Option<i64>,
+    frames: VecDeque<Frame>,
+    watermark: Nanos,
+    /// Time of the newest data point (frame time; audio: last sample).
+    last_point: Nanos,
+}
+
+impl Windower {
+    pub fn new(sensor: Sensor, params: WindowParams, nominal_rate_hz: f64) -> Self {
+        Windower {
+            sensor,
+            p: params,
+            nominal_rate_hz: nominal_rate_hz.max(1e-6),
+            next_k: None,
+            frames: VecDeque::new(),
+            watermark: Nanos::MIN,
+            last_point: Nanos::MIN,
+        }
+    }
+
+    /// Time just past a frame's data.
+    fn data_end(f: &Frame) -> Nanos {
+        match &f.data {
+            FrameData::Audio {
+                sample_rate,
+                channels,
+                samples,
+            } => {
+                let n = samples.len() / (*channels).max(1) as usize;
+                f.t_ns + (n as i128 * 1_000_000_000 / (*sample_rate).max(1) as i128) as Nanos
+            }
+            _ => f.t_ns,
+        }
+    }
+
+    /// Whether all of a frame's data lies before `t` (so no window from `t` on needs it).
+    fn before(f: &Frame, t: Nanos) -> bool {
+        match f.data {
+            FrameData::Audio { .. } => Self::data_end(f) <= t,
+            _ => f.t_ns < t,
+        }
+    }
+
+    /// Add a frame; returns the windows it closed.
+    pub fn push(&mut self, frame: Frame) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        let k0 = *self.next_k.get_or_insert_with(|| self.p.index_at(frame.t_ns));
+        if Self::before(&frame, self.p.start(k0)) {
+            out.push(Outcome::LateFrames { count: 1 });
+            return out;
+        }
+        let end = Self::data_end(&frame);
+        self.watermark = self.watermark.max(end);
+        self.last_point = self.last_point.max(if end > frame.t_ns { end - 1 } else { frame.t_ns });
+        self.frames.push_back(frame);
+        self.close_until(|end, wm| wm >= end, &mut out);
+        out
+    }
+
+    /// Close every window that has started before the watermark (end of stream, or
+    /// the sensor went quiet). Later frames go to later windows.
+    pub fn flush(&mut self) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        let (length, last) = (self.p.length_ns, self.last_point);
+        self.close_until(|end, _| end - length <= last, &mut out);
+        self.frames.clear();
+        out
+    }
+
+    /// Whether a window is open and its end lies before `t` (for idle flushing).
+    pub fn overdue(&self, t: Nanos) -> bool {
+        match self.next_k {
+            Some(k) => !self.frames.is_empty() && self.p.end(k) <= t,
+            None => false,
+        }
+    }
+
+    fn close_until(&mut self, ready: impl Fn(Nanos, Nanos) -> bool, out: &mut Vec<Outcome>) {
+        let Some(mut k) = self.next_k else { return };
+        // Skip a long gap in one step: every window in it would be empty.
+        let newest = self.p.index_at(self.watermark);
+        if newest - k > MAX_CATCH_UP {
+            k = newest - MAX_CATCH_UP;
+        }
+        while ready(self.p.end(k), self.watermark) {
+            let (start, end) = (self.p.start(k), self.p.end(k));
+            let w = self.extract(k, start, end);
+            if w.coverage + 1e-9 >= self.p.min_coverage && w.coverage > 0.0 {
+                out.push(Outcome::Ready(w));
+            } else {
+                out.push(Outcome::Dropped {
+                    seq: k,
+                    reason: DropReason::Coverage,
+                    coverage: w.coverage,
+                });
+            }
+            k += 1;
+            let next_start = self.p.start(k);
+            while self.frames.front().is_some_and(|f| Self::before(f, next_start)) {
+                self.frames.pop_front();
+            }
+        }
+        self.next_k = Some(k);
+    }
+
+    fn extract(&self, k: i64, start: Nanos, end: Nanos) -> Window {
+        let length_s = (end - start) as f64 / 1e9;
+        let in_span = |f: &&Frame| f.t_ns >= start && f.t_ns < end;
+        let (coverage, data) = match self.sensor {
+            Sensor::Microphone => self.extract_audio(start, end),
+            Sensor::Imu => {
+                let v: Vec<(Nanos, ImuSample)> = self
+                    .frames
+                    .iter()
+                    .filter(in_span)
+                    .filter_map(|f| match f.data {
+                        FrameData::Imu(s) => Some((f.t_ns, s)),
+                        _ => None,
+                    })
+                    .collect();
+                let cov = (v.len() as f64 / (self.nominal_rate_hz * length_s)).min(1.0);
+                (cov, WindowData::Imu(v))
+            }
+            _ => {
+                let v: Vec<Frame> = self.frames.iter().filter(in_span).cloned().collect();
+                let cov = (v.len() as f64 / (self.nominal_rate_hz * length_s)).min(1.0);
+                (cov, WindowData::Frames(v))
+            }
+        };
+        Window {
+            sensor: self.sensor,
+            seq: k,
+            t_start_ns: start,
+            t_end_ns: end,
+            coverage,
+            data,
+        }
+    }
+
+    fn extract_audio(&self, start: Nanos, end: Nanos) -> (f64, WindowData) {
+        let first = self.frames.iter().find_map(|f| match &f.data {
+            FrameData::Audio {
+                sample_rate, channels, ..
+            } => Some((*sample_rate, *channels)),
+            _ => None,
+        });
+        let Some((sr, ch)) = first else {
+            return (
+                0.0,
+                WindowData::Audio {
+                    sample_rate: 16000,
+                    channels: 1,
+                    samples: Vec::new(),
+                },
+            );
+        };
+        let chn = ch.max(1) as usize;
+        let len = ((end - start) as i128 * sr as i128 / 1_000_000_000) as usize;
+        let mut out = vec![0.0f32; len * chn];
+        let mut filled = vec![false; len];
+        for f in &self.frames {
+            let FrameData::Audio {
+                sample_rate,
+                channels,
+                samples,
+            } = &f.data
+            else {
+                continue;
+            };
+            if *sample_rate != sr || *channels != ch {
+                continue;
+            }
+            // Index of this chunk's first sample on the window's sample grid.
+            let off = ((f.t_ns - start) as i128 * sr as i128).div_euclid(1_000_000_000) as i64;
+            let n = samples.len() / chn;
+            let lo = (-off).max(0) as usize;
+            let hi = ((len as i64 - off).min(n as i64)).max(0) as usize;
+            for j in lo..hi {
+                let dst = (off + j as i64) as usize;
+                out[dst * chn..(dst + 1) * chn].copy_from_slice(&samples[j * chn..(j + 1) * chn]);
+                filled[dst] = true;
+            }
+        }
+        let cov = if len == 0 {
+            0.0
+        } else {
+            filled.iter().filter(|x| **x).count() as f64 / len as f64
+        };
+        (
+            cov,
+            WindowData::Audio {
+                sample_rate: sr,
+                channels: ch,
+                samples: out,
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(len_s: f64, hop_s: f64) -> WindowParams {
+        WindowParams {
+            length_ns: (len_s * 1e9) as i64,
+            hop_ns: (hop_s * 1e9) as i64,
+            origin_ns: 0,
+            min_coverage: 0.5,
+        }
+    }
+
+    fn rgb(t: Nanos) -> Frame {
+        Frame {
+            t_ns: t,
+            data: FrameData::Rgb8 {
+                width: 1,
+                height: 1,
+                data: vec![0, 0, 0],
+            },
+        }
+    }
+
+    fn ready(o: &[Outcome]) -> Vec<&Window> {
+        o.iter()
+            .filter_map(|x| if let Outcome::Ready(w) = x { Some(w) } else { None })
+            .collect()
+    }
+
+    #[test]
+    fn frames_split_on_grid() {
+        let mut w = Windower::new(Sensor::Camera, params(2.0, 2.0), 10.0);
+        let mut out = Vec::new();
+        for i in 0..61 {
+            out.extend(w.push(rgb(i * 100_000_000)));
+        }
+        let r = ready(&out);
+        assert_eq!(r.len(), 3);
+        for (k, win) in r.iter().enumerate() {
+            assert_eq!(win.seq, k as i64);
+            assert_eq!(win.t_end_ns - win.t_start_ns, 2_000_000_000);
+            match &win.data {
+                WindowData::Frames(f) => assert_eq!(f.len(), 20),
+                _ => panic!(),
+            }
+            assert!((win.coverage - 1.0).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn overlapping_hop_shares_frames() {
+        let mut w = Windower::new(Sensor::Camera, params(2.0, 1.0), 10.0);
+        let mut out = Vec::new();
+        for i in 0..41 {
+            out.extend(w.push(rgb(i * 100_000_000)));
+        }
+        let r = ready(&out);
+        assert_eq!(r.iter().map(|w| w.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
+        for win in r {
+            if let WindowData::Frames(f) = &win.data {
+                assert_eq!(f.len(), 20);
+                assert_eq!(f[0].t_ns, win.t_start_ns);
+            }
+        }
+    }
+
+    #[test]
+    fn sparse_window_is_dropped_and_reported() {
+        let mut w = Windower::new(Sensor::Camera, params(2.0, 2.0), 10.0);
+        let mut out = Vec::new();
+        for t in [0, 100_000_000, 2_500_000_000] {
+            out.extend(w.push(rgb(t)));
+        }
+        assert!(matches!(
+            out[0],
+            Outcome::Dropped {
+                seq: 0,
+                reason: DropReason::Coverage,
+                ..
+            }
+        ));
+        // A late frame for the closed window is reported too.
+        let late = w.push(rgb(500_000_000));
+        assert!(matches!(late[0], Outcome::LateFrames { count: 1 }));
+    }
+
+    #[test]
+    fn audio_samples_land_on_the_grid_with_gaps_zeroed() {
+        let mut w = Windower::new(Sensor::Microphone, params(1.0, 1.0), 10.0);
+        let sr = 1000u32;
+        let mut out = Vec::new();
+        // 100 ms chunks; chunk 3 missing; values = sample index.
+        for c in 0..12u32 {
+            if c == 3 {
+                continue;
+            }
+            let samples = (0..100).map(|j| (c * 100 + j) as f32).collect();
+            out.extend(w.push(Frame {
+                t_ns: c as i64 * 100_000_000,
+                data: FrameData::Audio {
+                    sample_rate: sr,
+                    channels: 1,
+                    samples,
+                },
+            }));
+        }
+        let r = ready(&out);
+        assert_eq!(r.len(), 1);
+        let WindowData::Audio { samples, .. } = &r[0].data else {
+            panic!()
+        };
+        assert_eq!(samples.len(), 1000);
+        assert_eq!(samples[299], 299.0);
+        assert_eq!(samples[300], 0.0);
+        assert_eq!(samples[400], 400.0);
+        assert!((r[0].coverage - 0.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn flush_emits_partial_tail() {
+        let mut w = Windower::new(Sensor::Microphone, params(2.0, 2.0), 50.0);
+        let sr = 16000u32;
+        // 5 s of audio → windows 0,1 full; window 2 half covered (kept at 0.5).
+        let mut out = Vec::new();
+        for c in 0..250 {
+            out.extend(w.push(Frame {
+                t_ns: c * 20_000_000,
+                data: FrameData::Audio {
+                    sample_rate: sr,
+                    channels: 1,
+                    samples: vec![0.1; 320],
+                },
+            }));
+        }
+        out.extend(w.flush());
+        let r = ready(&out);
+        assert_eq!(r.iter().map(|w| w.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert!((r[2].coverage - 0.5).abs() < 1e-9);
+    }
+}

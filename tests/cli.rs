@@ -1,0 +1,172 @@
+//! The command line: `sensebind embed` output, and one-line errors for the three
+//! most common set-up mistakes.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+fn write_wav(path: &std::path::Path, seconds: f32, rate: u32, channels: u16) {
+    let spec = hound::WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    let n = (seconds * rate as f32) as usize;
+    for i in 0..n {
+        let t = i as f32 / rate as f32;
+        let v = ((2.0 * std::f32::consts::PI * (300.0 + 200.0 * t) * t).sin() * 12000.0) as i16;
+        for _ in 0..channels {
+            w.write_sample(v).unwrap();
+        }
+    }
+    w.finalize().unwrap();
+}
+
+fn lines(out: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+fn norm(v: &serde_json::Value) -> f64 {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap().powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+#[test]
+fn embed_wav_gives_one_line_per_two_second_window() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("six.wav");
+    write_wav(&wav, 6.0, 44100, 2);
+    let out = Command::new(bin())
+        .args(["embed", "--audio"])
+        .arg(&wav)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let l = lines(&out.stdout);
+    assert_eq!(l.len(), 3, "6 s of audio must give 3 windows");
+    let dim = sensebind::pack::Pack::builtin()
+        .unwrap()
+        .spec(sensebind::Modality::Audio)
+        .unwrap()
+        .dim;
+    for (k, j) in l.iter().enumerate() {
+        assert_eq!(j["modality"], "audio");
+        assert_eq!(j["t_start"].as_f64().unwrap(), 2.0 * k as f64);
+        assert_eq!(j["t_end"].as_f64().unwrap(), 2.0 * k as f64 + 2.0);
+        assert_eq!(j["embedding"].as_array().unwrap().len(), dim);
+        assert!((norm(&j["embedding"]) - 1.0).abs() < 1e-4);
+        assert_eq!(j["scale"].as_f64().unwrap(), 20.0);
+    }
+    // Different windows of a chirp embed differently.
+    assert_ne!(l[0]["embedding"], l[2]["embedding"]);
+}
+
+#[test]
+fn embed_image_and_text_give_one_line_each() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("photo.png");
+    let img = image::RgbImage::from_fn(321, 187, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+    });
+    img.save(&png).unwrap();
+    let out = Command::new(bin())
+        .args(["embed", "--image"])
+        .arg(&png)
+        .args(["--text", "a photo of a dog"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let l = lines(&out.stdout);
+    assert_eq!(l.len(), 2);
+    assert_eq!(l[0]["modality"], "vision");
+    assert!(l[0]["t_start"].is_null());
+    assert!((norm(&l[0]["embedding"]) - 1.0).abs() < 1e-4);
+    assert_eq!(l[1]["modality"], "text");
+    assert_eq!(l[1]["input"], "a photo of a dog");
+}
+
+/// stderr must be exactly one non-empty line containing every needle.
+fn assert_one_line_error(out: &std::process::Output, needles: &[&str]) {
+    assert!(!out.status.success(), "expected failure");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let l: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(l.len(), 1, "expected a one-line error, got:\n{err}");
+    for n in needles {
+        assert!(l[0].contains(n), "error `{}` should mention `{n}`", l[0]);
+    }
+}
+
+#[test]
+fn missing_onnxruntime_is_a_one_line_error() {
+    let out = Command::new(bin())
+        .args(["embed", "--text", "hello"])
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so.1.31.1")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, &["/nonexistent/libonnxruntime.so.1.31.1", "ORT_DYLIB_PATH"]);
+}
+
+#[test]
+fn pack_with_missing_file_is_a_one_line_error() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/packs/tiny-random");
+    for f in [
+        "pack.toml",
+        "vision.onnx",
+        "audio.onnx",
+        "depth.onnx",
+        "thermal.onnx",
+        "imu.onnx",
+    ] {
+        std::fs::copy(format!("{src}/{f}"), dir.path().join(f)).unwrap();
+    }
+    let out = Command::new(bin())
+        .args(["embed", "--pack"])
+        .arg(dir.path())
+        .args(["--text", "hello"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, &["text.onnx", "does not exist"]);
+}
+
+#[test]
+fn config_with_a_bad_key_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[engine]\nmax_batchh = 4\n").unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, &["max_batchh"]);
+
+    std::fs::write(&cfg, "[window]\nhop_s = \"soon\"\n").unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, &["window.hop_s"]);
+
+    // Environment overrides are checked the same way.
+    let out = Command::new(bin())
+        .args(["check"])
+        .env("SENSEBIND__WINDOW__MIN_COVERAGE", "2")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, &["window.min_coverage"]);
+}

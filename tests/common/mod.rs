@@ -1,0 +1,113 @@
+//! Helpers shared by the integration tests: a daemon process on a free loopback port.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sensebind")
+}
+
+/// ONNX Runtime must be available: the test command (`make test`) sets it up.
+pub fn require_ort() -> String {
+    match std::env::var("ORT_DYLIB_PATH") {
+        Ok(p) if Path::new(&p).is_file() => p,
+        _ => {
+            panic!("ORT_DYLIB_PATH must point at libonnxruntime.so; run the tests with `make test` (tools/dev.sh test)")
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A config for a test daemon: synthetic sensors, 2 s windows every 1 s.
+pub fn write_config(dir: &Path, robot: &str, port: u16, extra: &str) -> PathBuf {
+    let path = dir.join("sensebind.toml");
+    let mut f = std::fs::File::create(&path).unwrap();
+    write!(
+        f,
+        r#"
+[robot]
+id = "{robot}"
+state_dir = "{state}"
+
+[window]
+length_s = 2.0
+hop_s = 1.0
+
+[bus]
+listen = ["tcp/127.0.0.1:{port}"]
+
+[health]
+interval_s = 1.0
+
+{extra}
+"#,
+        state = dir.join("state").display()
+    )
+    .unwrap();
+    path
+}
+
+pub struct Daemon {
+    pub child: Child,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, log: &Path) -> Daemon {
+        let log = std::fs::File::create(log).unwrap();
+        let child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info,zenoh=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sensebind");
+        Daemon { child }
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if !self.running() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A zenoh peer that connects to the daemon.
+pub async fn client(port: u16) -> zenoh::Session {
+    let mut c = zenoh::Config::default();
+    c.insert_json5("mode", "\"peer\"").unwrap();
+    c.insert_json5("connect/endpoints", &format!("[\"tcp/127.0.0.1:{port}\"]"))
+        .unwrap();
+    c.insert_json5("listen/endpoints", "[]").unwrap();
+    c.insert_json5("scouting/multicast/enabled", "false").unwrap();
+    c.insert_json5("scouting/gossip/enabled", "false").unwrap();
+    zenoh::open(c).await.unwrap()
+}

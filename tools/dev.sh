@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# sensebind developer entry point: `tools/dev.sh setup|demo|test|ort-path`.
+# Each command does its own set-up on a fresh Debian machine: system packages (apt),
+# a Python virtual environment in .venv with ONNX Runtime (the daemon loads
+# libonnxruntime.so from it) and the Python test client's packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=$ROOT/.venv
+PY_REQS=(onnxruntime==1.31.1 eclipse-zenoh==1.10.2 cbor2==5.7.1 numpy pytest==8.4.2)
+APT_PKGS=(pkg-config python3-venv)
+
+log() { printf '\033[1m[sensebind]\033[0m %s\n' "$*" >&2; }
+
+apt_setup() {
+  local missing=()
+  for p in "${APT_PKGS[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    if command -v apt-get >/dev/null 2>&1; then
+      local sudo=""
+      [ "$(id -u)" -eq 0 ] || sudo="sudo"
+      log "installing system packages: ${missing[*]}"
+      $sudo apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+      log "warning: not a Debian system; make sure these are installed: ${missing[*]}"
+    fi
+  fi
+}
+
+venv_setup() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    python3 -m venv "$VENV"
+  fi
+  local stamp="$VENV/.sensebind-reqs"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "${PY_REQS[*]}" ]; then
+    log "installing Python packages: ${PY_REQS[*]}"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PY_REQS[@]}"
+    echo "${PY_REQS[*]}" > "$stamp"
+  fi
+}
+
+ort_path() {
+  local p
+  p=$(ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so* 2>/dev/null | head -n 1 || true)
+  if [ -z "$p" ]; then
+    echo "libonnxruntime.so not found in $VENV: run tools/dev.sh setup" >&2
+    return 1
+  fi
+  echo "$p"
+}
+
+setup() {
+  apt_setup
+  venv_setup
+  export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(ort_path)}"
+  log "ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
+}
+
+case "${1:-}" in
+  setup)
+    setup
+    ;;
+  ort-path)
+    ort_path
+    ;;
+  demo)
+    shift
+    setup
+    log "building (release) and starting the demo: synthetic sensors, built-in tiny pack; Ctrl-C stops"
+    cargo build --release --locked
+    exec ./target/release/sensebind run "$@"
+    ;;
+  test)
+    setup
+    log "cargo fmt --check"
+    cargo fmt --all -- --check
+    log "cargo clippy -D warnings"
+    cargo clippy --release --locked --all-targets -- -D warnings
+    log "cargo test (release)"
+    cargo test --release --locked
+    log "Python bus client tests"
+    SENSEBIND_BIN="$ROOT/target/release/sensebind" "$VENV/bin/python" -m pytest -q tests/python
+    ;;
+  *)
+    echo "usage: tools/dev.sh setup|demo|test|ort-path" >&2
+    exit 2
+    ;;
+esac
