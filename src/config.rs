@@ -13,16 +13,18 @@ pub const DEFAULT_TOML: &str = include_str!("../configs/default.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("config file {path}: {source}")]
-    File {
-        path: PathBuf,
-        #[source]
-        source: config::ConfigError,
-    },
+    #[error("config file {path}: {cause}")]
+    File { path: PathBuf, cause: String },
     #[error("configuration: {0}")]
     Invalid(String),
     #[error("configuration: {0}")]
-    Layer(#[from] config::ConfigError),
+    Layer(String),
+}
+
+impl From<config::ConfigError> for ConfigError {
+    fn from(e: config::ConfigError) -> Self {
+        ConfigError::Layer(e.to_string())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -303,9 +305,9 @@ impl Config {
             config::Config::builder()
                 .add_source(config::File::from(p).format(config::FileFormat::Toml))
                 .build()
-                .map_err(|source| ConfigError::File {
+                .map_err(|e| ConfigError::File {
                     path: p.to_path_buf(),
-                    source,
+                    cause: e.to_string(),
                 })?;
             b = b.add_source(config::File::from(p).format(config::FileFormat::Toml));
         }

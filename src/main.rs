@@ -122,7 +122,9 @@ fn init_logging(cfg: &Config, daemon: bool, force_json: bool) {
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = real_main(cli) {
-        eprintln!("sensebind: error: {e:#}");
+        // One line, whatever the cause chain holds (TOML errors carry code snippets).
+        let msg = format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ");
+        eprintln!("sensebind: error: {msg}");
         std::process::exit(1);
     }
 }

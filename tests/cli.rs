@@ -170,3 +170,27 @@ fn config_with_a_bad_key_is_a_one_line_error() {
         .unwrap();
     assert_one_line_error(&out, &["window.min_coverage"]);
 }
+
+#[test]
+fn systemd_unit_verifies() {
+    // `systemd-analyze verify` where systemd is installed (it is on CI's machines).
+    let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("systemd-analyze not installed: unit not verified");
+        return;
+    };
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/sensebind.service")).unwrap();
+    let path = dir.path().join("sensebind.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/sensebind", bin())).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "systemd-analyze verify: {err}"
+    );
+}

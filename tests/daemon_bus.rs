@@ -145,6 +145,39 @@ async fn daemon_end_to_end_over_zenoh() {
     assert_eq!(again.len(), 1, "query lost across restart; log:\n{}", dump(&log2));
     assert_eq!(again[0]["text"], "a dog barking");
     assert_eq!(again[0]["threshold"], -1.0);
+
+    // 5. The `sensebind query` tool manages queries over the same bus.
+    let tool = |args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .arg("--config")
+            .arg(&cfg)
+            .args(["query"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = tool(&[
+        "add",
+        "q2",
+        "--text",
+        "a red car",
+        "--threshold",
+        "0.5",
+        "--modalities",
+        "vision,thermal",
+    ]);
+    assert!(ok, "{text}");
+    let (ok, text) = tool(&["list"]);
+    assert!(ok && text.contains("\"q1\"") && text.contains("a red car"), "{text}");
+    let (ok, text) = tool(&["add", "q3", "--text", "x", "--threshold", "9"]);
+    assert!(!ok && text.contains("threshold"), "{text}");
+    let (ok, text) = tool(&["remove", "q2"]);
+    assert!(ok, "{text}");
+    assert_eq!(list(&z).await.len(), 1);
 }
 
 async fn list(z: &zenoh::Session) -> Vec<serde_json::Value> {
