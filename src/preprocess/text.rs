@@ -1,9 +1,12 @@
-//! Text → CLIP BPE token ids, `[77]` int64, as ImageBind's `SimpleTokenizer`:
-//! html-unescape (twice), collapse whitespace, lowercase, CLIP word split, byte-level
-//! BPE, `[SOT] + tokens[:76] + [EOT]`, zero padded (EOT always present).
+//! Text → CLIP BPE token ids, `[77]` int64, as ImageBind's `SimpleTokenizer`
+//! (`imagebind/models/multimodal_preprocessors.py`): `basic_clean` (ftfy `fix_text`,
+//! `html.unescape` twice, strip), `whitespace_clean`, `lower()`, the CLIP word regex,
+//! byte-level BPE, then `[SOT] + tokens[:76] + [EOT]` zero padded to 77 (EOT always
+//! present).
 //!
-//! The BPE vocabulary and merges are OpenAI's `bpe_simple_vocab_16e6`, bundled by the
-//! `instant-clip-tokenizer` crate.
+//! The BPE vocabulary, merges and word regex are OpenAI's `bpe_simple_vocab_16e6`,
+//! bundled by the `instant-clip-tokenizer` crate; the cleaning steps are ours
+//! ([`ftfy_fix_text`] covers ftfy's default fixes except mojibake repair).
 
 use super::ModelInput;
 
@@ -30,9 +33,11 @@ impl TextPrep {
 
     /// Token ids for one text, length 77.
     pub fn tokenize(&self, text: &str) -> Vec<i64> {
-        let cleaned = whitespace_clean(&html_unescape(&html_unescape(text)));
+        let cleaned = whitespace_clean(html_unescape(&html_unescape(&ftfy_fix_text(text))).trim());
+        // Python's str.lower() maps each character on its own (no final-sigma rule).
+        let lowered: String = cleaned.chars().flat_map(char::to_lowercase).collect();
         let mut toks = Vec::new();
-        self.tok.encode(&cleaned, &mut toks);
+        self.tok.encode(&lowered, &mut toks);
         let mut ids = Vec::with_capacity(CONTEXT_LENGTH);
         ids.push(SOT);
         ids.extend(toks.iter().take(CONTEXT_LENGTH - 2).map(|t| t.to_u16() as i64));
@@ -44,6 +49,118 @@ impl TextPrep {
     pub fn input(&self, text: &str) -> ModelInput {
         ModelInput::I64(self.tokenize(text))
     }
+}
+
+/// The byte a character stands for in "sloppy" Windows-1252 (Latin-1 where 1252 has
+/// no character), as ftfy decodes mojibake.
+fn cp1252_byte(c: char) -> Option<u8> {
+    let u = c as u32;
+    if u < 0x80 || (0xa0..=0xff).contains(&u) || (0x80..=0x9f).contains(&u) {
+        return Some(u as u8);
+    }
+    Some(match c {
+        '€' => 0x80,
+        '‚' => 0x82,
+        'ƒ' => 0x83,
+        '„' => 0x84,
+        '…' => 0x85,
+        '†' => 0x86,
+        '‡' => 0x87,
+        'ˆ' => 0x88,
+        '‰' => 0x89,
+        'Š' => 0x8a,
+        '‹' => 0x8b,
+        'Œ' => 0x8c,
+        'Ž' => 0x8e,
+        '‘' => 0x91,
+        '’' => 0x92,
+        '“' => 0x93,
+        '”' => 0x94,
+        '•' => 0x95,
+        '–' => 0x96,
+        '—' => 0x97,
+        '˜' => 0x98,
+        '™' => 0x99,
+        'š' => 0x9a,
+        '›' => 0x9b,
+        'œ' => 0x9c,
+        'ž' => 0x9e,
+        'Ÿ' => 0x9f,
+        _ => return None,
+    })
+}
+
+/// ftfy's `fix_encoding` for the common case: UTF-8 that was decoded as
+/// Windows-1252 ("doesnâ€™t" → "doesn’t"). Each maximal run of characters that map
+/// to single bytes and include a non-ASCII one is re-decoded as UTF-8 when that
+/// succeeds; anything else (real Latin-1 text such as "café") is left alone.
+pub fn fix_mojibake(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut run: Vec<u8> = Vec::new();
+    let mut run_text = String::new();
+    let flush = |run: &mut Vec<u8>, run_text: &mut String, out: &mut String| {
+        match std::str::from_utf8(run) {
+            Ok(fixed) if !run.is_ascii() => out.push_str(fixed),
+            _ => out.push_str(run_text),
+        }
+        run.clear();
+        run_text.clear();
+    };
+    for c in s.chars() {
+        match cp1252_byte(c) {
+            Some(b) => {
+                run.push(b);
+                run_text.push(c);
+            }
+            None => {
+                flush(&mut run, &mut run_text, &mut out);
+                out.push(c);
+            }
+        }
+    }
+    flush(&mut run, &mut run_text, &mut out);
+    out
+}
+
+/// The fixes ftfy's `fix_text` applies by default that matter for captions and
+/// prompts: mojibake repair for UTF-8 read as Windows-1252 ([`fix_mojibake`]), line
+/// breaks unified, control characters removed, curly quotes uncurled, Latin
+/// ligatures split, full-width characters narrowed, then NFC.
+pub fn ftfy_fix_text(s: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let s = fix_mojibake(s);
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                out.push('\n');
+            }
+            '\u{2028}' | '\u{2029}' | '\u{85}' => out.push('\n'),
+            // remove_control_chars (keeps \t and \n)
+            '\u{0}'..='\u{8}' | '\u{b}' | '\u{e}'..='\u{1f}' | '\u{7f}' => {}
+            '\u{206a}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffc}' => {}
+            '\u{e0000}'..='\u{e007f}' => {}
+            // uncurl_quotes
+            '\u{2bc}' | '\u{2018}'..='\u{201b}' => out.push('\''),
+            '\u{201c}'..='\u{201f}' => out.push('"'),
+            // fix_latin_ligatures
+            'Ĳ' | 'ĳ' | 'ŉ' | 'Ǆ' | 'ǅ' | 'ǆ' | 'Ǉ' | 'ǈ' | 'ǉ' | 'Ǌ' | 'ǋ' | 'ǌ' | 'Ǳ' | 'ǲ' | 'ǳ' | 'ﬀ'..='ﬆ' => {
+                out.extend(c.to_string().nfkc())
+            }
+            // fix_character_width: full-width ASCII and the ideographic space
+            '\u{3000}' => out.push(' '),
+            '\u{ff01}'..='\u{ff5e}' => out.push(char::from_u32(c as u32 - 0xff01 + 0x21).unwrap_or(c)),
+            _ => out.push(c),
+        }
+    }
+    out.nfc().collect()
 }
 
 /// Collapse runs of whitespace to one space and trim.
@@ -120,6 +237,23 @@ mod tests {
         assert_eq!(ids.len(), 77);
         assert_eq!(ids[76], EOT);
         assert_eq!(ids[0], SOT);
+    }
+
+    #[test]
+    fn ftfy_subset() {
+        assert_eq!(ftfy_fix_text("“Hi” ‘there’"), "\"Hi\" 'there'");
+        assert_eq!(ftfy_fix_text("ﬁne ＡＢＣ１"), "fine ABC1");
+        assert_eq!(ftfy_fix_text("a\r\nb\u{7}c\u{feff}"), "a\nbc");
+        assert_eq!(ftfy_fix_text("e\u{301}"), "é");
+        assert_eq!(ftfy_fix_text("doesnâ€™t cafÃ©"), "doesn't café");
+        assert_eq!(ftfy_fix_text("café naïve"), "café naïve");
+    }
+
+    #[test]
+    fn greek_lowercase_like_python() {
+        let t = TextPrep::new();
+        // Python: "ΟΔΟΣ".lower() == "οδοσ" (no final sigma).
+        assert_eq!(t.tokenize("ΟΔΟΣ"), t.tokenize("οδοσ"));
     }
 
     #[test]
