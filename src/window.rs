@@ -42,10 +42,14 @@ pub enum WindowData {
     /// Image-like frames (RGB, depth or thermal), in time order.
     Frames(Vec<Frame>),
     /// Exactly `length · sample_rate` interleaved sample frames; gaps are zeros.
+    /// `valid` counts the sample frames up to the last one with data: a stream that
+    /// ends mid-window gives a shorter clip, which preprocessing treats as official
+    /// ImageBind treats a short clip (fewer fbank frames, padded afterwards).
     Audio {
         sample_rate: u32,
         channels: u16,
         samples: Vec<f32>,
+        valid: usize,
     },
     /// IMU readings with their times, in time order.
     Imu(Vec<(Nanos, ImuSample)>),
@@ -252,6 +256,7 @@ impl Windower {
                     sample_rate: 16000,
                     channels: 1,
                     samples: Vec::new(),
+                    valid: 0,
                 },
             );
         };
@@ -293,6 +298,7 @@ impl Windower {
                 sample_rate: sr,
                 channels: ch,
                 samples: out,
+                valid: filled.iter().rposition(|x| *x).map_or(0, |i| i + 1),
             },
         )
     }
@@ -437,5 +443,9 @@ mod tests {
         let r = ready(&out);
         assert_eq!(r.iter().map(|w| w.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
         assert!((r[2].coverage - 0.5).abs() < 1e-9);
+        let WindowData::Audio { valid, samples, .. } = &r[2].data else {
+            panic!()
+        };
+        assert_eq!((*valid, samples.len()), (16000, 32000), "the tail clip is 1 s long");
     }
 }

@@ -276,6 +276,7 @@ impl Preprocessor for AudioPrep {
                 sample_rate,
                 channels,
                 samples,
+                valid,
             } => {
                 if *sample_rate == 0 || *channels == 0 {
                     return Err(bad(w, "audio with a 0 Hz rate or 0 channels"));
@@ -283,7 +284,8 @@ impl Preprocessor for AudioPrep {
                 if samples.iter().any(|v| !v.is_finite()) {
                     return Err(bad(w, "audio holds NaN or infinite samples"));
                 }
-                Ok(ModelInput::F32(self.waveform(*sample_rate, *channels, samples)))
+                let n = (*valid).min(samples.len() / *channels as usize) * *channels as usize;
+                Ok(ModelInput::F32(self.waveform(*sample_rate, *channels, &samples[..n])))
             }
             _ => Err(bad(w, "expected audio samples")),
         }
