@@ -123,19 +123,49 @@ pub struct AudioPrepConfig {
     pub std: f32,
 }
 
+/// How camera frames are resized and cropped.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VisionMode {
+    /// Official image loader: PIL bicubic (antialiased, u8 result), torchvision CenterCrop.
+    Image,
+    /// Official video loader: pytorchvideo ShortSideScale (bilinear), uniform crops.
+    Video,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Crops {
+    Center,
+    Three,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VisionPrepConfig {
     pub size: u32,
     pub frames: usize,
+    pub mode: VisionMode,
+    pub crops: Crops,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+}
+
+/// Which frame of a depth/thermal window is embedded (their encoders take one image).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FramePick {
+    /// The frame nearest the window's centre.
+    Middle,
+    /// The newest frame.
+    Last,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DepthPrepConfig {
     pub size: u32,
+    pub frame: FramePick,
     pub min_depth_m: f32,
     pub max_depth_m: f32,
     pub scale: f32,
@@ -152,6 +182,7 @@ pub enum ThermalRange {
 #[serde(deny_unknown_fields)]
 pub struct ThermalPrepConfig {
     pub size: u32,
+    pub frame: FramePick,
     pub range: ThermalRange,
     pub raw_min: f32,
     pub raw_max: f32,

@@ -92,6 +92,24 @@ impl WorkerHandle {
     }
 }
 
+/// Mean of unit vectors, renormalised (one vector is returned as is).
+pub fn mean_of(vs: impl Iterator<Item = Vec<f32>>) -> Vec<f32> {
+    let mut acc: Option<Vec<f32>> = None;
+    let mut n = 0usize;
+    for v in vs {
+        n += 1;
+        match &mut acc {
+            None => acc = Some(v),
+            Some(a) => a.iter_mut().zip(&v).for_each(|(x, y)| *x += y),
+        }
+    }
+    let mut a = acc.unwrap_or_default();
+    if n > 1 {
+        super::l2_normalise(&mut a);
+    }
+    a
+}
+
 /// Start the worker thread for one modality. Dropping every handle stops it.
 pub fn spawn(
     prep: Arc<dyn Preprocessor>,
@@ -118,23 +136,24 @@ pub fn spawn(
                         Err(_) => break,
                     }
                 }
+                // Each window gives one or more views (multi-crop); their embeddings are
+                // averaged and renormalised.
                 let mut inputs = Vec::with_capacity(jobs.len());
                 let mut ok_jobs = Vec::with_capacity(jobs.len());
                 for j in jobs {
-                    match prep.process(&j.window) {
-                        Ok(i) => {
-                            inputs.push(i);
-                            ok_jobs.push(j);
+                    match prep.views(&j.window) {
+                        Ok(v) if !v.is_empty() => {
+                            ok_jobs.push((j, v.len()));
+                            inputs.extend(v);
                         }
+                        Ok(_) => {}
                         Err(e) => {
-                            if out
-                                .blocking_send(WorkerEvent::Failed {
-                                    modality,
-                                    seq: j.window.seq,
-                                    error: e.to_string(),
-                                })
-                                .is_err()
-                            {
+                            let ev = WorkerEvent::Failed {
+                                modality,
+                                seq: j.window.seq,
+                                error: e.to_string(),
+                            };
+                            if out.blocking_send(ev).is_err() {
                                 return;
                             }
                         }
@@ -143,28 +162,31 @@ pub fn spawn(
                 if inputs.is_empty() {
                     continue;
                 }
-                let n = inputs.len();
+                let n = ok_jobs.len();
                 let events: Vec<WorkerEvent> = match encoder.encode(&inputs) {
-                    Ok(vectors) => ok_jobs
-                        .into_iter()
-                        .zip(vectors)
-                        .map(|(j, vector)| {
-                            WorkerEvent::Embedded(Embedded {
-                                modality,
-                                sensor: j.window.sensor,
-                                seq: j.window.seq,
-                                t_start_ns: j.window.t_start_ns,
-                                t_end_ns: j.window.t_end_ns,
-                                coverage: j.window.coverage,
-                                vector,
-                                latency: j.queued.elapsed(),
-                                batch_size: n,
+                    Ok(vectors) => {
+                        let mut it = vectors.into_iter();
+                        ok_jobs
+                            .into_iter()
+                            .map(|(j, views)| {
+                                let vector = mean_of(it.by_ref().take(views));
+                                WorkerEvent::Embedded(Embedded {
+                                    modality,
+                                    sensor: j.window.sensor,
+                                    seq: j.window.seq,
+                                    t_start_ns: j.window.t_start_ns,
+                                    t_end_ns: j.window.t_end_ns,
+                                    coverage: j.window.coverage,
+                                    vector,
+                                    latency: j.queued.elapsed(),
+                                    batch_size: n,
+                                })
                             })
-                        })
-                        .collect(),
+                            .collect()
+                    }
                     Err(e) => ok_jobs
                         .into_iter()
-                        .map(|j| WorkerEvent::Failed {
+                        .map(|(j, _)| WorkerEvent::Failed {
                             modality,
                             seq: j.window.seq,
                             error: e.to_string(),

@@ -57,20 +57,96 @@ pub fn resize_crop_planar(
     h: u32,
     channels: usize,
     size: u32,
-    mut post: impl FnMut(usize, f32) -> f32,
+    post: impl FnMut(usize, f32) -> f32,
 ) -> Vec<f32> {
     let (rw, rh) = short_side_size(w, h, size);
     let resized = resize_f32(src, w, h, channels, rw, rh);
-    let (left, top) = center_crop_offsets(rw, rh, size);
+    let offsets = center_crop_offsets(rw, rh, size);
+    crop_planar(&resized, rw, rh, channels, size, offsets, post)
+}
+
+/// pytorchvideo `short_side_scale` output size: `floor(long/short · size)` for the
+/// long side (`w < h` picks portrait). Returns (new_w, new_h).
+pub fn short_side_size_video(w: u32, h: u32, size: u32) -> (u32, u32) {
+    if w < h {
+        (size, ((h as f64 / w as f64) * size as f64).floor() as u32)
+    } else {
+        (((w as f64 / h as f64) * size as f64).floor() as u32, size)
+    }
+}
+
+/// `torch.nn.functional.interpolate(mode="bilinear", align_corners=False)` (no
+/// antialias) on an interleaved f32 image with `channels` channels.
+pub fn resize_bilinear_torch(src: &[f32], w: u32, h: u32, channels: usize, dw: u32, dh: u32) -> Vec<f32> {
+    let (w, h, dw, dh) = (w as usize, h as usize, dw as usize, dh as usize);
+    let axis = |n_in: usize, n_out: usize| -> Vec<(usize, usize, f32)> {
+        let scale = n_in as f32 / n_out as f32;
+        (0..n_out)
+            .map(|d| {
+                let s = (scale * (d as f32 + 0.5) - 0.5).max(0.0);
+                let i0 = (s as usize).min(n_in - 1);
+                let i1 = (i0 + 1).min(n_in - 1);
+                (i0, i1, s - i0 as f32)
+            })
+            .collect()
+    };
+    let xs = axis(w, dw);
+    let ys = axis(h, dh);
+    let mut out = vec![0.0f32; dw * dh * channels];
+    for (oy, &(y0, y1, ly)) in ys.iter().enumerate() {
+        for (ox, &(x0, x1, lx)) in xs.iter().enumerate() {
+            for c in 0..channels {
+                let p = |x: usize, y: usize| src[(y * w + x) * channels + c];
+                let top = (1.0 - lx) * p(x0, y0) + lx * p(x1, y0);
+                let bottom = (1.0 - lx) * p(x0, y1) + lx * p(x1, y1);
+                out[(oy * dw + ox) * channels + c] = (1.0 - ly) * top + ly * bottom;
+            }
+        }
+    }
+    out
+}
+
+/// pytorchvideo `uniform_crop` offsets for crop `index` of 3 (0: left/top, 1: centre,
+/// 2: right/bottom along the long side; the centre uses `ceil((dim - size) / 2)`).
+/// Returns (left, top).
+pub fn uniform_crop_offsets(w: u32, h: u32, size: u32, index: usize) -> (u32, u32) {
+    let mut x = (w.saturating_sub(size) as f64 / 2.0).ceil() as u32;
+    let mut y = (h.saturating_sub(size) as f64 / 2.0).ceil() as u32;
+    if h > w {
+        match index {
+            0 => y = 0,
+            2 => y = h.saturating_sub(size),
+            _ => {}
+        }
+    } else {
+        match index {
+            0 => x = 0,
+            2 => x = w.saturating_sub(size),
+            _ => {}
+        }
+    }
+    (x, y)
+}
+
+/// Crop `size`×`size` at (left, top) from an interleaved image into planar
+/// `[channels, size, size]`, mapping each value through `post(channel, v)`.
+pub fn crop_planar(
+    img: &[f32],
+    w: u32,
+    h: u32,
+    channels: usize,
+    size: u32,
+    (left, top): (u32, u32),
+    mut post: impl FnMut(usize, f32) -> f32,
+) -> Vec<f32> {
     let s = size as usize;
     let mut out = vec![0.0f32; channels * s * s];
     for c in 0..channels {
         for y in 0..s {
-            let sy = (top as usize + y).min(rh as usize - 1);
+            let sy = (top as usize + y).min(h as usize - 1);
             for x in 0..s {
-                let sx = (left as usize + x).min(rw as usize - 1);
-                let v = resized[(sy * rw as usize + sx) * channels + c];
-                out[c * s * s + y * s + x] = post(c, v);
+                let sx = (left as usize + x).min(w as usize - 1);
+                out[c * s * s + y * s + x] = post(c, img[(sy * w as usize + sx) * channels + c]);
             }
         }
     }
@@ -90,6 +166,27 @@ mod tests {
         // (299-224)/2 = 37.5 → 38 (ties to even), (301-224)/2 = 38.5 → 38.
         assert_eq!(center_crop_offsets(299, 224, 224).0, 38);
         assert_eq!(center_crop_offsets(301, 224, 224).0, 38);
+    }
+
+    #[test]
+    fn pytorchvideo_rules() {
+        assert_eq!(short_side_size_video(320, 240, 224), (298, 224));
+        assert_eq!(short_side_size_video(240, 320, 224), (224, 298));
+        assert_eq!(uniform_crop_offsets(298, 224, 224, 0), (0, 0));
+        assert_eq!(uniform_crop_offsets(298, 224, 224, 1), (37, 0));
+        assert_eq!(uniform_crop_offsets(299, 224, 224, 1), (38, 0));
+        assert_eq!(uniform_crop_offsets(298, 224, 224, 2), (74, 0));
+        assert_eq!(uniform_crop_offsets(224, 300, 224, 2), (0, 76));
+    }
+
+    #[test]
+    fn bilinear_matches_torch_on_a_ramp() {
+        // 4 → 2 pixels: torch gives the means of pairs for align_corners=False.
+        let out = resize_bilinear_torch(&[0.0, 1.0, 2.0, 3.0], 4, 1, 1, 2, 1);
+        assert_eq!(out, vec![0.5, 2.5]);
+        // Upscale 2 → 4: [0, 0.25, 0.75, 1].
+        let out = resize_bilinear_torch(&[0.0, 1.0], 2, 1, 1, 4, 1);
+        assert_eq!(out, vec![0.0, 0.25, 0.75, 1.0]);
     }
 
     #[test]

@@ -51,6 +51,11 @@ pub trait Preprocessor: Send + Sync {
     /// Per-item input shape (batch axis excluded).
     fn shape(&self) -> Vec<usize>;
     fn process(&self, window: &Window) -> Result<ModelInput, PreprocessError>;
+    /// Several views of one window whose embeddings are averaged (the official
+    /// multi-crop evaluation); one view unless configured otherwise.
+    fn views(&self, window: &Window) -> Result<Vec<ModelInput>, PreprocessError> {
+        Ok(vec![self.process(window)?])
+    }
 }
 
 pub(crate) fn bad(w: &Window, reason: impl ToString) -> PreprocessError {

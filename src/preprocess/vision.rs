@@ -10,9 +10,12 @@
 //! * thermal: the frame nearest the window's centre, Y16 → [0, 1] (per-frame range or a
 //!   fixed one) → `[1, size, size]`.
 
-use super::image_ops::resize_crop_planar;
+use super::image_ops::{
+    center_crop_offsets, crop_planar, resize_bilinear_torch, resize_crop_planar, resize_f32, short_side_size,
+    short_side_size_video, uniform_crop_offsets,
+};
 use super::{bad, ModelInput, PreprocessError, Preprocessor};
-use crate::config::{DepthPrepConfig, ThermalPrepConfig, ThermalRange, VisionPrepConfig};
+use crate::config::{Crops, DepthPrepConfig, FramePick, ThermalPrepConfig, ThermalRange, VisionMode, VisionPrepConfig};
 use crate::modality::Modality;
 use crate::sources::{Frame, FrameData};
 use crate::window::{Window, WindowData};
@@ -42,15 +45,26 @@ fn frames_of(w: &Window) -> Result<&[Frame], PreprocessError> {
     }
 }
 
-/// The frame closest to the window's centre.
-fn middle_frame(w: &Window) -> Result<&Frame, PreprocessError> {
+/// The frame of a window that a single-image encoder sees.
+fn pick_frame(w: &Window, pick: FramePick) -> Result<&Frame, PreprocessError> {
     let frames = frames_of(w)?;
     let mid = w.t_start_ns + (w.t_end_ns - w.t_start_ns) / 2;
-    Ok(frames.iter().min_by_key(|f| (f.t_ns - mid).abs()).expect("non-empty"))
+    Ok(match pick {
+        FramePick::Middle => frames.iter().min_by_key(|f| (f.t_ns - mid).abs()),
+        FramePick::Last => frames.last(),
+    }
+    .expect("non-empty"))
 }
 
 pub struct VisionPrep {
     cfg: VisionPrepConfig,
+}
+
+/// One RGB frame, borrowed from a window.
+struct Rgb<'a> {
+    width: u32,
+    height: u32,
+    data: &'a [u8],
 }
 
 impl VisionPrep {
@@ -58,28 +72,115 @@ impl VisionPrep {
         VisionPrep { cfg }
     }
 
-    /// One RGB8 image → planar normalised `[3, size, size]`.
-    pub fn image(&self, width: u32, height: u32, rgb: &[u8]) -> Vec<f32> {
-        let src: Vec<f32> = rgb.iter().map(|&v| v as f32).collect();
-        let (mean, std) = (self.cfg.mean, self.cfg.std);
-        resize_crop_planar(&src, width, height, 3, self.cfg.size, |c, v| {
-            // PIL resizes u8 images to u8: round and clip, then ToTensor's /255.
-            let q = v.round().clamp(0.0, 255.0) / 255.0;
-            (q - mean[c]) / std[c]
-        })
-    }
-
-    /// Stack per-frame `[3, S, S]` tensors into `[3, T, S, S]`.
-    pub fn stack(&self, per_frame: &[Vec<f32>]) -> Vec<f32> {
-        let plane = (self.cfg.size * self.cfg.size) as usize;
-        let t = per_frame.len();
-        let mut out = vec![0.0f32; 3 * t * plane];
-        for (ti, f) in per_frame.iter().enumerate() {
-            for c in 0..3 {
-                out[(c * t + ti) * plane..(c * t + ti + 1) * plane].copy_from_slice(&f[c * plane..(c + 1) * plane]);
+    /// Resize one frame per `mode`; returns the interleaved [0,1] image and its size.
+    fn resize(&self, f: &Rgb) -> (Vec<f32>, u32, u32) {
+        let size = self.cfg.size;
+        match self.cfg.mode {
+            VisionMode::Image => {
+                let (rw, rh) = short_side_size(f.width, f.height, size);
+                let src: Vec<f32> = f.data.iter().map(|&v| v as f32).collect();
+                let r = resize_f32(&src, f.width, f.height, 3, rw, rh);
+                (
+                    r.into_iter().map(|v| v.round().clamp(0.0, 255.0) / 255.0).collect(),
+                    rw,
+                    rh,
+                )
+            }
+            VisionMode::Video => {
+                let (rw, rh) = short_side_size_video(f.width, f.height, size);
+                let src: Vec<f32> = f.data.iter().map(|&v| v as f32 / 255.0).collect();
+                (resize_bilinear_torch(&src, f.width, f.height, 3, rw, rh), rw, rh)
             }
         }
-        out
+    }
+
+    /// Crop offsets per view: one centre crop (rule of the mode) or the 3 uniform crops.
+    fn crop_offsets(&self, w: u32, h: u32) -> Vec<(u32, u32)> {
+        let size = self.cfg.size;
+        match (self.cfg.crops, self.cfg.mode) {
+            (Crops::Center, VisionMode::Image) => vec![center_crop_offsets(w, h, size)],
+            (Crops::Center, VisionMode::Video) => vec![uniform_crop_offsets(w, h, size, 1)],
+            (Crops::Three, _) => (0..3).map(|i| uniform_crop_offsets(w, h, size, i)).collect(),
+        }
+    }
+
+    /// Frames → one `[3, T, size, size]` tensor per crop view.
+    fn clip_views(&self, frames: &[Rgb]) -> Vec<Vec<f32>> {
+        let plane = (self.cfg.size * self.cfg.size) as usize;
+        let t = frames.len();
+        let (mean, std) = (self.cfg.mean, self.cfg.std);
+        let mut views: Vec<Vec<f32>> = Vec::new();
+        for (ti, f) in frames.iter().enumerate() {
+            let (img, rw, rh) = self.resize(f);
+            let offsets = self.crop_offsets(rw, rh);
+            if views.is_empty() {
+                views = vec![vec![0.0f32; 3 * t * plane]; offsets.len()];
+            }
+            for (view, off) in views.iter_mut().zip(offsets) {
+                let crop = crop_planar(&img, rw, rh, 3, self.cfg.size, off, |c, v| (v - mean[c]) / std[c]);
+                for c in 0..3 {
+                    view[(c * t + ti) * plane..(c * t + ti + 1) * plane]
+                        .copy_from_slice(&crop[c * plane..(c + 1) * plane]);
+                }
+            }
+        }
+        views
+    }
+
+    /// A single still image through the official *image* loader (PIL bicubic, u8
+    /// rounding, torchvision CenterCrop), repeated to `frames` identical frames as the
+    /// official `PadIm2Video` does → `[3, frames, size, size]`.
+    pub fn still(&self, width: u32, height: u32, rgb: &[u8]) -> ModelInput {
+        let image_mode = VisionPrep {
+            cfg: VisionPrepConfig {
+                mode: VisionMode::Image,
+                crops: Crops::Center,
+                ..self.cfg.clone()
+            },
+        };
+        let one = image_mode
+            .clip_views(&[Rgb {
+                width,
+                height,
+                data: rgb,
+            }])
+            .swap_remove(0);
+        let plane = (self.cfg.size * self.cfg.size) as usize;
+        let t = self.cfg.frames;
+        let mut out = vec![0.0f32; 3 * t * plane];
+        for c in 0..3 {
+            for ti in 0..t {
+                out[(c * t + ti) * plane..(c * t + ti + 1) * plane].copy_from_slice(&one[c * plane..(c + 1) * plane]);
+            }
+        }
+        ModelInput::F32(out)
+    }
+
+    fn sampled<'a>(&self, w: &'a Window) -> Result<Vec<Rgb<'a>>, PreprocessError> {
+        let frames = frames_of(w)?;
+        uniform_indices(frames.len(), self.cfg.frames)
+            .into_iter()
+            .map(|i| match &frames[i].data {
+                FrameData::Rgb8 { width, height, data }
+                    if *width > 0 && *height > 0 && data.len() == (*width as usize) * (*height as usize) * 3 =>
+                {
+                    Ok(Rgb {
+                        width: *width,
+                        height: *height,
+                        data,
+                    })
+                }
+                FrameData::Rgb8 { width, height, data } => Err(bad(
+                    w,
+                    format!(
+                        "RGB frame {width}x{height} has {} bytes, expected {}",
+                        data.len(),
+                        *width as usize * *height as usize * 3
+                    ),
+                )),
+                _ => Err(bad(w, "expected RGB8 frames")),
+            })
+            .collect()
     }
 }
 
@@ -92,29 +193,12 @@ impl Preprocessor for VisionPrep {
         vec![3, self.cfg.frames, s, s]
     }
     fn process(&self, w: &Window) -> Result<ModelInput, PreprocessError> {
-        let frames = frames_of(w)?;
-        let mut per = Vec::with_capacity(self.cfg.frames);
-        for i in uniform_indices(frames.len(), self.cfg.frames) {
-            match &frames[i].data {
-                FrameData::Rgb8 { width, height, data }
-                    if data.len() == (*width as usize) * (*height as usize) * 3 && *width > 0 && *height > 0 =>
-                {
-                    per.push(self.image(*width, *height, data))
-                }
-                FrameData::Rgb8 { width, height, data } => {
-                    return Err(bad(
-                        w,
-                        format!(
-                            "RGB frame {width}x{height} has {} bytes, expected {}",
-                            data.len(),
-                            *width as usize * *height as usize * 3
-                        ),
-                    ))
-                }
-                _ => return Err(bad(w, "expected RGB8 frames")),
-            }
-        }
-        Ok(ModelInput::F32(self.stack(&per)))
+        let mut v = self.views(w)?;
+        Ok(v.swap_remove(v.len() / 2))
+    }
+    fn views(&self, w: &Window) -> Result<Vec<ModelInput>, PreprocessError> {
+        let frames = self.sampled(w)?;
+        Ok(self.clip_views(&frames).into_iter().map(ModelInput::F32).collect())
     }
 }
 
@@ -158,7 +242,7 @@ impl Preprocessor for DepthPrep {
         vec![1, s, s]
     }
     fn process(&self, w: &Window) -> Result<ModelInput, PreprocessError> {
-        match &middle_frame(w)?.data {
+        match &pick_frame(w, self.cfg.frame)?.data {
             FrameData::Depth16 { width, height, data }
                 if data.len() == (*width as usize) * (*height as usize) && *width > 0 && *height > 0 =>
             {
@@ -210,7 +294,7 @@ impl Preprocessor for ThermalPrep {
         vec![1, s, s]
     }
     fn process(&self, w: &Window) -> Result<ModelInput, PreprocessError> {
-        match &middle_frame(w)?.data {
+        match &pick_frame(w, self.cfg.frame)?.data {
             FrameData::Thermal16 { width, height, data }
                 if data.len() == (*width as usize) * (*height as usize) && *width > 0 && *height > 0 =>
             {
@@ -246,6 +330,8 @@ mod tests {
         VisionPrepConfig {
             size: 224,
             frames: 2,
+            mode: VisionMode::Image,
+            crops: Crops::Center,
             mean: [0.48145466, 0.4578275, 0.40821073],
             std: [0.26862954, 0.26130258, 0.27577711],
         }
@@ -282,9 +368,49 @@ mod tests {
     }
 
     #[test]
+    fn video_mode_three_crops() {
+        let mut cfg = vcfg();
+        cfg.mode = VisionMode::Video;
+        cfg.crops = Crops::Three;
+        let p = VisionPrep::new(cfg);
+        // Left half black, right half white: crop 0 is darker than crop 2.
+        let (w, h) = (320u32, 240u32);
+        let data: Vec<u8> = (0..w * h)
+            .flat_map(|i| if i % w < w / 2 { [0u8; 3] } else { [255u8; 3] })
+            .collect();
+        let frames: Vec<Frame> = (0..4)
+            .map(|i| Frame {
+                t_ns: i,
+                data: FrameData::Rgb8 {
+                    width: w,
+                    height: h,
+                    data: data.clone(),
+                },
+            })
+            .collect();
+        let win = Window {
+            sensor: Sensor::Camera,
+            seq: 0,
+            t_start_ns: 0,
+            t_end_ns: 4,
+            coverage: 1.0,
+            data: WindowData::Frames(frames),
+        };
+        let views = p.views(&win).unwrap();
+        assert_eq!(views.len(), 3);
+        let mean = |v: &ModelInput| match v {
+            ModelInput::F32(x) => x.iter().sum::<f32>() / x.len() as f32,
+            _ => unreachable!(),
+        };
+        assert!(mean(&views[0]) < mean(&views[1]) && mean(&views[1]) < mean(&views[2]));
+        assert_eq!(p.process(&win).unwrap(), views[1]);
+    }
+
+    #[test]
     fn depth_disparity_and_invalid() {
         let cfg = DepthPrepConfig {
             size: 224,
+            frame: FramePick::Middle,
             min_depth_m: 0.01,
             max_depth_m: 50.0,
             scale: 1.0,
