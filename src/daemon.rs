@@ -50,6 +50,8 @@ pub struct Models {
     pub encoders: BTreeMap<Modality, Arc<dyn Encoder>>,
     pub preprocessors: BTreeMap<Modality, Arc<dyn Preprocessor>>,
     pub text: TextPrep,
+    /// Vision settings, for still images (`embed --image`).
+    pub vision_config: crate::config::VisionPrepConfig,
 }
 
 impl Models {
@@ -75,6 +77,7 @@ impl Models {
             encoders,
             preprocessors,
             text: TextPrep::new(),
+            vision_config: cfg.preprocess.vision.clone(),
         })
     }
 

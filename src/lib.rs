@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod engine;
 pub mod health;
 pub mod modality;
+pub mod offline;
 pub mod outputs;
 pub mod pack;
 pub mod preprocess;

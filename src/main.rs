@@ -3,13 +3,11 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use sensebind::bus::{zenoh_bus, EmbeddingMsg, Topics};
-use sensebind::config::{Config, FileSourceConfig, LogFormat, Pace};
+use sensebind::config::{Config, LogFormat};
 use sensebind::daemon::{self, Models};
 use sensebind::engine::ort_backend;
-use sensebind::modality::{Modality, Sensor};
-use sensebind::preprocess::{ModelInput, Preprocessor};
-use sensebind::sources::{self, file, StopFlag};
-use sensebind::window::{Outcome, Window, WindowData, Windower};
+use sensebind::modality::Modality;
+use sensebind::offline;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -195,86 +193,26 @@ fn embed(
         mods.push(Modality::Vision);
     }
     let models = Models::load(&cfg, &mods)?;
-    let print = |modality: Modality, input: &str, t: Option<(i64, i64)>, v: &[f32]| {
-        let scale = models.encoders[&modality].logit_scale();
-        let line = json!({
-            "modality": modality,
-            "input": input,
-            "t_start": t.map(|t| t.0 as f64 / 1e9),
-            "t_end": t.map(|t| t.1 as f64 / 1e9),
-            "embedding": v,
-            "scale": scale,
-        });
-        println!("{line}");
-    };
-    let run_one = |m: Modality, prep: &dyn Preprocessor, w: &Window| -> Result<Vec<f32>> {
-        let input: ModelInput = prep.process(w)?;
-        let mut v = models.encoders[&m].encode(&[input])?;
-        Ok(v.remove(0))
-    };
-    let params = cfg.window_params();
+    let mut all = Vec::new();
     for path in &audio {
-        // The daemon's path: a file source (as fast as possible, t = 0 at the first
-        // sample) → windower → audio preprocessing → encoder.
-        let fcfg = FileSourceConfig {
-            path: path.display().to_string(),
-            fps: 1.0,
-            pace: Pace::Fast,
-            looped: false,
-            chunk_ms: cfg.sources.microphone.file.chunk_ms.max(1),
-        };
-        let mut src = file::build(Sensor::Microphone, &fcfg, params.origin_ns, StopFlag::default())?;
-        src.open()?;
-        let mut w = Windower::new(Sensor::Microphone, params, src.info().nominal_rate_hz);
-        let mut windows = Vec::new();
-        let mut collect = |o: Vec<Outcome>| {
-            for x in o {
-                match x {
-                    Outcome::Ready(win) => windows.push(win),
-                    Outcome::Dropped { seq, coverage, .. } => {
-                        eprintln!(
-                            "sensebind: {}: window {seq} dropped: coverage {coverage:.2} below window.min_coverage",
-                            path.display()
-                        )
-                    }
-                    Outcome::LateFrames { .. } => {}
-                }
-            }
-        };
-        while let Some(frame) = src.next_frame()? {
-            collect(w.push(frame));
-        }
-        collect(w.flush());
-        let prep = models.preprocessors[&Modality::Audio].clone();
-        for win in &windows {
-            let v = run_one(Modality::Audio, prep.as_ref(), win)?;
-            print(
-                Modality::Audio,
-                &path.display().to_string(),
-                Some((win.t_start_ns, win.t_end_ns)),
-                &v,
-            );
-        }
+        all.extend(offline::embed_audio(&models, &cfg, path)?);
     }
     for path in &image {
-        let data = file::load_rgb(path)?;
-        let win = Window {
-            sensor: Sensor::Camera,
-            seq: 0,
-            t_start_ns: 0,
-            t_end_ns: 0,
-            coverage: 1.0,
-            data: WindowData::Frames(vec![sources::Frame { t_ns: 0, data }]),
-        };
-        let prep = models.preprocessors[&Modality::Vision].clone();
-        let v = run_one(Modality::Vision, prep.as_ref(), &win)?;
-        print(Modality::Vision, &path.display().to_string(), None, &v);
+        all.push(offline::embed_image(&models, path)?);
     }
     if !text.is_empty() {
-        let vs = models.embed_text(&text)?;
-        for (t, v) in text.iter().zip(vs) {
-            print(Modality::Text, t, None, &v);
-        }
+        all.extend(offline::embed_texts(&models, &text)?);
+    }
+    for e in all {
+        let line = json!({
+            "modality": e.modality,
+            "input": e.input,
+            "t_start": e.span.map(|t| t.0 as f64 / 1e9),
+            "t_end": e.span.map(|t| t.1 as f64 / 1e9),
+            "embedding": e.vector,
+            "scale": e.scale,
+        });
+        println!("{line}");
     }
     Ok(())
 }
