@@ -302,6 +302,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     Ok(())
 }
 
+/// The sensor that feeds a modality.
+fn worker_sensor(m: Modality) -> Sensor {
+    Sensor::ALL
+        .into_iter()
+        .find(|s| s.modality() == m)
+        .unwrap_or(Sensor::Camera)
+}
+
 /// Frames → windows → encoder queue, for one sensor.
 async fn window_task(
     mut w: Windower,
@@ -329,6 +337,10 @@ async fn window_task(
                 Outcome::Dropped { seq, coverage, .. } => {
                     mh.dropped_coverage.fetch_add(1, Relaxed);
                     tracing::debug!(event = "window_dropped", modality = %m, seq, coverage, reason = "coverage", "window dropped");
+                }
+                Outcome::Rejected { reason } => {
+                    health.source(worker_sensor(m)).record_error();
+                    tracing::warn!(event = "frame_rejected", modality = %m, reason = %reason, "frame discarded");
                 }
                 Outcome::LateFrames { count } => {
                     mh.late_frames.fetch_add(count, Relaxed);

@@ -392,15 +392,23 @@ fn check(cfg: Config) -> Result<()> {
             e.provider()
         );
     }
-    for s in &sensors {
-        println!(
-            "source {s}: {:?}",
-            cfg.sources
-                .iter()
-                .find(|(x, _)| x == s)
-                .map(|(_, c)| c.kind)
-                .unwrap_or(sensebind::config::SourceType::Off)
-        );
+    // Open every enabled source once, as the daemon would, so a missing file or
+    // device is reported now rather than as a reconnect loop later.
+    let mut failed = Vec::new();
+    for (sensor, scfg) in cfg.sources.iter().filter(|(s, _)| sensors.contains(s)) {
+        let opened =
+            sensebind::sources::build(sensor, scfg, 0, sensebind::sources::StopFlag::default()).and_then(|src| {
+                let mut src = src.expect("enabled");
+                let info = src.info();
+                src.open().map(|_| info.description)
+            });
+        match opened {
+            Ok(desc) => println!("source {sensor}: ok ({desc})"),
+            Err(e) => {
+                println!("source {sensor}: FAILED: {e}");
+                failed.push(format!("source {sensor}: {e}"));
+            }
+        }
     }
     println!(
         "bus: {}/{} mode {:?} listen {:?} connect {:?}",
@@ -410,5 +418,8 @@ fn check(cfg: Config) -> Result<()> {
         cfg.bus.listen,
         cfg.bus.connect
     );
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
     Ok(())
 }

@@ -58,6 +58,9 @@ pub fn audio_windows(cfg: &Config, path: &Path) -> Result<FileWindows, SourceErr
             match x {
                 Outcome::Ready(win) => windows.push(win),
                 Outcome::Dropped { seq, coverage, .. } => dropped.push((seq, coverage)),
+                Outcome::Rejected { reason } => {
+                    tracing::warn!(event = "frame_rejected", file = %path.display(), reason = %reason, "audio chunk discarded")
+                }
                 Outcome::LateFrames { .. } => {}
             }
         }

@@ -89,11 +89,20 @@ pub enum Outcome {
         reason: DropReason,
         coverage: f64,
     },
+    /// A frame the windower cannot place (impossible audio format); it is discarded.
+    Rejected {
+        reason: String,
+    },
     /// `count` frames arrived after their windows had closed and were discarded.
     LateFrames {
         count: u64,
     },
 }
+
+/// Highest audio sample rate a window accepts.
+pub const MAX_SAMPLE_RATE: u32 = 384_000;
+/// Most audio channels a window accepts.
+pub const MAX_CHANNELS: u16 = 64;
 
 /// Windows above this many behind the watermark are skipped in one step (a long gap).
 const MAX_CATCH_UP: i64 = 10_000;
@@ -149,6 +158,31 @@ impl Windower {
     /// Add a frame; returns the windows it closed.
     pub fn push(&mut self, frame: Frame) -> Vec<Outcome> {
         let mut out = Vec::new();
+        if let FrameData::Audio {
+            sample_rate,
+            channels,
+            samples,
+        } = &frame.data
+        {
+            // Bounds that keep a window's buffer sane whatever a driver reports.
+            if !(1_000..=MAX_SAMPLE_RATE).contains(sample_rate) || *channels == 0 || *channels > MAX_CHANNELS {
+                out.push(Outcome::Rejected {
+                    reason: format!(
+                        "audio chunk at {sample_rate} Hz with {channels} channels (expected 1000..={MAX_SAMPLE_RATE} Hz, 1..={MAX_CHANNELS} channels)"
+                    ),
+                });
+                return out;
+            }
+            if samples.len() % *channels as usize != 0 {
+                out.push(Outcome::Rejected {
+                    reason: format!(
+                        "audio chunk of {} samples is not a whole number of {channels}-channel frames",
+                        samples.len()
+                    ),
+                });
+                return out;
+            }
+        }
         let k0 = *self.next_k.get_or_insert_with(|| self.p.index_at(frame.t_ns));
         if Self::before(&frame, self.p.start(k0)) {
             out.push(Outcome::LateFrames { count: 1 });
@@ -386,6 +420,26 @@ mod tests {
                 ..
             }
         ));
+        // An impossible audio format is rejected, not buffered.
+        let mut a = Windower::new(Sensor::Microphone, params(2.0, 2.0), 50.0);
+        let bad = Frame {
+            t_ns: 0,
+            data: FrameData::Audio {
+                sample_rate: u32::MAX,
+                channels: 1,
+                samples: vec![0.0; 4],
+            },
+        };
+        assert!(matches!(a.push(bad)[0], Outcome::Rejected { .. }));
+        let odd = Frame {
+            t_ns: 0,
+            data: FrameData::Audio {
+                sample_rate: 16000,
+                channels: 2,
+                samples: vec![0.0; 3],
+            },
+        };
+        assert!(matches!(a.push(odd)[0], Outcome::Rejected { .. }));
         // A late frame for the closed window is reported too.
         let late = w.push(rgb(500_000_000));
         assert!(matches!(late[0], Outcome::LateFrames { count: 1 }));

@@ -194,3 +194,26 @@ fn systemd_unit_verifies() {
         "systemd-analyze verify: {err}"
     );
 }
+
+#[test]
+fn check_opens_sources_and_names_a_missing_recording() {
+    require_ort();
+    let out = Command::new(bin()).arg("check").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for s in ["camera", "depth", "thermal", "microphone", "imu"] {
+        assert!(text.contains(&format!("source {s}: ok")), "{text}");
+    }
+    let out = Command::new(bin())
+        .arg("check")
+        .env("SENSEBIND__SOURCES__MICROPHONE__TYPE", "file")
+        .env("SENSEBIND__SOURCES__MICROPHONE__FILE__PATH", "/nonexistent/take1.wav")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("source microphone") && err.contains("/nonexistent/take1.wav"),
+        "{err}"
+    );
+}

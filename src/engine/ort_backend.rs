@@ -82,6 +82,23 @@ pub fn available_providers() -> Vec<(&'static str, bool)> {
     ]
 }
 
+/// Concatenate a batch of same-typed inputs of `per` values each; on a mismatch,
+/// the offending input's length.
+fn gather<T: Clone>(
+    batch: &[ModelInput],
+    per: usize,
+    get: impl Fn(&ModelInput) -> Option<&[T]>,
+) -> Result<Vec<T>, usize> {
+    let mut data = Vec::with_capacity(per * batch.len());
+    for b in batch {
+        match get(b) {
+            Some(v) if v.len() == per => data.extend_from_slice(v),
+            _ => return Err(b.len()),
+        }
+    }
+    Ok(data)
+}
+
 pub struct OrtEncoder {
     modality: Modality,
     spec: EncoderSpec,
@@ -217,39 +234,24 @@ impl Encoder for OrtEncoder {
         let per: usize = self.spec.input_shape.iter().product();
         let mut shape = vec![batch.len() as i64];
         shape.extend(self.spec.input_shape.iter().map(|&d| d as i64));
+        let shape_desc = format!("{:?}", self.spec.input_shape);
         let value = match &batch[0] {
             ModelInput::F32(_) => {
-                let mut data = Vec::with_capacity(per * batch.len());
-                for b in batch {
-                    match b {
-                        ModelInput::F32(v) if v.len() == per => data.extend_from_slice(v),
-                        _ => {
-                            return Err(rerr(format!(
-                                "input of {} values, expected {per} f32 ({:?})",
-                                b.len(),
-                                self.spec.input_shape
-                            )))
-                        }
-                    }
-                }
+                let data = gather(batch, per, |b| match b {
+                    ModelInput::F32(v) => Some(v.as_slice()),
+                    _ => None,
+                })
+                .map_err(|n| rerr(format!("input of {n} values, expected {per} f32 {shape_desc}")))?;
                 Tensor::from_array((shape, data))
                     .map_err(|e| rerr(e.to_string()))?
                     .upcast()
             }
             ModelInput::I64(_) => {
-                let mut data = Vec::with_capacity(per * batch.len());
-                for b in batch {
-                    match b {
-                        ModelInput::I64(v) if v.len() == per => data.extend_from_slice(v),
-                        _ => {
-                            return Err(rerr(format!(
-                                "input of {} values, expected {per} i64 ({:?})",
-                                b.len(),
-                                self.spec.input_shape
-                            )))
-                        }
-                    }
-                }
+                let data = gather(batch, per, |b| match b {
+                    ModelInput::I64(v) => Some(v.as_slice()),
+                    _ => None,
+                })
+                .map_err(|n| rerr(format!("input of {n} values, expected {per} i64 {shape_desc}")))?;
                 Tensor::from_array((shape, data))
                     .map_err(|e| rerr(e.to_string()))?
                     .upcast()

@@ -23,6 +23,8 @@ const FRAME_MS: f64 = 25.0;
 const SHIFT_MS: f64 = 10.0;
 const PREEMPH: f32 = 0.97;
 const LOW_FREQ: f64 = 20.0;
+/// Largest resampling kernel built (taps over all phases); 44.1 kHz → 16 kHz needs 76k.
+pub const MAX_KERNEL_TAPS: usize = 4_000_000;
 
 /// Windowed-sinc resampler with torchaudio's kernel (`sinc_interp_hann`).
 #[derive(Debug, Clone)]
@@ -224,22 +226,36 @@ impl AudioPrep {
         }
     }
 
-    fn resampler(&self, from: u32) -> Arc<Resampler> {
+    /// The resampler from `from` Hz, or `None` when the rates have no small ratio (the
+    /// polyphase kernel would exceed [`MAX_KERNEL_TAPS`]).
+    fn resampler(&self, from: u32) -> Option<Arc<Resampler>> {
+        let g = gcd(from as usize, self.cfg.sample_rate as usize).max(1);
+        let (orig, new) = (from as usize / g, self.cfg.sample_rate as usize / g);
+        if new * (orig + 2 * (7 * orig / new.min(orig).max(1) + 1)) > MAX_KERNEL_TAPS {
+            return None;
+        }
         let mut m = self.resamplers.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(from)
-            .or_insert_with(|| Arc::new(Resampler::new(from, self.cfg.sample_rate)))
-            .clone()
+        Some(
+            m.entry(from)
+                .or_insert_with(|| Arc::new(Resampler::new(from, self.cfg.sample_rate)))
+                .clone(),
+        )
     }
 
     /// Interleaved samples at `sample_rate` → `[1, bins, target_length]`, flattened.
-    pub fn waveform(&self, sample_rate: u32, channels: u16, interleaved: &[f32]) -> Vec<f32> {
+    pub fn waveform(&self, sample_rate: u32, channels: u16, interleaved: &[f32]) -> Result<Vec<f32>, String> {
         let ch = channels.max(1) as usize;
         let n = interleaved.len() / ch;
         let mut chans: Vec<Vec<f32>> = (0..ch)
             .map(|c| (0..n).map(|i| interleaved[i * ch + c]).collect())
             .collect();
         if sample_rate != self.cfg.sample_rate {
-            let r = self.resampler(sample_rate);
+            let r = self.resampler(sample_rate).ok_or_else(|| {
+                format!(
+                    "cannot resample {sample_rate} Hz to {} Hz (no small rate ratio)",
+                    self.cfg.sample_rate
+                )
+            })?;
             chans = chans.iter().map(|c| r.process(c)).collect();
         }
         let total: usize = chans.iter().map(|c| c.len()).sum();
@@ -259,7 +275,7 @@ impl AudioPrep {
         }
         let (m, s) = (self.cfg.mean, self.cfg.std);
         out.iter_mut().for_each(|v| *v = (*v - m) / s);
-        out
+        Ok(out)
     }
 }
 
@@ -285,7 +301,9 @@ impl Preprocessor for AudioPrep {
                     return Err(bad(w, "audio holds NaN or infinite samples"));
                 }
                 let n = (*valid).min(samples.len() / *channels as usize) * *channels as usize;
-                Ok(ModelInput::F32(self.waveform(*sample_rate, *channels, &samples[..n])))
+                self.waveform(*sample_rate, *channels, &samples[..n])
+                    .map(ModelInput::F32)
+                    .map_err(|e| bad(w, e))
             }
             _ => Err(bad(w, "expected audio samples")),
         }
@@ -311,7 +329,8 @@ mod tests {
         let p = AudioPrep::new(cfg());
         let x: Vec<f32> = (0..32000).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
         assert_eq!(p.fbank.num_frames(32000), 198);
-        let out = p.waveform(16000, 1, &x);
+        let out = p.waveform(16000, 1, &x).unwrap();
+        assert!(p.waveform(44101, 1, &x).unwrap_err().contains("44101 Hz"));
         assert_eq!(out.len(), 128 * 204);
         // Padded frames (198..204) are zeros before normalisation: 4.268 / 9.138.
         let pad = 4.268f32 / 9.138;

@@ -56,6 +56,37 @@ fn pick_frame(w: &Window, pick: FramePick) -> Result<&Frame, PreprocessError> {
     .expect("non-empty"))
 }
 
+/// One 16-bit single-channel frame of a window (depth or thermal) → `map` →
+/// short side resized to `size`, centre cropped → `[1, size, size]`.
+fn gray16_input(
+    w: &Window,
+    pick: FramePick,
+    size: u32,
+    what: &str,
+    map: impl Fn(&[u16]) -> Vec<f32>,
+) -> Result<ModelInput, PreprocessError> {
+    let (width, height, data) = match &pick_frame(w, pick)?.data {
+        FrameData::Depth16 { width, height, data } | FrameData::Thermal16 { width, height, data } => {
+            (*width, *height, data)
+        }
+        _ => return Err(bad(w, format!("expected 16-bit {what} frames"))),
+    };
+    if width == 0 || height == 0 || data.len() != width as usize * height as usize {
+        return Err(bad(
+            w,
+            format!("{what} frame {width}x{height} holds {} values", data.len()),
+        ));
+    }
+    Ok(ModelInput::F32(resize_crop_planar(
+        &map(data),
+        width,
+        height,
+        1,
+        size,
+        |_, v| v,
+    )))
+}
+
 pub struct VisionPrep {
     cfg: VisionPrepConfig,
 }
@@ -242,22 +273,7 @@ impl Preprocessor for DepthPrep {
         vec![1, s, s]
     }
     fn process(&self, w: &Window) -> Result<ModelInput, PreprocessError> {
-        match &pick_frame(w, self.cfg.frame)?.data {
-            FrameData::Depth16 { width, height, data }
-                if data.len() == (*width as usize) * (*height as usize) && *width > 0 && *height > 0 =>
-            {
-                let disp = self.disparity(data);
-                Ok(ModelInput::F32(resize_crop_planar(
-                    &disp,
-                    *width,
-                    *height,
-                    1,
-                    self.cfg.size,
-                    |_, v| v,
-                )))
-            }
-            _ => Err(bad(w, "expected 16-bit depth frames whose size matches width×height")),
-        }
+        gray16_input(w, self.cfg.frame, self.cfg.size, "depth", |d| self.disparity(d))
     }
 }
 
@@ -294,22 +310,7 @@ impl Preprocessor for ThermalPrep {
         vec![1, s, s]
     }
     fn process(&self, w: &Window) -> Result<ModelInput, PreprocessError> {
-        match &pick_frame(w, self.cfg.frame)?.data {
-            FrameData::Thermal16 { width, height, data }
-                if data.len() == (*width as usize) * (*height as usize) && *width > 0 && *height > 0 =>
-            {
-                let n = self.normalise(data);
-                Ok(ModelInput::F32(resize_crop_planar(
-                    &n,
-                    *width,
-                    *height,
-                    1,
-                    self.cfg.size,
-                    |_, v| v,
-                )))
-            }
-            _ => Err(bad(w, "expected Y16 thermal frames whose size matches width×height")),
-        }
+        gray16_input(w, self.cfg.frame, self.cfg.size, "thermal", |d| self.normalise(d))
     }
 }
 
