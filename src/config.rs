@@ -169,6 +169,7 @@ pub struct DepthPrepConfig {
     pub min_depth_m: f32,
     pub max_depth_m: f32,
     pub scale: f32,
+    pub invalid_disparity: f32,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -194,6 +195,19 @@ pub struct ImuPrepConfig {
     pub samples: usize,
     pub accel_scale: f32,
     pub gyro_scale: f32,
+    pub channels: Vec<ImuChannel>,
+}
+
+/// One IMU axis, for `preprocess.imu.channels`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ImuChannel {
+    Ax,
+    Ay,
+    Az,
+    Gx,
+    Gy,
+    Gz,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -418,6 +432,15 @@ impl Config {
         }
         if self.preprocess.imu.samples < 2 {
             return bad("preprocess.imu.samples", "expected at least 2".into());
+        }
+        if self.preprocess.imu.channels.len() != 6 {
+            return bad(
+                "preprocess.imu.channels",
+                format!(
+                    "expected 6 axes (the IMU encoder takes 6 channels), got {}",
+                    self.preprocess.imu.channels.len()
+                ),
+            );
         }
         for (name, s) in self.sources.iter() {
             let key = format!("sources.{name}");

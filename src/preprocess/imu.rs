@@ -1,9 +1,10 @@
 //! IMU windows → `[6, samples]`: accelerometer xyz (m/s²) and gyroscope xyz (rad/s),
 //! linearly interpolated onto `samples` evenly spaced times across the window
 //! (`t_i = start + i·length/samples`), held constant beyond the first/last reading.
+//! Row order and per-sensor scales come from `[preprocess.imu]`.
 
 use super::{bad, ModelInput, PreprocessError, Preprocessor};
-use crate::config::ImuPrepConfig;
+use crate::config::{ImuChannel, ImuPrepConfig};
 use crate::modality::Modality;
 use crate::sources::{ImuSample, Nanos};
 use crate::window::{Window, WindowData};
@@ -23,11 +24,14 @@ impl ImuPrep {
         if readings.is_empty() {
             return out;
         }
-        let value = |s: &ImuSample, c: usize| -> f32 {
-            if c < 3 {
-                s.accel[c] * self.cfg.accel_scale
-            } else {
-                s.gyro[c - 3] * self.cfg.gyro_scale
+        let value = |s: &ImuSample, row: usize| -> f32 {
+            match self.cfg.channels.get(row).copied().unwrap_or(ImuChannel::Ax) {
+                ImuChannel::Ax => s.accel[0] * self.cfg.accel_scale,
+                ImuChannel::Ay => s.accel[1] * self.cfg.accel_scale,
+                ImuChannel::Az => s.accel[2] * self.cfg.accel_scale,
+                ImuChannel::Gx => s.gyro[0] * self.cfg.gyro_scale,
+                ImuChannel::Gy => s.gyro[1] * self.cfg.gyro_scale,
+                ImuChannel::Gz => s.gyro[2] * self.cfg.gyro_scale,
             }
         };
         let mut j = 0usize;
@@ -82,6 +86,14 @@ mod tests {
             samples: 2000,
             accel_scale: 1.0,
             gyro_scale: 1.0,
+            channels: vec![
+                ImuChannel::Ax,
+                ImuChannel::Ay,
+                ImuChannel::Az,
+                ImuChannel::Gx,
+                ImuChannel::Gy,
+                ImuChannel::Gz,
+            ],
         });
         // 200 Hz for 2 s, accel x = t (seconds).
         let r: Vec<(Nanos, ImuSample)> = (0..400)

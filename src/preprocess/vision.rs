@@ -254,7 +254,7 @@ impl DepthPrep {
         mm.iter()
             .map(|&d| {
                 if d == 0 {
-                    0.0
+                    self.cfg.invalid_disparity
                 } else {
                     let m = (d as f32 / 1000.0).clamp(self.cfg.min_depth_m, self.cfg.max_depth_m);
                     bf / m
@@ -415,6 +415,7 @@ mod tests {
             min_depth_m: 0.01,
             max_depth_m: 50.0,
             scale: 1.0,
+            invalid_disparity: 0.0,
         };
         let p = DepthPrep::new(cfg, 0.05, 400.0);
         let d = p.disparity(&[0, 1000, 2000, 60000]);
