@@ -233,7 +233,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     WorkerEvent::Embedded(e) => {
                         let mh = health.modality(e.modality);
                         mh.record_latency(e.latency);
-                        mh.batches.fetch_add(1, Relaxed);
+                        mh.batch_max.fetch_max(e.batch_size as u64, Relaxed);
                         let msgs = outputs.on_embedded(&e, &mut *registry.lock().await);
                         for (key, body, enc) in msgs {
                             if key.contains("/alerts/") {

@@ -3,7 +3,7 @@
 //! Names are stable (they are part of the bus contract): per sensor `frames`,
 //! `frames_dropped`, `errors`, `reconnects`, `state`, `last_frame_age_s`; per modality
 //! `windows_in`, `windows_out`, `windows_dropped.{coverage,backpressure,error}`,
-//! `late_frames`, `batches`, `latency_ms.{last,p50,p95,max}`.
+//! `late_frames`, `batch_max`, `latency_ms.{last,p50,p95,max}`, `provider`.
 
 use crate::modality::{Modality, Sensor};
 use serde_json::{json, Value};
@@ -90,7 +90,8 @@ pub struct ModalityHealth {
     pub dropped_backpressure: AtomicU64,
     pub dropped_error: AtomicU64,
     pub late_frames: AtomicU64,
-    pub batches: AtomicU64,
+    /// Largest encoder batch seen (windows per encoder call).
+    pub batch_max: AtomicU64,
     latency: Mutex<LatencyWindow>,
     provider: Mutex<String>,
 }
@@ -141,7 +142,7 @@ impl ModalityHealth {
                 "error": self.dropped_error.load(Relaxed),
             },
             "late_frames": self.late_frames.load(Relaxed),
-            "batches": self.batches.load(Relaxed),
+            "batch_max": self.batch_max.load(Relaxed),
             "latency_ms": {
                 "last": if v.is_empty() { None } else { Some(r(l.last)) },
                 "p50": pct(0.5),

@@ -8,6 +8,7 @@ import os
 import queue
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -106,3 +107,24 @@ def test_python_client_reads_every_topic(daemon):
         listed = [json.loads(r.ok.payload.to_bytes()) for r in s.get("sensebind/pytest/queries/**") if r.ok]
         assert [q["id"] for q in listed] == ["py1"]
         assert proc.poll() is None
+
+
+def test_readme_python_client_works(daemon):
+    """The subscriber printed in README.md runs as written (robot, port and duration
+    substituted) and sees every modality's unit-norm embeddings."""
+    proc, port, log = daemon
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len([l for l in code.splitlines() if l.strip()]) <= 15, "README client must stay short"
+    code = (
+        code.replace("socket.gethostname()", '"pytest"')
+        .replace("tcp/127.0.0.1:7447", f"tcp/127.0.0.1:{port}")
+        .replace("time.sleep(30)", "time.sleep(8)")
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = [l.split() for l in out.stdout.splitlines() if l and not l.startswith("ALERT")]
+    seen = {l[0] for l in lines}
+    assert MODALITIES <= seen, out.stdout
+    assert all(l[-1] == "1.0" for l in lines), out.stdout
+    assert proc.poll() is None, log.read_text()
