@@ -209,7 +209,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         );
         let w = Windower::new(sensor, params, info.nominal_rate_hz);
         let handle = workers[&sensor.modality()].clone();
-        tasks.push(tokio::spawn(window_task(w, rx, handle, health.clone(), idle_flush)));
+        tasks.push(tokio::spawn(window_task(
+            sensor,
+            w,
+            rx,
+            handle,
+            health.clone(),
+            idle_flush,
+        )));
     }
     tracing::info!(event = "daemon_started", robot = %robot, sensors = ?sensors, "sensebind running");
 
@@ -302,16 +309,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     Ok(())
 }
 
-/// The sensor that feeds a modality.
-fn worker_sensor(m: Modality) -> Sensor {
-    Sensor::ALL
-        .into_iter()
-        .find(|s| s.modality() == m)
-        .unwrap_or(Sensor::Camera)
-}
-
 /// Frames → windows → encoder queue, for one sensor.
 async fn window_task(
+    sensor: Sensor,
     mut w: Windower,
     mut rx: tokio::sync::mpsc::Receiver<Frame>,
     worker: WorkerHandle,
@@ -339,7 +339,7 @@ async fn window_task(
                     tracing::debug!(event = "window_dropped", modality = %m, seq, coverage, reason = "coverage", "window dropped");
                 }
                 Outcome::Rejected { reason } => {
-                    health.source(worker_sensor(m)).record_error();
+                    health.source(sensor).record_error();
                     tracing::warn!(event = "frame_rejected", modality = %m, reason = %reason, "frame discarded");
                 }
                 Outcome::LateFrames { count } => {

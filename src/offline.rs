@@ -142,7 +142,7 @@ pub fn embed_clip(
         t_start_ns,
         t_end_ns,
         coverage: 1.0,
-        data: WindowData::Frames(frames),
+        data: WindowData::Frames(frames.into_iter().map(std::sync::Arc::new).collect()),
     };
     encode_window(models, Modality::Vision, &win)
 }

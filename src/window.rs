@@ -9,6 +9,7 @@
 use crate::modality::{Modality, Sensor};
 use crate::sources::{Frame, FrameData, ImuSample, Nanos};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Grid and acceptance parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,8 +40,9 @@ impl WindowParams {
 /// The data of one window.
 #[derive(Debug, Clone)]
 pub enum WindowData {
-    /// Image-like frames (RGB, depth or thermal), in time order.
-    Frames(Vec<Frame>),
+    /// Image-like frames (RGB, depth or thermal), in time order; shared with the
+    /// windower's buffer and with overlapping windows, never copied.
+    Frames(Vec<Arc<Frame>>),
     /// Exactly `length · sample_rate` interleaved sample frames; gaps are zeros.
     /// `valid` counts the sample frames up to the last one with data: a stream that
     /// ends mid-window gives a shorter clip, which preprocessing treats as official
@@ -113,7 +115,7 @@ pub struct Windower {
     p: WindowParams,
     nominal_rate_hz: f64,
     next_k: Option<i64>,
-    frames: VecDeque<Frame>,
+    frames: VecDeque<Arc<Frame>>,
     watermark: Nanos,
     /// Time of the newest data point (frame time; audio: last sample).
     last_point: Nanos,
@@ -191,7 +193,7 @@ impl Windower {
         let end = Self::data_end(&frame);
         self.watermark = self.watermark.max(end);
         self.last_point = self.last_point.max(if end > frame.t_ns { end - 1 } else { frame.t_ns });
-        self.frames.push_back(frame);
+        self.frames.push_back(Arc::new(frame));
         self.close_until(|end, wm| wm >= end, &mut out);
         out
     }
@@ -244,7 +246,7 @@ impl Windower {
 
     fn extract(&self, k: i64, start: Nanos, end: Nanos) -> Window {
         let length_s = (end - start) as f64 / 1e9;
-        let in_span = |f: &&Frame| f.t_ns >= start && f.t_ns < end;
+        let in_span = |f: &&Arc<Frame>| f.t_ns >= start && f.t_ns < end;
         let (coverage, data) = match self.sensor {
             Sensor::Microphone => self.extract_audio(start, end),
             Sensor::Imu => {
@@ -261,7 +263,7 @@ impl Windower {
                 (cov, WindowData::Imu(v))
             }
             _ => {
-                let v: Vec<Frame> = self.frames.iter().filter(in_span).cloned().collect();
+                let v: Vec<Arc<Frame>> = self.frames.iter().filter(in_span).cloned().collect();
                 let cov = (v.len() as f64 / (self.nominal_rate_hz * length_s)).min(1.0);
                 (cov, WindowData::Frames(v))
             }

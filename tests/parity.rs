@@ -257,7 +257,7 @@ fn camera_clip_matches_official_video_path() {
         t_start_ns: 0,
         t_end_ns: end,
         coverage: 1.0,
-        data: sensebind::window::WindowData::Frames(frames.clone()),
+        data: sensebind::window::WindowData::Frames(frames.iter().cloned().map(std::sync::Arc::new).collect()),
     };
     let ours = m.preprocessors[&Modality::Vision].process(&win).unwrap();
     let official = read_f16(v["center_tensor_f16"].as_str().unwrap());

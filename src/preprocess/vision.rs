@@ -19,6 +19,7 @@ use crate::config::{Crops, DepthPrepConfig, FramePick, ThermalPrepConfig, Therma
 use crate::modality::Modality;
 use crate::sources::{Frame, FrameData};
 use crate::window::{Window, WindowData};
+use std::sync::Arc;
 
 /// pytorchvideo `UniformTemporalSubsample` indices: `linspace(0, t-1, n).clamp(0, t-1).long()`.
 pub fn uniform_indices(t: usize, n: usize) -> Vec<usize> {
@@ -37,7 +38,7 @@ pub fn uniform_indices(t: usize, n: usize) -> Vec<usize> {
         .collect()
 }
 
-fn frames_of(w: &Window) -> Result<&[Frame], PreprocessError> {
+fn frames_of(w: &Window) -> Result<&[Arc<Frame>], PreprocessError> {
     match &w.data {
         WindowData::Frames(f) if !f.is_empty() => Ok(f),
         WindowData::Frames(_) => Err(bad(w, "window holds no frames")),
@@ -49,11 +50,11 @@ fn frames_of(w: &Window) -> Result<&[Frame], PreprocessError> {
 fn pick_frame(w: &Window, pick: FramePick) -> Result<&Frame, PreprocessError> {
     let frames = frames_of(w)?;
     let mid = w.t_start_ns + (w.t_end_ns - w.t_start_ns) / 2;
-    Ok(match pick {
+    let f = match pick {
         FramePick::Middle => frames.iter().min_by_key(|f| (f.t_ns - mid).abs()),
         FramePick::Last => frames.last(),
-    }
-    .expect("non-empty"))
+    };
+    Ok(f.map(|a| a.as_ref()).expect("non-empty"))
 }
 
 /// One 16-bit single-channel frame of a window (depth or thermal) → `map` →
@@ -355,7 +356,7 @@ mod tests {
             t_start_ns: 0,
             t_end_ns: 2,
             coverage: 1.0,
-            data: WindowData::Frames(vec![frame]),
+            data: WindowData::Frames(vec![Arc::new(frame)]),
         };
         let ModelInput::F32(v) = p.process(&w).unwrap() else {
             panic!()
@@ -395,7 +396,7 @@ mod tests {
             t_start_ns: 0,
             t_end_ns: 4,
             coverage: 1.0,
-            data: WindowData::Frames(frames),
+            data: WindowData::Frames(frames.into_iter().map(Arc::new).collect()),
         };
         let views = p.views(&win).unwrap();
         assert_eq!(views.len(), 3);
@@ -442,7 +443,7 @@ mod tests {
             t_start_ns: 0,
             t_end_ns: 2,
             coverage: 1.0,
-            data: WindowData::Frames(vec![frame]),
+            data: WindowData::Frames(vec![Arc::new(frame)]),
         };
         let e = p.process(&w).unwrap_err().to_string();
         assert!(e.contains("vision window 4") && e.contains("320x240"), "{e}");
