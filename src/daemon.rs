@@ -241,11 +241,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                         let mh = health.modality(e.modality);
                         mh.record_latency(e.latency);
                         mh.batch_max.fetch_max(e.batch_size as u64, Relaxed);
-                        let msgs = outputs.on_embedded(&e, &mut *registry.lock().await);
-                        for (key, body, enc) in msgs {
-                            if key.contains("/alerts/") {
-                                health.alerts.fetch_add(1, Relaxed);
-                            }
+                        let produced = outputs.on_embedded(&e, &mut *registry.lock().await);
+                        health.alerts.fetch_add(produced.alerts as u64, Relaxed);
+                        for (key, body, enc) in produced.messages {
                             if let Err(err) = sink.put(key, body, enc).await {
                                 health.bus_errors.fetch_add(1, Relaxed);
                                 tracing::warn!(event = "publish_failed", error = %err, "publish failed");

@@ -22,9 +22,17 @@ pub struct Outputs {
 /// A message to publish.
 pub type Message = (String, Vec<u8>, Enc);
 
+/// What one embedded window produces.
+#[derive(Debug, Default)]
+pub struct Produced {
+    pub messages: Vec<Message>,
+    /// How many of `messages` are query alerts.
+    pub alerts: usize,
+}
+
 impl Outputs {
     /// Messages for one embedded window; alerts come from `queries`.
-    pub fn on_embedded(&mut self, e: &Embedded, queries: &mut Registry) -> Vec<Message> {
+    pub fn on_embedded(&mut self, e: &Embedded, queries: &mut Registry) -> Produced {
         let mut out = Vec::new();
         let m = e.modality;
         let msg = EmbeddingMsg {
@@ -64,7 +72,9 @@ impl Outputs {
                 }
             }
         }
-        for a in queries.matches(m, &e.vector, e.seq, e.t_start_ns, e.t_end_ns) {
+        let alerts = queries.matches(m, &e.vector, e.seq, e.t_start_ns, e.t_end_ns);
+        let n_alerts = alerts.len();
+        for a in alerts {
             let mut body = serde_json::to_value(&a).unwrap_or_default();
             body["robot"] = json!(self.robot);
             out.push((
@@ -73,6 +83,82 @@ impl Outputs {
                 Enc::Json,
             ));
         }
-        out
+        Produced {
+            messages: out,
+            alerts: n_alerts,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QueriesConfig;
+    use crate::modality::Sensor;
+    use crate::queries::QuerySpec;
+
+    #[test]
+    fn one_window_gives_embedding_labels_event_and_alert() {
+        let mut o = Outputs {
+            topics: Topics::new("sensebind", "r1"),
+            robot: "r1".into(),
+            model: "tiny".into(),
+            top_k: 1,
+            scales: [(Modality::Audio, 20.0)].into_iter().collect(),
+            labels: [(
+                Modality::Audio,
+                LabelSet::from_embeddings(
+                    Modality::Audio,
+                    vec!["a".into(), "b".into()],
+                    vec![vec![1.0, 0.0], vec![0.0, 1.0]],
+                    20.0,
+                ),
+            )]
+            .into_iter()
+            .collect(),
+            events: [(Modality::Audio, EventTracker::new(0.5, 0.3, 1))]
+                .into_iter()
+                .collect(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = Registry::new(dir.path(), 4);
+        let d = QueriesConfig {
+            default_threshold: 0.3,
+            default_cooldown_s: 0.0,
+            max_queries: 4,
+        };
+        reg.insert(
+            QuerySpec::from_request("q", br#"{"text":"x","threshold":0.9}"#, &d).unwrap(),
+            vec![1.0, 0.0],
+        )
+        .unwrap();
+        let e = Embedded {
+            modality: Modality::Audio,
+            sensor: Sensor::Microphone,
+            seq: 3,
+            t_start_ns: 6_000_000_000,
+            t_end_ns: 8_000_000_000,
+            coverage: 1.0,
+            vector: vec![1.0, 0.0],
+            latency: std::time::Duration::ZERO,
+            batch_size: 1,
+        };
+        let p = o.on_embedded(&e, &mut reg);
+        let keys: Vec<&str> = p.messages.iter().map(|m| m.0.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "sensebind/r1/embedding/audio",
+                "sensebind/r1/labels/audio",
+                "sensebind/r1/events/audio",
+                "sensebind/r1/alerts/q"
+            ]
+        );
+        assert_eq!(p.alerts, 1);
+        let emb = EmbeddingMsg::from_cbor(&p.messages[0].1).unwrap();
+        assert_eq!((emb.seq, emb.scale, emb.vector()), (3, 20.0, vec![1.0, 0.0]));
+        let labels: serde_json::Value = serde_json::from_slice(&p.messages[1].1).unwrap();
+        assert_eq!(labels["top"][0]["label"], "a");
+        assert_eq!(labels["top"].as_array().unwrap().len(), 1);
     }
 }
