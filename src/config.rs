@@ -2,7 +2,14 @@
 //! built-in `configs/default.toml` → user file (`--config`) → `SENSEBIND__SECTION__KEY`
 //! environment variables. Every struct denies unknown fields, so a misspelt key is an
 //! error at start that names the key's path.
+//!
+//! Sources are the exception to "one struct here": `[sources.<id>]` tables are kept
+//! raw and each driver module parses its own keys (vector-style: the component owns
+//! its typed config), see [`crate::sources::parse_all`]. The built-in demo's five
+//! synthetic sources (`configs/demo.toml`) are used only when no user file is given;
+//! a user file lists exactly the sources it wants.
 
+use crate::edge::WhenFull;
 use crate::modality::Modality;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -10,6 +17,9 @@ use std::path::{Path, PathBuf};
 
 /// The commented default configuration, compiled into the binary.
 pub const DEFAULT_TOML: &str = include_str!("../configs/default.toml");
+
+/// The built-in demo's sources, layered over the defaults only when no user file is given.
+pub const DEMO_TOML: &str = include_str!("../configs/demo.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -37,7 +47,12 @@ pub struct Config {
     pub window: WindowConfig,
     pub preprocess: PreprocessConfig,
     pub calibration: CalibrationConfig,
-    pub sources: SourcesConfig,
+    /// `[sources.<id>]`, raw: each driver parses its own keys.
+    #[serde(default)]
+    pub sources: BTreeMap<String, toml::Table>,
+    pub limits: LimitsConfig,
+    pub daemon: DaemonConfig,
+    pub outputs: OutputsConfig,
     pub bus: BusConfig,
     pub labels: LabelsConfig,
     pub events: EventsConfig,
@@ -91,6 +106,8 @@ pub struct EngineConfig {
     pub intra_threads: usize,
     pub max_batch: usize,
     pub queue_depth: usize,
+    /// Policy of the windower → encoder edge.
+    pub when_full: WhenFull,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -216,65 +233,28 @@ pub struct CalibrationConfig {
     pub file: String,
 }
 
-/// One source per sensor; `type` picks the driver, the sub-table of that name its settings.
+/// `[limits]`: bounds on what sensor data may make the daemon allocate. A frame
+/// beyond them is dropped and counted (health: `frames_rejected`), never buffered.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct SourcesConfig {
-    pub camera: SourceConfig,
-    pub depth: SourceConfig,
-    pub thermal: SourceConfig,
-    pub microphone: SourceConfig,
-    pub imu: SourceConfig,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceType {
-    Off,
-    Synthetic,
-    File,
+pub struct LimitsConfig {
+    pub max_image_side: u32,
+    pub max_aspect_ratio: f64,
+    pub max_window_frames: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct SourceConfig {
-    #[serde(rename = "type")]
-    pub kind: SourceType,
-    pub restart_backoff_s: f64,
+pub struct DaemonConfig {
+    pub shutdown_timeout_s: f64,
+}
+
+/// The encoder → outputs edge.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputsConfig {
     pub queue: usize,
-    pub synthetic: SyntheticConfig,
-    pub file: FileSourceConfig,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyntheticConfig {
-    pub width: u32,
-    pub height: u32,
-    pub rate_hz: f64,
-    pub sample_rate: u32,
-    pub chunk_ms: u32,
-    pub seed: u64,
-    pub realtime: bool,
-    pub duration_s: f64,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Pace {
-    Realtime,
-    Fast,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSourceConfig {
-    pub path: String,
-    pub fps: f64,
-    pub pace: Pace,
-    #[serde(rename = "loop")]
-    pub looped: bool,
-    pub chunk_ms: u32,
+    pub when_full: WhenFull,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -295,6 +275,8 @@ pub struct BusConfig {
     pub multicast_scouting: bool,
     pub gossip_scouting: bool,
     pub zenoh_config: String,
+    /// Publishing when the network is congested: `drop_newest` or `block`.
+    pub when_full: WhenFull,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -324,6 +306,7 @@ pub struct QueriesConfig {
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     pub interval_s: f64,
+    pub stall_s: f64,
 }
 
 impl Config {
@@ -355,6 +338,8 @@ impl Config {
                     cause: e.to_string(),
                 })?;
             b = b.add_source(config::File::from(p).format(config::FileFormat::Toml));
+        } else {
+            b = b.add_source(config::File::from_str(DEMO_TOML, config::FileFormat::Toml));
         }
         let env: config::Map<String, String> = vars.into_iter().filter(|(k, _)| k.starts_with("SENSEBIND__")).collect();
         b = b.add_source(
@@ -442,52 +427,40 @@ impl Config {
                 ),
             );
         }
-        for (name, s) in self.sources.iter() {
-            let key = format!("sources.{name}");
-            match s.kind {
-                SourceType::Off => {}
-                SourceType::Synthetic => {
-                    let sy = &s.synthetic;
-                    if !(sy.rate_hz.is_finite() && sy.rate_hz > 0.0 && sy.rate_hz <= 10_000.0) {
-                        return bad(
-                            &format!("{key}.synthetic.rate_hz"),
-                            format!("expected 0 < Hz <= 10000, got {}", sy.rate_hz),
-                        );
-                    }
-                    if sy.width == 0 || sy.height == 0 || sy.width > 8192 || sy.height > 8192 {
-                        return bad(
-                            &format!("{key}.synthetic.width"),
-                            "expected width and height in 1..=8192".into(),
-                        );
-                    }
-                    if !(8000..=192_000).contains(&sy.sample_rate) {
-                        return bad(
-                            &format!("{key}.synthetic.sample_rate"),
-                            format!("expected 8000..=192000 Hz, got {}", sy.sample_rate),
-                        );
-                    }
-                    if sy.chunk_ms == 0 {
-                        return bad(&format!("{key}.synthetic.chunk_ms"), "expected at least 1 ms".into());
-                    }
-                }
-                SourceType::File => {
-                    if s.file.path.is_empty() {
-                        return bad(
-                            &format!("{key}.file.path"),
-                            "expected a path for a `file` source".into(),
-                        );
-                    }
-                    if !(s.file.fps.is_finite() && s.file.fps > 0.0) {
-                        return bad(
-                            &format!("{key}.file.fps"),
-                            format!("expected frames per second > 0, got {}", s.file.fps),
-                        );
-                    }
-                }
-            }
-            if s.queue == 0 {
-                return bad(&format!("{key}.queue"), "expected at least 1".into());
-            }
+        crate::sources::parse_all(&self.sources).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let l = &self.limits;
+        if !(16..=65_535).contains(&l.max_image_side) {
+            return bad(
+                "limits.max_image_side",
+                format!("expected pixels in 16..=65535, got {}", l.max_image_side),
+            );
+        }
+        if !(l.max_aspect_ratio.is_finite() && l.max_aspect_ratio >= 1.0) {
+            return bad(
+                "limits.max_aspect_ratio",
+                format!("expected a ratio >= 1, got {}", l.max_aspect_ratio),
+            );
+        }
+        if l.max_window_frames < 16 {
+            return bad(
+                "limits.max_window_frames",
+                format!("expected at least 16, got {}", l.max_window_frames),
+            );
+        }
+        if !(self.daemon.shutdown_timeout_s.is_finite() && self.daemon.shutdown_timeout_s > 0.0) {
+            return bad("daemon.shutdown_timeout_s", "expected seconds > 0".into());
+        }
+        if self.outputs.queue == 0 {
+            return bad("outputs.queue", "expected at least 1".into());
+        }
+        if self.bus.when_full == WhenFull::DropOldest {
+            return bad(
+                "bus.when_full",
+                "expected `drop_newest` or `block` (zenoh cannot drop a message it already sent)".into(),
+            );
+        }
+        if !(self.health.stall_s.is_finite() && self.health.stall_s > 0.0) {
+            return bad("health.stall_s", "expected seconds > 0".into());
         }
         for (m, set) in &self.labels.sets {
             if *m == Modality::Text {
@@ -520,7 +493,7 @@ impl Config {
                 "expected a plain key expression such as `sensebind`".into(),
             );
         }
-        crate::bus::validate_chunk(&self.robot_id()).map_err(|e| ConfigError::Invalid(format!("`robot.id`: {e}")))?;
+        crate::ident::validate_chunk(&self.robot_id()).map_err(|e| ConfigError::Invalid(format!("`robot.id`: {e}")))?;
         Ok(())
     }
 
@@ -564,28 +537,5 @@ impl Config {
             return PathBuf::from(h).join(".local/state/sensebind");
         }
         PathBuf::from("sensebind-state")
-    }
-
-    pub fn window_params(&self) -> crate::window::WindowParams {
-        crate::window::WindowParams {
-            length_ns: (self.window.length_s * 1e9).round() as i64,
-            hop_ns: (self.window.hop_s * 1e9).round() as i64,
-            origin_ns: self.window.origin_ns,
-            min_coverage: self.window.min_coverage,
-        }
-    }
-}
-
-impl SourcesConfig {
-    pub fn iter(&self) -> impl Iterator<Item = (crate::modality::Sensor, &SourceConfig)> {
-        use crate::modality::Sensor;
-        [
-            (Sensor::Camera, &self.camera),
-            (Sensor::Depth, &self.depth),
-            (Sensor::Thermal, &self.thermal),
-            (Sensor::Microphone, &self.microphone),
-            (Sensor::Imu, &self.imu),
-        ]
-        .into_iter()
     }
 }

@@ -1,23 +1,29 @@
 //! sensebind: one ImageBind embedding space for everything a robot senses.
 //!
 //! The modules follow the data path:
-//! [`sources`] → [`window`] → [`preprocess`] → [`engine`] → [`outputs`] / [`bus`],
-//! wired together by [`daemon`]. Each stage has one trait or one pure type and is
-//! tested alone.
+//! [`sources`] → [`window`] → [`preprocess`] → [`engine`] → [`outputs`] → [`bus`],
+//! connected by [`edge`]s and wired into one supervised graph by [`pipeline`]. Each
+//! stage has one trait or one pure type and is tested alone. At the bottom:
+//! [`clock`] (clock domains), [`telemetry`] (events → counters → health), [`taps`],
+//! [`ident`], [`modality`] and [`config`].
 
 pub mod bus;
 pub mod calibration;
+pub mod clock;
 pub mod config;
-pub mod daemon;
+pub mod edge;
 pub mod engine;
-pub mod health;
+pub mod ident;
 pub mod modality;
 pub mod offline;
 pub mod outputs;
 pub mod pack;
+pub mod pipeline;
 pub mod preprocess;
 pub mod queries;
 pub mod sources;
+pub mod taps;
+pub mod telemetry;
 pub mod window;
 pub mod zeroshot;
 

@@ -4,10 +4,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use sensebind::bus::{zenoh_bus, EmbeddingMsg, Topics};
 use sensebind::config::{Config, LogFormat};
-use sensebind::daemon::{self, Models};
 use sensebind::engine::ort_backend;
 use sensebind::modality::Modality;
 use sensebind::offline;
+use sensebind::pipeline::{self, Models};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -85,6 +85,9 @@ enum QueryOp {
         /// Comma-separated modalities (default: all sensed).
         #[arg(long, value_delimiter = ',')]
         modalities: Option<Vec<String>>,
+        /// Comma-separated source ids (default: every source).
+        #[arg(long, value_delimiter = ',')]
+        sources: Option<Vec<String>>,
         /// Minimum seconds between alerts.
         #[arg(long)]
         cooldown: Option<f64>,
@@ -101,7 +104,7 @@ fn init_logging(cfg: &Config, daemon: bool, force_json: bool) {
     let level = if daemon {
         cfg.log.level.clone()
     } else {
-        "warn".to_string()
+        "warn,zenoh=error".to_string()
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&level))
@@ -135,7 +138,9 @@ fn real_main(cli: Cli) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     match cli.cmd {
-        Cmd::Run => rt.block_on(async move { daemon::run(cfg, shutdown_signal()).await.map_err(anyhow::Error::from) }),
+        Cmd::Run => {
+            rt.block_on(async move { pipeline::run(cfg, shutdown_signal()).await.map_err(anyhow::Error::from) })
+        }
         Cmd::Embed {
             pack,
             audio,
@@ -198,7 +203,7 @@ fn embed(
         all.extend(offline::embed_audio(&models, &cfg, path)?);
     }
     for path in &image {
-        all.push(offline::embed_image(&models, path)?);
+        all.push(offline::embed_image(&models, &cfg, path)?);
     }
     if !text.is_empty() {
         all.extend(offline::embed_texts(&models, &text)?);
@@ -228,18 +233,81 @@ async fn tool_session(cfg: &Config) -> Result<zenoh::Session> {
     Ok(zenoh_bus::open(&bus).await?)
 }
 
+/// Whether a daemon holds its liveliness token under `topics`.
+async fn daemon_alive(session: &zenoh::Session, topics: &Topics) -> Result<bool> {
+    let replies = session
+        .liveliness()
+        .get(topics.alive())
+        .timeout(Duration::from_secs(2))
+        .await
+        .map_err(|e| anyhow!("zenoh liveliness get {}: {e}", topics.alive()))?;
+    while let Ok(r) = replies.recv_async().await {
+        if r.result().is_ok() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+async fn require_daemon(session: &zenoh::Session, topics: &Topics) -> Result<()> {
+    for _ in 0..5 {
+        if daemon_alive(session, topics).await? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!(
+        "no daemon answers under {} (is `sensebind run` up, with the same bus and robot id?)",
+        topics.base()
+    )
+}
+
+/// The daemon's answer to a put or delete on `queries/<id>`: an error on
+/// `errors/queries/<id>`, or the registry reaching the state we asked for.
+async fn await_answer(
+    session: &zenoh::Session,
+    topics: &Topics,
+    errors: &zenoh::pubsub::Subscriber<zenoh::handlers::FifoChannelHandler<zenoh::sample::Sample>>,
+    id: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Result<()> {
+    for _ in 0..50 {
+        if let Ok(Some(s)) = errors.try_recv() {
+            let body = String::from_utf8_lossy(&s.payload().to_bytes()).into_owned();
+            let msg = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or(body);
+            bail!("the daemon rejected query `{id}`: {msg}");
+        }
+        let listed: Vec<serde_json::Value> = list_queries(session, &topics.query(id))
+            .await?
+            .iter()
+            .filter_map(|q| serde_json::from_str(q).ok())
+            .collect();
+        if done(&listed) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "the daemon under {} did not answer for query `{id}` within 5 s",
+        topics.base()
+    )
+}
+
 async fn query(cfg: Config, op: QueryOp, robot: Option<String>) -> Result<()> {
     let robot = robot.unwrap_or_else(|| cfg.robot_id());
     let topics = Topics::new(&cfg.bus.prefix, &robot);
     let session = tool_session(&cfg).await?;
-    // Give the session a moment to reach the daemon.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    require_daemon(&session, &topics).await?;
     match op {
         QueryOp::Add {
             id,
             text,
             threshold,
             modalities,
+            sources,
             cooldown,
         } => {
             sensebind::bus::validate_chunk(&id).map_err(|e| anyhow!("query id: {e}"))?;
@@ -258,6 +326,9 @@ async fn query(cfg: Config, op: QueryOp, robot: Option<String>) -> Result<()> {
             if let Some(m) = mods {
                 body["modalities"] = json!(m);
             }
+            if let Some(s) = sources {
+                body["sources"] = json!(s.iter().map(|x| x.trim()).collect::<Vec<_>>());
+            }
             if let Some(c) = cooldown {
                 body["cooldown_s"] = json!(c);
             }
@@ -269,20 +340,17 @@ async fn query(cfg: Config, op: QueryOp, robot: Option<String>) -> Result<()> {
                 .put(topics.query(&id), body.to_string())
                 .await
                 .map_err(|e| anyhow!("zenoh: {e}"))?;
-            for _ in 0..25 {
-                if let Ok(Some(s)) = errors.try_recv() {
-                    bail!(
-                        "daemon rejected the query: {}",
-                        String::from_utf8_lossy(&s.payload().to_bytes())
-                    );
-                }
-                if !list_queries(&session, &topics.query(&id)).await?.is_empty() {
-                    println!("registered {id} on {}", topics.base());
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            bail!("no daemon confirmed query `{id}` under {} within 5 s (is `sensebind run` up, with the same bus and robot id?)", topics.base())
+            // Registered means: the daemon lists exactly what was asked for.
+            let same = |q: &serde_json::Value| {
+                q["text"].as_str() == Some(text.trim())
+                    && threshold.is_none_or(|t| q["threshold"].as_f64() == Some(t as f64))
+                    && body.get("modalities").is_none_or(|m| &q["modalities"] == m)
+                    && body.get("sources").is_none_or(|s| &q["sources"] == s)
+                    && cooldown.is_none_or(|c| q["cooldown_s"].as_f64() == Some(c))
+            };
+            await_answer(&session, &topics, &errors, &id, |l| l.iter().any(same)).await?;
+            println!("registered {id} on {}", topics.base());
+            Ok(())
         }
         QueryOp::List => {
             for q in list_queries(&session, &topics.queries_all()).await? {
@@ -291,18 +359,20 @@ async fn query(cfg: Config, op: QueryOp, robot: Option<String>) -> Result<()> {
             Ok(())
         }
         QueryOp::Remove { id } => {
+            if list_queries(&session, &topics.query(&id)).await?.is_empty() {
+                bail!("query `{id}` is not registered under {}", topics.base());
+            }
+            let errors = session
+                .declare_subscriber(topics.query_error(&id))
+                .await
+                .map_err(|e| anyhow!("zenoh: {e}"))?;
             session
                 .delete(topics.query(&id))
                 .await
                 .map_err(|e| anyhow!("zenoh: {e}"))?;
-            for _ in 0..25 {
-                if list_queries(&session, &topics.query(&id)).await?.is_empty() {
-                    println!("removed {id}");
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            bail!("query `{id}` is still registered after 5 s")
+            await_answer(&session, &topics, &errors, &id, |l| l.is_empty()).await?;
+            println!("removed {id}");
+            Ok(())
         }
     }
 }
@@ -379,8 +449,25 @@ fn check(cfg: Config) -> Result<()> {
         provs.join(", "),
         cfg.engine.providers
     );
-    let sensors = daemon::active_sensors(&cfg);
-    let mods: Vec<Modality> = Modality::SENSED.to_vec();
+    // Build every enabled source (as the daemon would) to learn its streams.
+    let sources = pipeline::enabled_sources(&cfg)?;
+    let ctx = |id: &str| sensebind::sources::SourceContext {
+        id: id.to_string(),
+        epoch_ns: 0,
+        image_limits: pipeline::window_limits(&cfg).image,
+        stop: sensebind::sources::StopFlag::default(),
+    };
+    let mut built = Vec::new();
+    for s in &sources {
+        let d = s.driver.as_ref().expect("enabled sources have a driver");
+        built.push((s.id.clone(), d.build(&ctx(&s.id))?));
+    }
+    let mut mods: Vec<Modality> = built
+        .iter()
+        .flat_map(|(_, b)| b.info().streams.into_iter().map(|st| st.modality))
+        .collect();
+    mods.sort();
+    mods.dedup();
     let models = Models::load(&cfg, &mods)?;
     println!("pack: {} ({})", models.pack.name(), models.pack.location);
     for (m, e) in &models.encoders {
@@ -392,21 +479,22 @@ fn check(cfg: Config) -> Result<()> {
             e.provider()
         );
     }
-    // Open every enabled source once, as the daemon would, so a missing file or
-    // device is reported now rather than as a reconnect loop later.
+    // Open every enabled source once, so a missing file or device is reported now
+    // rather than as a reconnect loop later.
     let mut failed = Vec::new();
-    for (sensor, scfg) in cfg.sources.iter().filter(|(s, _)| sensors.contains(s)) {
-        let opened =
-            sensebind::sources::build(sensor, scfg, 0, sensebind::sources::StopFlag::default()).and_then(|src| {
-                let mut src = src.expect("enabled");
-                let info = src.info();
-                src.open().map(|_| info.description)
-            });
-        match opened {
-            Ok(desc) => println!("source {sensor}: ok ({desc})"),
+    for (id, mut src) in built {
+        let info = src.info();
+        let streams: Vec<String> = info.streams.iter().map(|s| s.modality.to_string()).collect();
+        match src.open() {
+            Ok(()) => println!(
+                "source {id}: ok ({}; streams {}; clock {})",
+                info.description,
+                streams.join(", "),
+                src.clock().kind()
+            ),
             Err(e) => {
-                println!("source {sensor}: FAILED: {e}");
-                failed.push(format!("source {sensor}: {e}"));
+                println!("source {id}: FAILED: {e}");
+                failed.push(format!("source {id}: {e}"));
             }
         }
     }

@@ -1,16 +1,26 @@
 //! Offline embedding of files (`sensebind embed`, parity tests) through exactly the
 //! daemon's stages: a file source (as fast as possible, t = 0 at the first sample),
-//! the windower, the preprocessors and the encoders.
+//! the windower, [`dispatch`](crate::pipeline::stages::dispatch) and the one
+//! window → embedding path ([`embed_windows`]).
+//!
+//! One difference, as in official ImageBind: a file shorter than one window is
+//! embedded as one clip (its fbank padded), where a live stream would drop the window
+//! for low coverage. No input yields silently nothing.
 
-use crate::config::{Config, FileSourceConfig, Pace};
-use crate::daemon::Models;
-use crate::engine::worker::mean_of;
+use crate::config::Config;
+use crate::engine::worker::embed_windows;
 use crate::engine::EngineError;
 use crate::modality::{Modality, Sensor};
+use crate::pipeline::stages::dispatch;
+use crate::pipeline::{window_limits, Models};
 use crate::preprocess::PreprocessError;
-use crate::sources::{file, Frame, FrameData, SourceError, StopFlag};
-use crate::window::{Outcome, Window, WindowData, Windower};
+use crate::sources::file::{self, FileConfig};
+use crate::sources::{Frame, FrameData, SourceError, StopFlag};
+use crate::telemetry::{LogLimiter, StreamStats};
+use crate::window::{Window, WindowData, WindowParams, Windower};
 use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
@@ -21,7 +31,7 @@ pub enum OfflineError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("{0}")]
-    Missing(String),
+    Failed(String),
 }
 
 /// One embedding of an input (a window of a file, an image or a text).
@@ -36,96 +46,85 @@ pub struct Embedding {
     pub scale: f32,
 }
 
-/// Windows of a file, and (seq, coverage) of each window dropped for low coverage.
-pub type FileWindows = (Vec<Window>, Vec<(i64, f64)>);
+/// Windows of a file, and how many were dropped for low coverage.
+pub type FileWindows = (Vec<Window>, u64);
 
-/// Cut a WAV file into the daemon's windows.
+/// Cut a WAV file into the daemon's windows (from t = 0).
 pub fn audio_windows(cfg: &Config, path: &Path) -> Result<FileWindows, SourceError> {
-    let params = cfg.window_params();
-    let fcfg = FileSourceConfig {
-        path: path.display().to_string(),
-        fps: 1.0,
-        pace: Pace::Fast,
-        looped: false,
-        chunk_ms: cfg.sources.microphone.file.chunk_ms.max(1),
-    };
-    let mut src = file::build(Sensor::Microphone, &fcfg, params.origin_ns, StopFlag::default())?;
+    let mut params = WindowParams::from_config(&cfg.window);
+    params.origin_ns = 0;
+    let wav = file::read_wav(path)?;
+    let frames = wav.samples.len() / wav.channels.max(1) as usize;
+    if (frames as i128 * 1_000_000_000) < (params.length_ns as i128 * wav.sample_rate as i128) {
+        // Shorter than one window: one clip, as official ImageBind.
+        params.min_coverage = 0.0;
+    }
+    let fcfg = FileConfig::fast(Sensor::Microphone, path, 0);
+    let mut src = file::build(&fcfg, 0, window_limits(cfg).image, StopFlag::default());
     src.open()?;
-    let mut w = Windower::new(Sensor::Microphone, params, src.info().nominal_rate_hz);
-    let (mut windows, mut dropped) = (Vec::new(), Vec::new());
-    let mut collect = |o: Vec<Outcome>| {
-        for x in o {
-            match x {
-                Outcome::Ready(win) => windows.push(win),
-                Outcome::Dropped { seq, coverage, .. } => dropped.push((seq, coverage)),
-                Outcome::Rejected { reason } => {
-                    tracing::warn!(event = "frame_rejected", file = %path.display(), reason = %reason, "audio chunk discarded")
-                }
-                Outcome::LateFrames { .. } => {}
-            }
-        }
-    };
+    let rate = src.info().streams[0].nominal_rate_hz;
+    let mut w = Windower::new("file", Modality::Audio, params, rate).with_limits(window_limits(cfg));
+    let stats = StreamStats::new("file", Modality::Audio);
+    let mut limiter = LogLimiter::new(Duration::from_secs(10));
+    let mut windows = Vec::new();
     while let Some(frame) = src.next_frame()? {
-        collect(w.push(frame));
+        dispatch(w.push(frame), &stats, &mut limiter, |win| windows.push(win));
     }
-    collect(w.flush());
-    Ok((windows, dropped))
+    dispatch(w.flush(), &stats, &mut limiter, |win| windows.push(win));
+    Ok((windows, stats.dropped_coverage.load(Relaxed)))
 }
 
-fn encode_window(models: &Models, m: Modality, win: &Window) -> Result<Vec<f32>, OfflineError> {
-    let prep = models
-        .preprocessors
-        .get(&m)
-        .ok_or_else(|| OfflineError::Missing(format!("no {m} preprocessor")))?;
-    let enc = models
-        .encoders
-        .get(&m)
-        .ok_or_else(|| OfflineError::Missing(format!("no {m} encoder loaded")))?;
-    let views = prep.views(win)?;
-    Ok(mean_of(enc.encode(&views)?.into_iter()))
-}
-
-fn scale(models: &Models, m: Modality) -> f32 {
-    models.encoders.get(&m).map_or(1.0, |e| e.logit_scale())
-}
-
-/// Every window of a WAV file that passes `window.min_coverage`.
-pub fn embed_audio(models: &Models, cfg: &Config, path: &Path) -> Result<Vec<Embedding>, OfflineError> {
-    let (windows, dropped) = audio_windows(cfg, path)?;
-    for (seq, cov) in dropped {
-        tracing::warn!(event = "window_dropped", file = %path.display(), seq, coverage = cov, "window below window.min_coverage");
-    }
-    windows
-        .iter()
-        .map(|win| {
-            Ok(Embedding {
-                modality: Modality::Audio,
-                input: path.display().to_string(),
-                span: Some((win.t_start_ns, win.t_end_ns)),
-                vector: encode_window(models, Modality::Audio, win)?,
-                scale: scale(models, Modality::Audio),
-            })
-        })
+fn encode(models: &Models, m: Modality, windows: &[&Window]) -> Result<Vec<Vec<f32>>, OfflineError> {
+    let (Some(prep), Some(enc)) = (models.preprocessors.get(&m), models.encoders.get(&m)) else {
+        return Err(OfflineError::Failed(format!("no {m} encoder loaded")));
+    };
+    embed_windows(prep.as_ref(), enc.as_ref(), windows)
+        .into_iter()
+        .map(|r| r.map_err(OfflineError::Failed))
         .collect()
 }
 
+/// Every window of a WAV file that passes `window.min_coverage` (at least one).
+pub fn embed_audio(models: &Models, cfg: &Config, path: &Path) -> Result<Vec<Embedding>, OfflineError> {
+    let (windows, dropped) = audio_windows(cfg, path)?;
+    if dropped > 0 {
+        tracing::warn!(event = crate::telemetry::names::WINDOW_DROPPED, file = %path.display(), dropped, "windows below window.min_coverage skipped");
+    }
+    if windows.is_empty() {
+        return Err(OfflineError::Failed(format!("{}: no audio to embed", path.display())));
+    }
+    let refs: Vec<&Window> = windows.iter().collect();
+    let vectors = encode(models, Modality::Audio, &refs)?;
+    Ok(windows
+        .iter()
+        .zip(vectors)
+        .map(|(win, vector)| Embedding {
+            modality: Modality::Audio,
+            input: path.display().to_string(),
+            span: Some((win.t_start_ns, win.t_end_ns)),
+            vector,
+            scale: models.scale(Modality::Audio),
+        })
+        .collect())
+}
+
 /// One image file through the official image loader.
-pub fn embed_image(models: &Models, path: &Path) -> Result<Embedding, OfflineError> {
-    let FrameData::Rgb8 { width, height, data } = file::load_rgb(path)? else {
-        return Err(OfflineError::Missing("decoder returned no RGB image".into()));
+pub fn embed_image(models: &Models, cfg: &Config, path: &Path) -> Result<Embedding, OfflineError> {
+    let FrameData::Rgb8 { width, height, data } = file::load_rgb(path, window_limits(cfg).image)? else {
+        return Err(OfflineError::Failed("decoder returned no RGB image".into()));
     };
     let vprep = crate::preprocess::vision::VisionPrep::new(models.vision_config.clone());
     let input = vprep.still(width, height, &data);
     let enc = models
         .encoders
         .get(&Modality::Vision)
-        .ok_or_else(|| OfflineError::Missing("no vision encoder loaded".into()))?;
+        .ok_or_else(|| OfflineError::Failed("no vision encoder loaded".into()))?;
     Ok(Embedding {
         modality: Modality::Vision,
         input: path.display().to_string(),
         span: None,
         vector: enc.encode(&[input])?.remove(0),
-        scale: scale(models, Modality::Vision),
+        scale: models.scale(Modality::Vision),
     })
 }
 
@@ -137,14 +136,15 @@ pub fn embed_clip(
     t_end_ns: i64,
 ) -> Result<Vec<f32>, OfflineError> {
     let win = Window {
-        sensor: Sensor::Camera,
+        source: "clip".into(),
+        modality: Modality::Vision,
         seq: 0,
         t_start_ns,
         t_end_ns,
         coverage: 1.0,
         data: WindowData::Frames(frames.into_iter().map(std::sync::Arc::new).collect()),
     };
-    encode_window(models, Modality::Vision, &win)
+    Ok(encode(models, Modality::Vision, &[&win])?.remove(0))
 }
 
 pub fn embed_texts(models: &Models, texts: &[String]) -> Result<Vec<Embedding>, OfflineError> {
@@ -157,7 +157,7 @@ pub fn embed_texts(models: &Models, texts: &[String]) -> Result<Vec<Embedding>, 
             input: t.clone(),
             span: None,
             vector,
-            scale: scale(models, Modality::Text),
+            scale: models.scale(Modality::Text),
         })
         .collect())
 }

@@ -15,8 +15,11 @@ pub struct Outputs {
     pub model: String,
     pub top_k: usize,
     pub scales: BTreeMap<Modality, f32>,
+    /// Label sets per modality (shared by every source of that modality).
     pub labels: BTreeMap<Modality, LabelSet>,
-    pub events: BTreeMap<Modality, EventTracker>,
+    /// `events` hysteresis settings; one tracker per stream, made on first use.
+    pub event_params: (f32, f32, u32),
+    pub events: BTreeMap<(String, Modality), EventTracker>,
 }
 
 /// A message to publish.
@@ -35,8 +38,10 @@ impl Outputs {
     pub fn on_embedded(&mut self, e: &Embedded, queries: &mut Registry) -> Produced {
         let mut out = Vec::new();
         let m = e.modality;
+        let src: &str = &e.source;
         let msg = EmbeddingMsg {
             robot: self.robot.clone(),
+            source: src.to_string(),
             modality: m,
             seq: e.seq,
             t_start_ns: e.t_start_ns,
@@ -48,7 +53,7 @@ impl Outputs {
             coverage: e.coverage as f32,
         };
         match msg.to_cbor() {
-            Ok(b) => out.push((self.topics.embedding(m), b, Enc::Cbor)),
+            Ok(b) => out.push((self.topics.embedding(m, src), b, Enc::Cbor)),
             Err(err) => {
                 tracing::error!(event = "encode_failed", modality = %m, error = %err, "embedding not published")
             }
@@ -57,26 +62,30 @@ impl Outputs {
             let scored = set.classify(&e.vector);
             let top: Vec<_> = scored.iter().take(self.top_k.max(1)).collect();
             let body = json!({
-                "robot": self.robot, "modality": m, "seq": e.seq,
+                "robot": self.robot, "source": src, "modality": m, "seq": e.seq,
                 "t_start_ns": e.t_start_ns, "t_end_ns": e.t_end_ns,
                 "model": self.model, "top": top,
             });
-            out.push((self.topics.labels(m), body.to_string().into_bytes(), Enc::Json));
-            if let Some(tracker) = self.events.get_mut(&m) {
-                for ev in tracker.update(&scored, e.seq, e.t_start_ns, e.t_end_ns) {
-                    let body = json!({
-                        "robot": self.robot, "modality": m, "label": ev.label, "state": ev.state,
-                        "start_ns": ev.start_ns, "end_ns": ev.end_ns, "prob": ev.prob, "seq": ev.seq,
-                    });
-                    out.push((self.topics.events(m), body.to_string().into_bytes(), Enc::Json));
-                }
+            out.push((self.topics.labels(m, src), body.to_string().into_bytes(), Enc::Json));
+            let (start, end, min) = self.event_params;
+            let tracker = self
+                .events
+                .entry((src.to_string(), m))
+                .or_insert_with(|| EventTracker::new(start, end, min));
+            for ev in tracker.update(&scored, e.seq, e.t_start_ns, e.t_end_ns) {
+                let body = json!({
+                    "robot": self.robot, "source": src, "modality": m, "label": ev.label, "state": ev.state,
+                    "start_ns": ev.start_ns, "end_ns": ev.end_ns, "prob": ev.prob, "seq": ev.seq,
+                });
+                out.push((self.topics.events(m, src), body.to_string().into_bytes(), Enc::Json));
             }
         }
-        let alerts = queries.matches(m, &e.vector, e.seq, e.t_start_ns, e.t_end_ns);
+        let alerts = queries.matches(src, m, &e.vector, e.seq, e.t_start_ns, e.t_end_ns);
         let n_alerts = alerts.len();
         for a in alerts {
             let mut body = serde_json::to_value(&a).unwrap_or_default();
             body["robot"] = json!(self.robot);
+            body["source"] = json!(src);
             out.push((
                 self.topics.alerts(&a.query_id),
                 body.to_string().into_bytes(),
@@ -94,7 +103,6 @@ impl Outputs {
 mod tests {
     use super::*;
     use crate::config::QueriesConfig;
-    use crate::modality::Sensor;
     use crate::queries::QuerySpec;
 
     #[test]
@@ -116,9 +124,8 @@ mod tests {
             )]
             .into_iter()
             .collect(),
-            events: [(Modality::Audio, EventTracker::new(0.5, 0.3, 1))]
-                .into_iter()
-                .collect(),
+            event_params: (0.5, 0.3, 1),
+            events: BTreeMap::new(),
         };
         let dir = tempfile::tempdir().unwrap();
         let mut reg = Registry::new(dir.path(), 4);
@@ -133,8 +140,8 @@ mod tests {
         )
         .unwrap();
         let e = Embedded {
+            source: "mic".into(),
             modality: Modality::Audio,
-            sensor: Sensor::Microphone,
             seq: 3,
             t_start_ns: 6_000_000_000,
             t_end_ns: 8_000_000_000,
@@ -148,16 +155,23 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "sensebind/r1/embedding/audio",
-                "sensebind/r1/labels/audio",
-                "sensebind/r1/events/audio",
+                "sensebind/r1/embedding/audio/mic",
+                "sensebind/r1/labels/audio/mic",
+                "sensebind/r1/events/audio/mic",
                 "sensebind/r1/alerts/q"
             ]
         );
         assert_eq!(p.alerts, 1);
         let emb = EmbeddingMsg::from_cbor(&p.messages[0].1).unwrap();
         assert_eq!((emb.seq, emb.scale, emb.vector()), (3, 20.0, vec![1.0, 0.0]));
+        assert_eq!(emb.source, "mic");
         let labels: serde_json::Value = serde_json::from_slice(&p.messages[1].1).unwrap();
+        assert_eq!(labels["source"], "mic");
+        let alert: serde_json::Value = serde_json::from_slice(&p.messages[3].1).unwrap();
+        assert_eq!(
+            (alert["source"].as_str(), alert["query_id"].as_str()),
+            (Some("mic"), Some("q"))
+        );
         assert_eq!(labels["top"][0]["label"], "a");
         assert_eq!(labels["top"].as_array().unwrap().len(), 1);
     }

@@ -2,7 +2,8 @@
 //! under an id; every new window of a chosen modality is compared with the text's
 //! embedding, and an alert fires when cosine ≥ threshold, at most once per cooldown
 //! (measured in sensor time). Queries persist in `<state_dir>/queries.json`, written
-//! atomically (temp file, fsync, rename), and are reloaded on restart.
+//! atomically (temp file, fsync, rename), and are reloaded on restart with
+//! [`Registry::restore`], which does not write the store.
 
 use crate::bus::validate_chunk;
 use crate::config::QueriesConfig;
@@ -29,6 +30,9 @@ pub struct QueryRequest {
     pub threshold: Option<f32>,
     #[serde(default)]
     pub modalities: Option<Vec<Modality>>,
+    /// Source ids to match (default: every source).
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
     #[serde(default)]
     pub cooldown_s: Option<f64>,
 }
@@ -40,6 +44,9 @@ pub struct QuerySpec {
     pub text: String,
     pub threshold: f32,
     pub modalities: Vec<Modality>,
+    /// Source ids to match; empty: every source.
+    #[serde(default)]
+    pub sources: Vec<String>,
     pub cooldown_s: f64,
 }
 
@@ -55,7 +62,7 @@ impl QuerySpec {
         validate_chunk(id).map_err(|e| inv(format!("bad id: {e}")))?;
         let req: QueryRequest = serde_json::from_slice(body).map_err(|e| {
             inv(format!(
-                "expected JSON {{\"text\": string, \"threshold\"?: number in [-1,1], \"modalities\"?: [\"vision\"|\"audio\"|\"depth\"|\"thermal\"|\"imu\"], \"cooldown_s\"?: number >= 0}}: {e}"
+                "expected JSON {{\"text\": string, \"threshold\"?: number in [-1,1], \"modalities\"?: [\"vision\"|\"audio\"|\"depth\"|\"thermal\"|\"imu\"], \"sources\"?: [source id], \"cooldown_s\"?: number >= 0}}: {e}"
             ))
         })?;
         let text = req.text.trim().to_string();
@@ -78,6 +85,10 @@ impl QuerySpec {
                 "`modalities` cannot contain `text`: queries match sensed modalities".into(),
             ));
         }
+        let sources = req.sources.unwrap_or_default();
+        for src in &sources {
+            validate_chunk(src).map_err(|e| inv(format!("`sources`: {e}")))?;
+        }
         let cooldown_s = req.cooldown_s.unwrap_or(defaults.default_cooldown_s);
         if !(cooldown_s.is_finite() && cooldown_s >= 0.0) {
             return Err(inv(format!("`cooldown_s` must be >= 0, got {cooldown_s}")));
@@ -87,6 +98,7 @@ impl QuerySpec {
             text,
             threshold,
             modalities,
+            sources,
             cooldown_s,
         })
     }
@@ -157,12 +169,49 @@ impl Registry {
         }
     }
 
-    /// Add or replace a query. Persists before returning.
+    /// Re-add a query read back from the store by [`Registry::load_specs`], with its
+    /// embedding, **without writing the store**: the file already holds it, and a
+    /// rewrite per query at start-up would leave a partial store behind if the process
+    /// were killed mid-way. Use this (not [`Registry::insert`]) when reloading at start.
+    ///
+    /// Never fails and never drops a query: when the store holds more queries than
+    /// `queries.max_queries` (the limit was lowered since they were registered), all are
+    /// kept and a `queries_over_limit` warning is logged; [`Registry::insert`] then
+    /// refuses new ids until removals bring the count under the limit (replacing an
+    /// existing id still works).
+    pub fn restore(&mut self, spec: QuerySpec, embedding: Vec<f32>) {
+        let id = spec.id.clone();
+        self.queries.insert(
+            id.clone(),
+            Registered {
+                spec,
+                embedding,
+                last_fired_ns: None,
+            },
+        );
+        if self.queries.len() > self.max {
+            tracing::warn!(
+                event = "queries_over_limit",
+                query = %id,
+                count = self.queries.len(),
+                max_queries = self.max,
+                path = %self.path.display(),
+                "more stored queries than queries.max_queries: all are kept, new registrations are refused until some are removed"
+            );
+        }
+    }
+
+    /// Add or replace a query. Persists before returning. A new id is refused while
+    /// `max_queries` or more are registered (also when restored queries exceed it).
     pub fn insert(&mut self, spec: QuerySpec, embedding: Vec<f32>) -> Result<(), QueryError> {
         if !self.queries.contains_key(&spec.id) && self.queries.len() >= self.max {
             return Err(QueryError::Invalid {
                 id: spec.id,
-                reason: format!("at most {} queries may be registered", self.max),
+                reason: format!(
+                    "at most {} queries may be registered ({} are)",
+                    self.max,
+                    self.queries.len()
+                ),
             });
         }
         let id = spec.id.clone();
@@ -210,10 +259,21 @@ impl Registry {
     }
 
     /// Match one window's embedding; returns the alerts that fire.
-    pub fn matches(&mut self, modality: Modality, emb: &[f32], seq: i64, t_start_ns: i64, t_end_ns: i64) -> Vec<Alert> {
+    pub fn matches(
+        &mut self,
+        source: &str,
+        modality: Modality,
+        emb: &[f32],
+        seq: i64,
+        t_start_ns: i64,
+        t_end_ns: i64,
+    ) -> Vec<Alert> {
         let mut out = Vec::new();
         for r in self.queries.values_mut() {
             if !r.spec.modalities.contains(&modality) || r.embedding.len() != emb.len() {
+                continue;
+            }
+            if !r.spec.sources.is_empty() && !r.spec.sources.iter().any(|s| s == source) {
                 continue;
             }
             let score: f32 = r.embedding.iter().zip(emb).map(|(a, b)| a * b).sum();
@@ -312,14 +372,22 @@ mod tests {
         )
         .unwrap();
         r.insert(spec.clone(), vec![1.0, 0.0]).unwrap();
-        assert!(r.matches(Modality::Vision, &[1.0, 0.0], 0, 0, 2_000_000_000).is_empty());
-        assert!(r.matches(Modality::Audio, &[0.0, 1.0], 0, 0, 2_000_000_000).is_empty());
-        assert_eq!(r.matches(Modality::Audio, &[1.0, 0.0], 1, 0, 2_000_000_000).len(), 1);
         assert!(r
-            .matches(Modality::Audio, &[1.0, 0.0], 2, 2_000_000_000, 4_000_000_000)
+            .matches("mic", Modality::Vision, &[1.0, 0.0], 0, 0, 2_000_000_000)
+            .is_empty());
+        assert!(r
+            .matches("mic", Modality::Audio, &[0.0, 1.0], 0, 0, 2_000_000_000)
             .is_empty());
         assert_eq!(
-            r.matches(Modality::Audio, &[1.0, 0.0], 3, 4_000_000_000, 6_000_000_000)
+            r.matches("mic", Modality::Audio, &[1.0, 0.0], 1, 0, 2_000_000_000)
+                .len(),
+            1
+        );
+        assert!(r
+            .matches("mic", Modality::Audio, &[1.0, 0.0], 2, 2_000_000_000, 4_000_000_000)
+            .is_empty());
+        assert_eq!(
+            r.matches("mic", Modality::Audio, &[1.0, 0.0], 3, 4_000_000_000, 6_000_000_000)
                 .len(),
             1
         );
@@ -340,5 +408,115 @@ mod tests {
         assert!(r.remove("q").unwrap());
         assert!(!r.remove("q").unwrap());
         assert_eq!(Registry::new(dir.path(), 2).load_specs().unwrap().len(), 1);
+    }
+
+    /// A store of `n` queries q0.. written through `insert`; returns the file's bytes.
+    fn store_with(dir: &Path, n: usize) -> Vec<u8> {
+        let d = defaults();
+        let mut r = Registry::new(dir, n);
+        for i in 0..n {
+            let body = format!(r#"{{"text":"thing {i}","threshold":0.5}}"#);
+            r.insert(
+                QuerySpec::from_request(&format!("q{i}"), body.as_bytes(), &d).unwrap(),
+                vec![1.0, 0.0],
+            )
+            .unwrap();
+        }
+        std::fs::read(dir.join("queries.json")).unwrap()
+    }
+
+    /// What the daemon does at start: load the specs and restore each.
+    fn reload(dir: &Path, max: usize) -> Registry {
+        let mut r = Registry::new(dir, max);
+        for spec in r.load_specs().unwrap() {
+            r.restore(spec, vec![1.0, 0.0]);
+        }
+        r
+    }
+
+    fn dir_listing(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn restore_does_not_write_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = store_with(dir.path(), 5);
+        let path = dir.path().join("queries.json");
+        // Make any rewrite visible even if it produced the same bytes.
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut r = reload(dir.path(), 5);
+        assert_eq!(r.len(), 5);
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+        assert_eq!(dir_listing(dir.path()), vec!["queries.json".to_string()]);
+        // Restored queries match like inserted ones.
+        assert_eq!(r.matches("mic", Modality::Vision, &[1.0, 0.0], 0, 0, 1).len(), 5);
+        // With the store unreadable for writing, restore still succeeds (no I/O at all).
+        let mut r2 = Registry::new(&dir.path().join("missing/deeper"), 1);
+        r2.restore(r.specs().remove(0), vec![1.0]);
+        assert!(!dir.path().join("missing").exists());
+    }
+
+    #[test]
+    fn restore_over_the_limit_keeps_every_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = store_with(dir.path(), 4);
+        let path = dir.path().join("queries.json");
+        // max_queries lowered from 4 to 2 since the queries were registered.
+        let mut r = reload(dir.path(), 2);
+        assert_eq!(r.len(), 4);
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        // New ids are refused while over the limit, and the store is left alone.
+        let d = defaults();
+        let e = r
+            .insert(
+                QuerySpec::from_request("new", br#"{"text":"new"}"#, &d).unwrap(),
+                vec![0.0, 1.0],
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("at most 2"), "{e}");
+        assert_eq!(r.len(), 4);
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        // Replacing an existing id is allowed and keeps all the others on disk.
+        let replaced = QuerySpec::from_request("q1", br#"{"text":"other"}"#, &d).unwrap();
+        r.insert(replaced.clone(), vec![0.0, 1.0]).unwrap();
+        let stored = Registry::new(dir.path(), 2).load_specs().unwrap();
+        assert_eq!(stored.len(), 4);
+        assert!(stored.contains(&replaced));
+        // Removing one works and persists; still at the limit (3 > 2), so still refused.
+        assert!(r.remove("q0").unwrap());
+        let stored = Registry::new(dir.path(), 2).load_specs().unwrap();
+        assert_eq!(
+            stored.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+            ["q1", "q2", "q3"]
+        );
+        assert!(r
+            .insert(
+                QuerySpec::from_request("new", br#"{"text":"new"}"#, &d).unwrap(),
+                vec![0.0, 1.0],
+            )
+            .is_err());
+        // Back under the limit, registration works again.
+        assert!(r.remove("q2").unwrap());
+        assert!(r.remove("q3").unwrap());
+        r.insert(
+            QuerySpec::from_request("new", br#"{"text":"new"}"#, &d).unwrap(),
+            vec![0.0, 1.0],
+        )
+        .unwrap();
+        let ids: Vec<String> = Registry::new(dir.path(), 2)
+            .load_specs()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(ids, ["new", "q1"]);
     }
 }

@@ -3,11 +3,18 @@
 //! Window `k` covers `[origin + k·hop, origin + k·hop + length)` in sensor time for
 //! every modality, so equal `seq` means equal span across sensors. A window is closed
 //! when the stream's watermark (the newest data time) passes its end, or by
-//! [`Windower::flush`] at end of stream / when a sensor goes quiet. A window whose data
-//! covers less than `min_coverage` of its span is dropped and reported, never silently.
+//! [`Windower::flush`] at end of stream, or by [`Windower::advance`] when the stream's
+//! own clock says a quiet sensor's windows are overdue. A window whose data covers
+//! less than `min_coverage` of its span is dropped and reported, never silently.
+//!
+//! The windower is a pure state machine: frames and times in, [`Outcome`]s out. It
+//! never reads a clock itself, and it bounds its buffer: a frame it cannot place
+//! (an impossible format, an image beyond `[limits]`, a buffer full because a
+//! driver's timestamps stopped advancing) is rejected and reported.
 
-use crate::modality::{Modality, Sensor};
-use crate::sources::{Frame, FrameData, ImuSample, Nanos};
+use crate::config::WindowConfig;
+use crate::modality::Modality;
+use crate::sources::{Frame, FrameData, ImageLimits, ImuSample, Nanos};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -21,6 +28,14 @@ pub struct WindowParams {
 }
 
 impl WindowParams {
+    pub fn from_config(w: &WindowConfig) -> Self {
+        WindowParams {
+            length_ns: (w.length_s * 1e9).round() as i64,
+            hop_ns: (w.hop_s * 1e9).round() as i64,
+            origin_ns: w.origin_ns,
+            min_coverage: w.min_coverage,
+        }
+    }
     pub fn start(&self, k: i64) -> Nanos {
         self.origin_ns + k * self.hop_ns
     }
@@ -60,7 +75,9 @@ pub enum WindowData {
 /// A closed window, ready for preprocessing.
 #[derive(Debug, Clone)]
 pub struct Window {
-    pub sensor: Sensor,
+    /// The source id (the user's name for it).
+    pub source: Arc<str>,
+    pub modality: Modality,
     pub seq: i64,
     pub t_start_ns: Nanos,
     pub t_end_ns: Nanos,
@@ -71,7 +88,7 @@ pub struct Window {
 
 impl Window {
     pub fn modality(&self) -> Modality {
-        self.sensor.modality()
+        self.modality
     }
 }
 
@@ -109,10 +126,32 @@ pub const MAX_CHANNELS: u16 = 64;
 /// Windows above this many behind the watermark are skipped in one step (a long gap).
 const MAX_CATCH_UP: i64 = 10_000;
 
-/// Per-sensor windower.
+/// Bounds a windower enforces on what it buffers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowLimits {
+    pub image: ImageLimits,
+    /// Most frames (audio: chunks) buffered at once.
+    pub max_frames: usize,
+}
+
+impl Default for WindowLimits {
+    fn default() -> Self {
+        WindowLimits {
+            image: ImageLimits::default(),
+            max_frames: 20_000,
+        }
+    }
+}
+
+/// Longest audio chunk accepted, in seconds (a driver's chunk is milliseconds long).
+pub const MAX_AUDIO_CHUNK_S: u64 = 10;
+
+/// Per-stream windower.
 pub struct Windower {
-    sensor: Sensor,
+    source: Arc<str>,
+    modality: Modality,
     p: WindowParams,
+    limits: WindowLimits,
     nominal_rate_hz: f64,
     next_k: Option<i64>,
     frames: VecDeque<Arc<Frame>>,
@@ -122,10 +161,12 @@ pub struct Windower {
 }
 
 impl Windower {
-    pub fn new(sensor: Sensor, params: WindowParams, nominal_rate_hz: f64) -> Self {
+    pub fn new(source: &str, modality: Modality, params: WindowParams, nominal_rate_hz: f64) -> Self {
         Windower {
-            sensor,
+            source: source.into(),
+            modality,
             p: params,
+            limits: WindowLimits::default(),
             nominal_rate_hz: nominal_rate_hz.max(1e-6),
             next_k: None,
             frames: VecDeque::new(),
@@ -157,9 +198,49 @@ impl Windower {
         }
     }
 
+    pub fn with_limits(mut self, limits: WindowLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn modality(&self) -> Modality {
+        self.modality
+    }
+
     /// Add a frame; returns the windows it closed.
-    pub fn push(&mut self, frame: Frame) -> Vec<Outcome> {
+    pub fn push(&mut self, frame: impl Into<Arc<Frame>>) -> Vec<Outcome> {
+        let frame: Arc<Frame> = frame.into();
         let mut out = Vec::new();
+        let reject = |out: &mut Vec<Outcome>, reason: String| {
+            out.push(Outcome::Rejected { reason });
+        };
+        if frame.data.modality() != self.modality {
+            reject(
+                &mut out,
+                format!("a {} frame on the {} stream", frame.data.modality(), self.modality),
+            );
+            return out;
+        }
+        if let Some((w, h)) = frame.data.image_size() {
+            if let Err(e) = self.limits.image.check(w, h) {
+                reject(&mut out, e);
+                return out;
+            }
+        }
+        // A full buffer takes only a frame that closes the oldest open window (time
+        // moves on again); anything else would grow it without bound.
+        let closes = self.next_k.is_some_and(|k| Self::data_end(&frame) >= self.p.end(k));
+        if self.frames.len() >= self.limits.max_frames && !closes {
+            reject(
+                &mut out,
+                format!(
+                    "{} frames buffered (`limits.max_window_frames`): the driver's timestamps stopped advancing (stuck at {} ns)",
+                    self.frames.len(),
+                    frame.t_ns
+                ),
+            );
+            return out;
+        }
         if let FrameData::Audio {
             sample_rate,
             channels,
@@ -171,6 +252,15 @@ impl Windower {
                 out.push(Outcome::Rejected {
                     reason: format!(
                         "audio chunk at {sample_rate} Hz with {channels} channels (expected 1000..={MAX_SAMPLE_RATE} Hz, 1..={MAX_CHANNELS} channels)"
+                    ),
+                });
+                return out;
+            }
+            if samples.len() as u64 > *sample_rate as u64 * *channels as u64 * MAX_AUDIO_CHUNK_S {
+                out.push(Outcome::Rejected {
+                    reason: format!(
+                        "audio chunk of {} samples is longer than {MAX_AUDIO_CHUNK_S} s",
+                        samples.len()
                     ),
                 });
                 return out;
@@ -193,7 +283,19 @@ impl Windower {
         let end = Self::data_end(&frame);
         self.watermark = self.watermark.max(end);
         self.last_point = self.last_point.max(if end > frame.t_ns { end - 1 } else { frame.t_ns });
-        self.frames.push_back(Arc::new(frame));
+        self.frames.push_back(frame);
+        self.close_until(|end, wm| wm >= end, &mut out);
+        out
+    }
+
+    /// The stream's clock says no data before `t` is still to come (a quiet sensor):
+    /// close every open window that ends at or before `t`.
+    pub fn advance(&mut self, t: Nanos) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        if self.next_k.is_none() || t <= self.watermark {
+            return out;
+        }
+        self.watermark = t;
         self.close_until(|end, wm| wm >= end, &mut out);
         out
     }
@@ -206,14 +308,6 @@ impl Windower {
         self.close_until(|end, _| end - length <= last, &mut out);
         self.frames.clear();
         out
-    }
-
-    /// Whether a window is open and its end lies before `t` (for idle flushing).
-    pub fn overdue(&self, t: Nanos) -> bool {
-        match self.next_k {
-            Some(k) => !self.frames.is_empty() && self.p.end(k) <= t,
-            None => false,
-        }
     }
 
     fn close_until(&mut self, ready: impl Fn(Nanos, Nanos) -> bool, out: &mut Vec<Outcome>) {
@@ -247,9 +341,9 @@ impl Windower {
     fn extract(&self, k: i64, start: Nanos, end: Nanos) -> Window {
         let length_s = (end - start) as f64 / 1e9;
         let in_span = |f: &&Arc<Frame>| f.t_ns >= start && f.t_ns < end;
-        let (coverage, data) = match self.sensor {
-            Sensor::Microphone => self.extract_audio(start, end),
-            Sensor::Imu => {
+        let (coverage, data) = match self.modality {
+            Modality::Audio => self.extract_audio(start, end),
+            Modality::Imu => {
                 let v: Vec<(Nanos, ImuSample)> = self
                     .frames
                     .iter()
@@ -269,7 +363,8 @@ impl Windower {
             }
         };
         Window {
-            sensor: self.sensor,
+            source: self.source.clone(),
+            modality: self.modality,
             seq: k,
             t_start_ns: start,
             t_end_ns: end,
@@ -372,7 +467,7 @@ mod tests {
 
     #[test]
     fn frames_split_on_grid() {
-        let mut w = Windower::new(Sensor::Camera, params(2.0, 2.0), 10.0);
+        let mut w = Windower::new("cam", Modality::Vision, params(2.0, 2.0), 10.0);
         let mut out = Vec::new();
         for i in 0..61 {
             out.extend(w.push(rgb(i * 100_000_000)));
@@ -392,7 +487,7 @@ mod tests {
 
     #[test]
     fn overlapping_hop_shares_frames() {
-        let mut w = Windower::new(Sensor::Camera, params(2.0, 1.0), 10.0);
+        let mut w = Windower::new("cam", Modality::Vision, params(2.0, 1.0), 10.0);
         let mut out = Vec::new();
         for i in 0..41 {
             out.extend(w.push(rgb(i * 100_000_000)));
@@ -409,7 +504,7 @@ mod tests {
 
     #[test]
     fn sparse_window_is_dropped_and_reported() {
-        let mut w = Windower::new(Sensor::Camera, params(2.0, 2.0), 10.0);
+        let mut w = Windower::new("cam", Modality::Vision, params(2.0, 2.0), 10.0);
         let mut out = Vec::new();
         for t in [0, 100_000_000, 2_500_000_000] {
             out.extend(w.push(rgb(t)));
@@ -423,7 +518,7 @@ mod tests {
             }
         ));
         // An impossible audio format is rejected, not buffered.
-        let mut a = Windower::new(Sensor::Microphone, params(2.0, 2.0), 50.0);
+        let mut a = Windower::new("mic", Modality::Audio, params(2.0, 2.0), 50.0);
         let bad = Frame {
             t_ns: 0,
             data: FrameData::Audio {
@@ -449,7 +544,7 @@ mod tests {
 
     #[test]
     fn audio_samples_land_on_the_grid_with_gaps_zeroed() {
-        let mut w = Windower::new(Sensor::Microphone, params(1.0, 1.0), 10.0);
+        let mut w = Windower::new("mic", Modality::Audio, params(1.0, 1.0), 10.0);
         let sr = 1000u32;
         let mut out = Vec::new();
         // 100 ms chunks; chunk 3 missing; values = sample index.
@@ -481,7 +576,7 @@ mod tests {
 
     #[test]
     fn flush_emits_partial_tail() {
-        let mut w = Windower::new(Sensor::Microphone, params(2.0, 2.0), 50.0);
+        let mut w = Windower::new("mic", Modality::Audio, params(2.0, 2.0), 50.0);
         let sr = 16000u32;
         // 5 s of audio → windows 0,1 full; window 2 half covered (kept at 0.5).
         let mut out = Vec::new();
@@ -503,5 +598,76 @@ mod tests {
             panic!()
         };
         assert_eq!((*valid, samples.len()), (16000, 32000), "the tail clip is 1 s long");
+    }
+
+    #[test]
+    fn advance_closes_overdue_windows_on_the_streams_clock() {
+        let mut w = Windower::new("cam", Modality::Vision, params(2.0, 2.0), 10.0);
+        let mut out = Vec::new();
+        for i in 0..15 {
+            out.extend(w.push(rgb(i * 100_000_000)));
+        }
+        assert!(ready(&out).is_empty());
+        // The clock has not passed the window's end: nothing closes.
+        assert!(w.advance(1_900_000_000).is_empty());
+        let o = w.advance(2_000_000_000);
+        let r = ready(&o);
+        assert_eq!(r.len(), 1);
+        assert!((r[0].coverage - 0.75).abs() < 1e-9);
+        // A frame for the closed window is late now.
+        assert!(matches!(
+            w.push(rgb(1_950_000_000))[0],
+            Outcome::LateFrames { count: 1 }
+        ));
+    }
+
+    #[test]
+    fn buffer_and_image_limits_reject_instead_of_growing() {
+        let limits = WindowLimits {
+            image: ImageLimits::default(),
+            max_frames: 100,
+        };
+        let mut w = Windower::new("imu", Modality::Imu, params(2.0, 2.0), 200.0).with_limits(limits);
+        let still = |t| Frame {
+            t_ns: t,
+            data: FrameData::Imu(ImuSample {
+                accel: [0.0; 3],
+                gyro: [0.0; 3],
+            }),
+        };
+        let mut rejected = 0;
+        for _ in 0..10_000 {
+            for o in w.push(still(5)) {
+                if let Outcome::Rejected { reason } = o {
+                    assert!(reason.contains("limits.max_window_frames"), "{reason}");
+                    rejected += 1;
+                }
+            }
+        }
+        assert_eq!(rejected, 10_000 - 100);
+        assert_eq!(w.frames.len(), 100);
+        // Time moves on again: the buffer drains and frames are accepted.
+        let o = w.push(still(2_000_000_000));
+        assert!(matches!(o[0], Outcome::Dropped { seq: 0, .. }), "{o:?}");
+        assert!(w.push(still(2_000_000_001)).is_empty());
+
+        let mut v = Windower::new("cam", Modality::Vision, params(2.0, 2.0), 10.0);
+        let thin = Frame {
+            t_ns: 0,
+            data: FrameData::Rgb8 {
+                width: 1,
+                height: 20_000,
+                data: vec![0; 60_000],
+            },
+        };
+        assert!(matches!(&v.push(thin)[0], Outcome::Rejected { reason } if reason.contains("limits.max_image_side")));
+        let wrong = Frame {
+            t_ns: 0,
+            data: FrameData::Imu(ImuSample {
+                accel: [0.0; 3],
+                gyro: [0.0; 3],
+            }),
+        };
+        assert!(matches!(&v.push(wrong)[0], Outcome::Rejected { .. }));
     }
 }

@@ -10,12 +10,56 @@ use std::time::{Duration, Instant};
 
 const MODALITIES: [&str; 5] = ["vision", "audio", "depth", "thermal", "imu"];
 
+/// The demo source that feeds each modality.
+fn source_of(m: &str) -> &'static str {
+    match m {
+        "vision" => "camera",
+        "audio" => "microphone",
+        "depth" => "depth",
+        "thermal" => "thermal",
+        _ => "imu",
+    }
+}
+
+/// Every stream's counters in a health message: (source, modality, stream JSON).
+fn streams(h: &serde_json::Value) -> Vec<(String, String, serde_json::Value)> {
+    let mut v = Vec::new();
+    for (id, src) in h["sources"].as_object().unwrap() {
+        for (m, st) in src["streams"].as_object().unwrap() {
+            v.push((id.clone(), m.clone(), st.clone()));
+        }
+    }
+    v
+}
+
+/// The text embedding `sensebind embed` gives (the built-in pack), to check alert scores.
+fn text_embedding(text: &str) -> Vec<f32> {
+    let out = std::process::Command::new(bin())
+        .args(["embed", "--text", text])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    j["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_end_to_end_over_zenoh() {
     require_ort();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = write_config(dir.path(), "itest", port, "");
+    // Every top label starts an event at once (3 labels: the top prob is >= 1/3).
+    let cfg = write_config(
+        dir.path(),
+        "itest",
+        port,
+        "[events]\nstart_prob = 0.33\nend_prob = 0.0\nmin_windows = 1\n",
+    );
     let log = dir.path().join("daemon.log");
     let mut d = Daemon::start(&cfg, &log);
     let dump = |log: &std::path::Path| std::fs::read_to_string(log).unwrap_or_default();
@@ -27,6 +71,7 @@ async fn daemon_end_to_end_over_zenoh() {
     // 1. Embeddings of all five modalities, labels, health.
     let mut seqs: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let mut labels = 0;
+    let mut events = 0;
     let mut health = None;
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -36,10 +81,12 @@ async fn daemon_end_to_end_over_zenoh() {
         };
         let key = s.key_expr().as_str().to_string();
         let body = s.payload().to_bytes().to_vec();
-        if let Some(m) = key.strip_prefix("sensebind/itest/embedding/") {
+        if let Some(rest) = key.strip_prefix("sensebind/itest/embedding/") {
             assert_eq!(s.encoding().to_string(), "application/cbor");
             let msg = EmbeddingMsg::from_cbor(&body).expect("CBOR embedding");
-            assert_eq!(msg.modality.as_str(), m);
+            let m = msg.modality.as_str();
+            assert_eq!(rest, format!("{m}/{}", source_of(m)), "key names modality and source");
+            assert_eq!(msg.source, source_of(m));
             assert_eq!(msg.robot, "itest");
             let spec = manifest.spec(msg.modality).unwrap();
             assert_eq!(msg.dim as usize, spec.dim);
@@ -52,16 +99,29 @@ async fn daemon_end_to_end_over_zenoh() {
             seqs.entry(m.to_string()).or_default().push(msg.seq);
         } else if key.starts_with("sensebind/itest/labels/") {
             let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let m = j["modality"].as_str().unwrap();
+            assert_eq!(key, format!("sensebind/itest/labels/{m}/{}", source_of(m)));
+            assert_eq!(j["source"], source_of(m));
             let top = j["top"].as_array().unwrap();
             assert!(!top.is_empty());
-            let p = top[0]["prob"].as_f64().unwrap();
-            assert!((0.0..=1.0).contains(&p));
+            let probs: Vec<f64> = top.iter().map(|t| t["prob"].as_f64().unwrap()).collect();
+            assert!(probs.windows(2).all(|w| w[0] >= w[1]), "top is sorted: {probs:?}");
+            assert!(probs.iter().sum::<f64>() <= 1.0 + 1e-5 && probs[0] > 0.0);
             labels += 1;
+        } else if key.starts_with("sensebind/itest/events/") {
+            let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let m = j["modality"].as_str().unwrap();
+            assert_eq!(key, format!("sensebind/itest/events/{m}/{}", source_of(m)));
+            assert!(j["state"] == "start" || j["state"] == "end", "{j}");
+            assert!(j["prob"].as_f64().unwrap() >= 0.33 || j["state"] == "end", "{j}");
+            events += 1;
         } else if key == "sensebind/itest/health" {
             health = Some(serde_json::from_slice::<serde_json::Value>(&body).unwrap());
         }
-        let done =
-            MODALITIES.iter().all(|m| seqs.get(*m).is_some_and(|v| v.len() >= 2)) && labels > 0 && health.is_some();
+        let done = MODALITIES.iter().all(|m| seqs.get(*m).is_some_and(|v| v.len() >= 2))
+            && labels > 0
+            && events > 0
+            && health.is_some();
         if done {
             break;
         }
@@ -74,64 +134,158 @@ async fn daemon_end_to_end_over_zenoh() {
         assert!(v.windows(2).all(|w| w[1] > w[0]), "{m} seq must increase: {v:?}");
     }
     assert!(labels > 0, "no labels");
+    assert!(events > 0, "no events on events/<modality>/<source>");
     let h = health.expect("no health");
     assert_eq!(h["robot"], "itest");
     for m in MODALITIES {
+        let st = &h["sources"][source_of(m)]["streams"][m];
         assert!(
-            h["modalities"][m]["windows_in"].as_u64().is_some(),
-            "health lacks {m}: {h}"
+            st["windows_in"].as_u64().unwrap() >= st["windows_out"].as_u64().unwrap(),
+            "{h}"
         );
+        assert_eq!(h["sources"][source_of(m)]["clock"], "realtime");
     }
 
-    // 2. A query registered over the bus yields an alert (threshold -1 always matches).
+    // 2. Queries registered over the bus: q1 always matches (threshold -1, no
+    // cooldown), q4 has a 4 s cooldown, q5 can never match (threshold 1).
     z.put(
         "sensebind/itest/queries/q1",
-        r#"{"text":"a dog barking","threshold":-1.0,"modalities":["audio"],"cooldown_s":0}"#,
+        r#"{"text":"a dog barking","threshold":-1.0,"modalities":["audio"],"sources":["microphone"],"cooldown_s":0}"#,
     )
     .await
     .unwrap();
+    z.put(
+        "sensebind/itest/queries/q4",
+        r#"{"text":"a dog barking","threshold":-1.0,"modalities":["audio"],"cooldown_s":4}"#,
+    )
+    .await
+    .unwrap();
+    z.put(
+        "sensebind/itest/queries/q5",
+        r#"{"text":"a dog barking","threshold":1.0,"modalities":["audio"]}"#,
+    )
+    .await
+    .unwrap();
+    z.put(
+        "sensebind/itest/queries/q6",
+        r#"{"text":"a dog barking","threshold":-1.0,"sources":["nowhere"]}"#,
+    )
+    .await
+    .unwrap();
+    // A put on a key that is not a valid id gets an error reply too.
+    z.put("sensebind/itest/queries/a/b", r#"{"text":"x"}"#).await.unwrap();
     // 3. A malformed query gets an error reply, and the daemon keeps running.
     z.put("sensebind/itest/queries/bad", "{not json").await.unwrap();
-    let mut alert = None;
+    let text = text_embedding("a dog barking");
+    let mut audio_vec: BTreeMap<i64, Vec<f32>> = BTreeMap::new();
+    let mut alerts: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     let mut error = None;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline && (alert.is_none() || error.is_none()) {
+    let mut bad_key = None;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < deadline
+        && (alerts.get("q1").map_or(0, |v| v.len()) < 8 || error.is_none() || bad_key.is_none())
+    {
         let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(1), sub.recv_async()).await else {
             continue;
         };
         let key = s.key_expr().as_str().to_string();
-        let body: serde_json::Value = match serde_json::from_slice(&s.payload().to_bytes()) {
-            Ok(v) => v,
-            Err(_) => continue,
+        let bytes = s.payload().to_bytes().to_vec();
+        if key == "sensebind/itest/embedding/audio/microphone" {
+            let msg = EmbeddingMsg::from_cbor(&bytes).unwrap();
+            audio_vec.insert(msg.seq, msg.vector());
+            continue;
+        }
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
         };
-        if key == "sensebind/itest/alerts/q1" {
-            alert = Some(body);
+        if let Some(id) = key.strip_prefix("sensebind/itest/alerts/") {
+            alerts.entry(id.to_string()).or_default().push(body);
         } else if key == "sensebind/itest/errors/queries/bad" {
             error = Some(body);
+        } else if key == "sensebind/itest/errors/queries/a/b" {
+            bad_key = Some(body);
         }
     }
-    let alert = alert.unwrap_or_else(|| panic!("no alert; log:\n{}", dump(&log)));
-    assert_eq!(alert["query_id"], "q1");
-    assert_eq!(alert["modality"], "audio");
-    assert_eq!(alert["text"], "a dog barking");
-    assert!(alert["score"].as_f64().unwrap() >= -1.0);
-    assert_eq!(
-        alert["t_end_ns"].as_i64().unwrap() - alert["t_start_ns"].as_i64().unwrap(),
-        2_000_000_000
+    let q1 = alerts
+        .get("q1")
+        .unwrap_or_else(|| panic!("no alert; log:\n{}", dump(&log)));
+    assert!(q1.len() >= 8, "q1 alerts: {}", q1.len());
+    let mut checked = 0;
+    for alert in q1 {
+        assert_eq!(alert["query_id"], "q1");
+        assert_eq!(alert["modality"], "audio");
+        assert_eq!(alert["source"], "microphone");
+        assert_eq!(alert["text"], "a dog barking");
+        assert_eq!(
+            alert["t_end_ns"].as_i64().unwrap() - alert["t_start_ns"].as_i64().unwrap(),
+            2_000_000_000
+        );
+        // The score is the cosine of this window's embedding and the text's.
+        if let Some(v) = audio_vec.get(&alert["seq"].as_i64().unwrap()) {
+            let cos: f32 = v.iter().zip(&text).map(|(a, b)| a * b).sum();
+            let score = alert["score"].as_f64().unwrap() as f32;
+            assert!((score - cos).abs() < 1e-4, "alert score {score} vs cosine {cos}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "alert scores checked against embeddings: {checked}");
+    // q1 fires on consecutive windows; q4 at most once per 4 s of sensor time.
+    let q4 = &alerts["q4"];
+    assert!(!q4.is_empty());
+    let ends: Vec<i64> = q4.iter().map(|a| a["t_end_ns"].as_i64().unwrap()).collect();
+    assert!(
+        ends.windows(2).all(|w| w[1] - w[0] >= 4_000_000_000),
+        "cooldown violated: {ends:?}"
     );
+    assert!(q1.len() >= 2 * q4.len(), "q1 {} vs q4 {}", q1.len(), q4.len());
+    assert!(!alerts.contains_key("q5"), "a threshold of 1 never matches");
+    assert!(!alerts.contains_key("q6"), "a query for another source never matches");
     let error = error.expect("no error reply for a malformed query");
     assert_eq!(error["query_id"], "bad");
     assert!(error["error"].as_str().unwrap().contains("expected JSON"), "{error}");
+    let bad_key = bad_key.expect("no error reply for queries/a/b");
+    assert!(bad_key["error"].as_str().unwrap().contains("bad query id"), "{bad_key}");
     assert!(d.running(), "daemon died after a bad query");
 
-    // `get queries/**` lists the registered query.
+    // `get queries/**` lists the registered queries.
+    z.delete("sensebind/itest/queries/q4").await.unwrap();
+    z.delete("sensebind/itest/queries/q5").await.unwrap();
+    z.delete("sensebind/itest/queries/q6").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let listed = list(&z).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["id"], "q1");
 
+    // Counters add up: after SIGTERM the final health has, for every stream,
+    // windows_in = windows_out + every drop.
+    let health_sub = z.declare_subscriber("sensebind/itest/health").await.unwrap();
+    while health_sub.try_recv().ok().flatten().is_some() {}
+
     // 4. After a restart the query is still registered.
+    let t0 = Instant::now();
     d.stop();
-    assert!(!d.running());
+    assert!(
+        t0.elapsed() < Duration::from_secs(6),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
+    let mut last = None;
+    while let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(500), health_sub.recv_async()).await {
+        last = Some(serde_json::from_slice::<serde_json::Value>(&s.payload().to_bytes()).unwrap());
+    }
+    let last = last.expect("a final health at shutdown");
+    for (id, m, st) in streams(&last) {
+        let n = |k: &str| st[k].as_u64().unwrap();
+        let d = &st["windows_dropped"];
+        let drops: u64 = ["coverage", "backpressure", "error", "shutdown"]
+            .iter()
+            .map(|k| d[*k].as_u64().unwrap())
+            .sum();
+        assert!(n("windows_in") > 0, "{id}/{m}: {st}");
+        assert_eq!(n("windows_in"), n("windows_out") + drops, "{id}/{m}: {st}");
+    }
+    let log_text = dump(&log);
+    assert!(!log_text.contains("panicked"), "{log_text}");
     let log2 = dir.path().join("daemon2.log");
     let _d2 = Daemon::start(&cfg, &log2);
     let mut again = Vec::new();
@@ -178,6 +332,15 @@ async fn daemon_end_to_end_over_zenoh() {
     let (ok, text) = tool(&["remove", "q2"]);
     assert!(ok, "{text}");
     assert_eq!(list(&z).await.len(), 1);
+    // Failures are reported as failures.
+    let (ok, text) = tool(&["remove", "nope"]);
+    assert!(!ok && text.contains("not registered"), "{text}");
+    let (ok, text) = tool(&["add", "q1", "--text", "y", "--modalities", "vision", "--threshold", "2"]);
+    assert!(
+        !ok && text.contains("threshold"),
+        "replacing with a bad query must fail: {text}"
+    );
+    assert_eq!(list(&z).await[0]["text"], "a dog barking", "the old q1 is kept");
 }
 
 async fn list(z: &zenoh::Session) -> Vec<serde_json::Value> {

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=$ROOT/.venv
 PY_REQS=(onnxruntime==1.31.1 eclipse-zenoh==1.10.2 cbor2==5.7.1 numpy pytest==8.4.2)
-APT_PKGS=(pkg-config python3-venv)
+APT_PKGS=(pkg-config python3-venv systemd)
 
 log() { printf '\033[1m[sensebind]\033[0m %s\n' "$*" >&2; }
 

@@ -1,10 +1,11 @@
 //! Bus: the public contract on zenoh (documented in README, "Bus contract").
 //!
 //! Every key lives under `<prefix>/<robot>/`:
-//! `embedding/<modality>` (CBOR), `labels/<modality>`, `events/<modality>`,
-//! `alerts/<query id>`, `health` (JSON); clients `put`/`delete` `queries/<id>` and
-//! `get` `queries/**`; errors about a client's request are published on
-//! `errors/queries/<id>`.
+//! `embedding/<modality>/<source>` (CBOR), `labels/<modality>/<source>`,
+//! `events/<modality>/<source>`, `alerts/<query id>`, `health` (JSON); clients
+//! `put`/`delete` `queries/<id>` and `get` `queries/**`; errors about a client's
+//! request are published on `errors/queries/<id>`. A running daemon holds the
+//! liveliness token `alive`, so tools can tell "no daemon" from "no answer".
 
 pub mod zenoh_bus;
 
@@ -20,21 +21,7 @@ pub enum BusError {
     Encode { what: String, reason: String },
 }
 
-/// Check one key-expression chunk (robot id, query id): 1–64 of `[A-Za-z0-9_-]`.
-pub fn validate_chunk(s: &str) -> Result<(), String> {
-    if s.is_empty() || s.len() > 64 {
-        return Err(format!("`{s}` must be 1 to 64 characters"));
-    }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-    {
-        return Err(format!(
-            "`{s}` contains `{c}`; only letters, digits, `-` and `_` are allowed"
-        ));
-    }
-    Ok(())
-}
+pub use crate::ident::validate_chunk;
 
 /// Key names under `<prefix>/<robot>`.
 #[derive(Debug, Clone)]
@@ -51,14 +38,14 @@ impl Topics {
     pub fn base(&self) -> &str {
         &self.base
     }
-    pub fn embedding(&self, m: Modality) -> String {
-        format!("{}/embedding/{m}", self.base)
+    pub fn embedding(&self, m: Modality, source: &str) -> String {
+        format!("{}/embedding/{m}/{source}", self.base)
     }
-    pub fn labels(&self, m: Modality) -> String {
-        format!("{}/labels/{m}", self.base)
+    pub fn labels(&self, m: Modality, source: &str) -> String {
+        format!("{}/labels/{m}/{source}", self.base)
     }
-    pub fn events(&self, m: Modality) -> String {
-        format!("{}/events/{m}", self.base)
+    pub fn events(&self, m: Modality, source: &str) -> String {
+        format!("{}/events/{m}/{source}", self.base)
     }
     pub fn alerts(&self, id: &str) -> String {
         format!("{}/alerts/{id}", self.base)
@@ -66,12 +53,17 @@ impl Topics {
     pub fn health(&self) -> String {
         format!("{}/health", self.base)
     }
+    /// The liveliness token a running daemon declares.
+    pub fn alive(&self) -> String {
+        format!("{}/alive", self.base)
+    }
     pub fn query(&self, id: &str) -> String {
         format!("{}/queries/{id}", self.base)
     }
-    /// What the daemon subscribes to for registrations (one chunk: ids only).
+    /// What the daemon subscribes to for registrations (every key below, so a put on
+    /// a key that is not a valid id still gets an error reply).
     pub fn queries_sub(&self) -> String {
-        format!("{}/queries/*", self.base)
+        format!("{}/queries/**", self.base)
     }
     /// What the daemon's queryable answers.
     pub fn queries_all(&self) -> String {
@@ -80,11 +72,9 @@ impl Topics {
     pub fn query_error(&self, id: &str) -> String {
         format!("{}/errors/queries/{id}", self.base)
     }
-    /// The id from a `queries/<id>` key, if it is one.
+    /// What follows `queries/` in a key (a valid id has one chunk; see `validate_chunk`).
     pub fn query_id<'a>(&self, key: &'a str) -> Option<&'a str> {
-        key.strip_prefix(&self.base)?
-            .strip_prefix("/queries/")
-            .filter(|id| !id.contains('/'))
+        key.strip_prefix(&self.base)?.strip_prefix("/queries/")
     }
 }
 
@@ -100,6 +90,8 @@ pub enum Enc {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EmbeddingMsg {
     pub robot: String,
+    /// The source id (the user's name for the sensor).
+    pub source: String,
     pub modality: Modality,
     pub seq: i64,
     pub t_start_ns: i64,
@@ -168,6 +160,7 @@ mod tests {
         let v = vec![0.6f32, -0.8];
         let m = EmbeddingMsg {
             robot: "r1".into(),
+            source: "mic".into(),
             modality: Modality::Audio,
             seq: 7,
             t_start_ns: 0,
@@ -189,11 +182,10 @@ mod tests {
     #[test]
     fn topics() {
         let t = Topics::new("sensebind", "bot");
-        assert_eq!(t.embedding(Modality::Imu), "sensebind/bot/embedding/imu");
+        assert_eq!(t.embedding(Modality::Imu, "rs0"), "sensebind/bot/embedding/imu/rs0");
+        assert_eq!(t.labels(Modality::Vision, "front"), "sensebind/bot/labels/vision/front");
         assert_eq!(t.query_id("sensebind/bot/queries/q1"), Some("q1"));
-        assert_eq!(t.query_id("sensebind/bot/queries/q1/x"), None);
-        assert!(validate_chunk("ok-1_a").is_ok());
-        assert!(validate_chunk("bad/id").is_err());
-        assert!(validate_chunk("").is_err());
+        assert_eq!(t.query_id("sensebind/bot/queries/q1/x"), Some("q1/x"));
+        assert_eq!(t.query_id("sensebind/bot/health"), None);
     }
 }

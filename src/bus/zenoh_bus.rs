@@ -44,9 +44,23 @@ pub async fn open(cfg: &BusConfig) -> Result<zenoh::Session, BusError> {
     })
 }
 
-/// Publishing through a zenoh session. Embeddings and labels use congestion control
-/// `Drop` (a slow subscriber never stalls the pipeline).
-pub struct ZenohSink(pub zenoh::Session);
+/// Publishing through a zenoh session, with the congestion control `bus.when_full`
+/// names: `drop_newest` → `Drop` (a slow subscriber never stalls the pipeline),
+/// `block` → `Block`.
+pub struct ZenohSink {
+    pub session: zenoh::Session,
+    pub congestion: CongestionControl,
+}
+
+impl ZenohSink {
+    pub fn new(session: zenoh::Session, when_full: crate::edge::WhenFull) -> Self {
+        let congestion = match when_full {
+            crate::edge::WhenFull::Block => CongestionControl::Block,
+            _ => CongestionControl::Drop,
+        };
+        ZenohSink { session, congestion }
+    }
+}
 
 impl Sink for ZenohSink {
     #[allow(clippy::manual_async_fn)]
@@ -56,10 +70,10 @@ impl Sink for ZenohSink {
                 Enc::Cbor => Encoding::APPLICATION_CBOR,
                 Enc::Json => Encoding::APPLICATION_JSON,
             };
-            self.0
+            self.session
                 .put(&key, payload)
                 .encoding(encoding)
-                .congestion_control(CongestionControl::Drop)
+                .congestion_control(self.congestion)
                 .await
                 .map_err(|e| BusError::Zenoh(format!("put {key}: {e}")))
         }

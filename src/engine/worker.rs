@@ -1,25 +1,33 @@
-//! Per-modality inference workers.
+//! Per-modality inference workers, and the one path from windows to embeddings.
 //!
-//! Each modality gets one OS thread and a bounded queue. The thread blocks for one
-//! window, then takes whatever else is already waiting (up to `max_batch`), runs
-//! preprocessing and one batched encoder call, and sends the results on. When the
-//! queue is full the *oldest* waiting window is dropped and reported, so the newest
-//! data wins and nothing upstream ever waits on an encoder.
+//! [`embed_windows`] is that path: preprocess each window (one or more views), run one
+//! batched encoder call, average each window's views. The daemon's workers and
+//! `sensebind embed` (and so the parity tests) all go through it. A window whose
+//! preprocessing fails or panics is dropped alone; if a batched encoder call fails or
+//! panics, its windows are retried one by one, so only the bad window is lost.
+//!
+//! Each modality gets one OS thread fed by an [`edge`](crate::edge) (policy
+//! `engine.when_full`). The thread blocks for one window, takes whatever else is
+//! waiting (up to `max_batch`), embeds the batch and sends the results on to the
+//! outputs edge.
 
 use super::Encoder;
-use crate::modality::{Modality, Sensor};
-use crate::preprocess::Preprocessor;
-use crate::sources::Nanos;
+use crate::clock::Nanos;
+use crate::edge::{self, Sender, Sent, WhenFull};
+use crate::modality::Modality;
+use crate::preprocess::{ModelInput, Preprocessor};
+use crate::telemetry::{names, StreamEvent, StreamStats, WindowDrop};
 use crate::window::Window;
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A window's embedding, with the metadata needed to publish it.
 #[derive(Debug, Clone)]
 pub struct Embedded {
+    pub source: Arc<str>,
     pub modality: Modality,
-    pub sensor: Sensor,
     pub seq: i64,
     pub t_start_ns: Nanos,
     pub t_end_ns: Nanos,
@@ -29,67 +37,6 @@ pub struct Embedded {
     /// Time from the window being queued to its embedding being ready.
     pub latency: Duration,
     pub batch_size: usize,
-}
-
-/// What a worker reports.
-#[derive(Debug)]
-pub enum WorkerEvent {
-    Embedded(Embedded),
-    /// The window could not be preprocessed or encoded; it is dropped.
-    Failed {
-        modality: Modality,
-        seq: i64,
-        error: String,
-    },
-}
-
-struct Job {
-    window: Window,
-    queued: Instant,
-}
-
-/// Handle to submit windows to a modality's worker.
-#[derive(Clone)]
-pub struct WorkerHandle {
-    modality: Modality,
-    tx: Sender<Job>,
-    rx: Receiver<Job>,
-}
-
-/// What `submit` did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Submit {
-    Queued,
-    /// Queued, after dropping the oldest waiting window (its seq).
-    QueuedDroppedOldest(i64),
-    /// The worker has stopped.
-    Closed,
-}
-
-impl WorkerHandle {
-    pub fn modality(&self) -> Modality {
-        self.modality
-    }
-
-    pub fn submit(&self, window: Window) -> Submit {
-        let mut job = Job {
-            window,
-            queued: Instant::now(),
-        };
-        let mut dropped = None;
-        loop {
-            match self.tx.try_send(job) {
-                Ok(()) => return dropped.map_or(Submit::Queued, Submit::QueuedDroppedOldest),
-                Err(TrySendError::Full(j)) => {
-                    job = j;
-                    if let Ok(old) = self.rx.try_recv() {
-                        dropped = Some(old.window.seq);
-                    }
-                }
-                Err(TrySendError::Disconnected(_)) => return Submit::Closed,
-            }
-        }
-    }
 }
 
 /// Mean of unit vectors, renormalised (one vector is returned as is).
@@ -110,97 +57,214 @@ pub fn mean_of(vs: impl Iterator<Item = Vec<f32>>) -> Vec<f32> {
     a
 }
 
-/// Start the worker thread for one modality. Dropping every handle stops it.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| format!("panicked: {s}"))
+        .or_else(|| p.downcast_ref::<String>().map(|s| format!("panicked: {s}")))
+        .unwrap_or_else(|| "panicked".into())
+}
+
+fn encode_guarded(enc: &dyn Encoder, inputs: &[ModelInput]) -> Result<Vec<Vec<f32>>, String> {
+    match catch_unwind(AssertUnwindSafe(|| enc.encode(inputs))) {
+        Ok(Ok(v)) if v.len() == inputs.len() => Ok(v),
+        Ok(Ok(v)) => Err(format!(
+            "encoder returned {} vectors for {} inputs",
+            v.len(),
+            inputs.len()
+        )),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(p) => Err(format!("{} encoder {}", enc.modality(), panic_message(&*p))),
+    }
+}
+
+/// The one path: windows → views → one batched encoder call → one unit vector per
+/// window (views averaged). Each window's result is independent of the others'.
+pub fn embed_windows(prep: &dyn Preprocessor, enc: &dyn Encoder, windows: &[&Window]) -> Vec<Result<Vec<f32>, String>> {
+    let mut results: Vec<Result<Vec<f32>, String>> = Vec::with_capacity(windows.len());
+    let mut views: Vec<Option<Vec<ModelInput>>> = Vec::with_capacity(windows.len());
+    for w in windows {
+        match catch_unwind(AssertUnwindSafe(|| prep.views(w))) {
+            Ok(Ok(v)) if !v.is_empty() => {
+                views.push(Some(v));
+                results.push(Ok(Vec::new()));
+            }
+            Ok(Ok(_)) => {
+                views.push(None);
+                results.push(Err(format!("{} window {}: no input", w.modality, w.seq)));
+            }
+            Ok(Err(e)) => {
+                views.push(None);
+                results.push(Err(e.to_string()));
+            }
+            Err(p) => {
+                views.push(None);
+                results.push(Err(format!(
+                    "{} window {}: preprocessing {}",
+                    w.modality,
+                    w.seq,
+                    panic_message(&*p)
+                )));
+            }
+        }
+    }
+    let ok: Vec<usize> = (0..windows.len()).filter(|i| views[*i].is_some()).collect();
+    if ok.is_empty() {
+        return results;
+    }
+    let inputs: Vec<ModelInput> = ok.iter().flat_map(|i| views[*i].clone().unwrap_or_default()).collect();
+    match encode_guarded(enc, &inputs) {
+        Ok(vectors) => {
+            let mut it = vectors.into_iter();
+            for i in &ok {
+                let n = views[*i].as_ref().map_or(0, |v| v.len());
+                results[*i] = Ok(mean_of(it.by_ref().take(n)));
+            }
+        }
+        Err(e) if ok.len() == 1 => results[ok[0]] = Err(e),
+        Err(_) => {
+            // One bad window must not take its batch with it: retry alone.
+            for i in &ok {
+                let v = views[*i].as_deref().unwrap_or_default();
+                results[*i] = encode_guarded(enc, v).map(|vs| mean_of(vs.into_iter()));
+            }
+        }
+    }
+    results
+}
+
+/// A window waiting for its encoder.
+pub struct Job {
+    pub window: Window,
+    pub queued: Instant,
+    pub stats: Arc<StreamStats>,
+}
+
+/// Handle to submit windows to a modality's worker. When every handle is gone the
+/// worker finishes what is queued and exits.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    modality: Modality,
+    tx: Sender<Job>,
+}
+
+/// What `submit` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Submit {
+    Queued,
+    /// Queued, but the queue's policy dropped a window (this seq) to make room or
+    /// refused the new one (its seq).
+    Dropped(i64),
+    /// The worker has stopped (its thread is gone).
+    Closed,
+}
+
+impl WorkerHandle {
+    pub fn modality(&self) -> Modality {
+        self.modality
+    }
+
+    pub fn submit(&self, window: Window, stats: Arc<StreamStats>) -> Submit {
+        let job = Job {
+            window,
+            queued: Instant::now(),
+            stats,
+        };
+        match self.tx.send(job) {
+            Sent::Queued => Submit::Queued,
+            Sent::DroppedOldest(old) | Sent::DroppedNewest(old) => {
+                old.stats.emit(StreamEvent::WindowDropped(WindowDrop::Backpressure));
+                Submit::Dropped(old.window.seq)
+            }
+            Sent::Closed(_) => Submit::Closed,
+        }
+    }
+}
+
+/// Settings of one worker.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerConfig {
+    pub max_batch: usize,
+    pub queue_depth: usize,
+    pub when_full: WhenFull,
+}
+
+/// Set when the shutdown deadline has passed: workers stop encoding and count what is
+/// still queued as dropped (`windows_dropped.shutdown`).
+#[derive(Clone, Default)]
+pub struct Discard(Arc<AtomicBool>);
+
+impl Discard {
+    pub fn set(&self) {
+        self.0.store(true, Ordering::SeqCst)
+    }
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Start the worker thread for one modality; results go to `out`.
 pub fn spawn(
     prep: Arc<dyn Preprocessor>,
     encoder: Arc<dyn Encoder>,
-    max_batch: usize,
-    queue_depth: usize,
-    out: tokio::sync::mpsc::Sender<WorkerEvent>,
-) -> std::io::Result<WorkerHandle> {
+    cfg: WorkerConfig,
+    out: Sender<Embedded>,
+    discard: Discard,
+) -> std::io::Result<(WorkerHandle, std::thread::JoinHandle<()>)> {
     let modality = prep.modality();
-    let (tx, rx) = bounded::<Job>(queue_depth);
-    let handle = WorkerHandle {
-        modality,
-        tx,
-        rx: rx.clone(),
-    };
-    std::thread::Builder::new()
+    let (tx, rx) = edge::edge::<Job>(format!("encoder/{modality}"), cfg.queue_depth, cfg.when_full);
+    let handle = WorkerHandle { modality, tx };
+    let join = std::thread::Builder::new()
         .name(format!("enc-{modality}"))
         .spawn(move || {
-            while let Ok(first) = rx.recv() {
+            while let Some(first) = rx.recv() {
                 let mut jobs = vec![first];
-                while jobs.len() < max_batch {
-                    match rx.try_recv() {
-                        Ok(j) => jobs.push(j),
-                        Err(_) => break,
+                jobs.extend(rx.try_take(cfg.max_batch.saturating_sub(1)));
+                if discard.is_set() {
+                    for j in jobs {
+                        j.stats.emit(StreamEvent::WindowDropped(WindowDrop::Shutdown));
                     }
-                }
-                // Each window gives one or more views (multi-crop); their embeddings are
-                // averaged and renormalised.
-                let mut inputs = Vec::with_capacity(jobs.len());
-                let mut ok_jobs = Vec::with_capacity(jobs.len());
-                for j in jobs {
-                    match prep.views(&j.window) {
-                        Ok(v) if !v.is_empty() => {
-                            ok_jobs.push((j, v.len()));
-                            inputs.extend(v);
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            let ev = WorkerEvent::Failed {
-                                modality,
-                                seq: j.window.seq,
-                                error: e.to_string(),
-                            };
-                            if out.blocking_send(ev).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                if inputs.is_empty() {
                     continue;
                 }
-                let n = ok_jobs.len();
-                let events: Vec<WorkerEvent> = match encoder.encode(&inputs) {
-                    Ok(vectors) => {
-                        let mut it = vectors.into_iter();
-                        ok_jobs
-                            .into_iter()
-                            .map(|(j, views)| {
-                                let vector = mean_of(it.by_ref().take(views));
-                                WorkerEvent::Embedded(Embedded {
-                                    modality,
-                                    sensor: j.window.sensor,
-                                    seq: j.window.seq,
-                                    t_start_ns: j.window.t_start_ns,
-                                    t_end_ns: j.window.t_end_ns,
-                                    coverage: j.window.coverage,
-                                    vector,
-                                    latency: j.queued.elapsed(),
-                                    batch_size: n,
-                                })
-                            })
-                            .collect()
-                    }
-                    Err(e) => ok_jobs
-                        .into_iter()
-                        .map(|(j, _)| WorkerEvent::Failed {
-                            modality,
-                            seq: j.window.seq,
-                            error: e.to_string(),
-                        })
-                        .collect(),
-                };
-                for ev in events {
-                    if out.blocking_send(ev).is_err() {
-                        return;
+                let windows: Vec<&Window> = jobs.iter().map(|j| &j.window).collect();
+                let results = embed_windows(prep.as_ref(), encoder.as_ref(), &windows);
+                let n = jobs.len();
+                for (j, r) in jobs.into_iter().zip(results) {
+                    match r {
+                        Ok(vector) => {
+                            let latency = j.queued.elapsed();
+                            j.stats.emit(StreamEvent::Embedded { latency, batch: n });
+                            let w = j.window;
+                            let e = Embedded {
+                                source: w.source,
+                                modality,
+                                seq: w.seq,
+                                t_start_ns: w.t_start_ns,
+                                t_end_ns: w.t_end_ns,
+                                coverage: w.coverage,
+                                vector,
+                                latency,
+                                batch_size: n,
+                            };
+                            match out.send(e) {
+                                Sent::Queued => {}
+                                Sent::DroppedNewest(_) | Sent::DroppedOldest(_) => {
+                                    j.stats.emit(StreamEvent::WindowDropped(WindowDrop::Backpressure))
+                                }
+                                Sent::Closed(_) => {
+                                    // The outputs stage is gone: nothing can be published.
+                                    j.stats.emit(StreamEvent::WindowDropped(WindowDrop::Shutdown));
+                                }
+                            }
+                        }
+                        Err(error) => {
+                            j.stats.emit(StreamEvent::WindowDropped(WindowDrop::Error));
+                            tracing::warn!(event = names::WINDOW_FAILED, source = %j.window.source, modality = %modality, seq = j.window.seq, error = %crate::ident::clip(&error, 300), "window dropped");
+                        }
                     }
                 }
             }
         })?;
-    Ok(handle)
+    Ok((handle, join))
 }
 
 #[cfg(test)]
@@ -209,9 +273,11 @@ mod tests {
     use crate::engine::EngineError;
     use crate::preprocess::{ModelInput, PreprocessError};
     use crate::window::WindowData;
+    use std::sync::atomic::Ordering::Relaxed;
     use std::sync::Mutex;
 
-    /// A preprocessor that turns the window's seq into a 2-vector.
+    /// A preprocessor that turns the window's seq into a 2-vector; seq 13 is an
+    /// error and seq 17 panics.
     struct SeqPrep;
     impl Preprocessor for SeqPrep {
         fn modality(&self) -> Modality {
@@ -224,11 +290,14 @@ mod tests {
             if w.seq == 13 {
                 return Err(crate::preprocess::bad(w, "unlucky"));
             }
+            if w.seq == 17 {
+                panic!("preprocessor bug");
+            }
             Ok(ModelInput::F32(vec![w.seq as f32, 1.0]))
         }
     }
 
-    /// An encoder that is slow and records batch sizes.
+    /// An encoder that is slow, records batch sizes, and panics on input seq 5.
     struct SlowEnc(Mutex<Vec<usize>>);
     impl Encoder for SlowEnc {
         fn modality(&self) -> Modality {
@@ -247,25 +316,28 @@ mod tests {
             "test"
         }
         fn encode(&self, batch: &[ModelInput]) -> Result<Vec<Vec<f32>>, EngineError> {
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
             self.0.lock().unwrap().push(batch.len());
-            Ok(batch
+            batch
                 .iter()
                 .map(|b| match b {
+                    ModelInput::F32(v) if v[0] == 5.0 => panic!("encoder bug"),
                     ModelInput::F32(v) => {
-                        let mut v = v.clone();
+                        // Each item's result depends only on itself.
+                        let mut v = vec![v[0].sin(), v[0].cos() + 2.0];
                         crate::engine::l2_normalise(&mut v);
-                        v
+                        Ok(v)
                     }
                     _ => unreachable!(),
                 })
-                .collect())
+                .collect()
         }
     }
 
     fn win(seq: i64) -> Window {
         Window {
-            sensor: Sensor::Imu,
+            source: "imu0".into(),
+            modality: Modality::Imu,
             seq,
             t_start_ns: seq,
             t_end_ns: seq + 1,
@@ -275,46 +347,85 @@ mod tests {
     }
 
     #[test]
-    fn batches_queued_windows_and_drops_oldest_when_full() {
+    fn batched_equals_one_by_one_and_bad_windows_drop_alone() {
+        let enc = SlowEnc(Mutex::new(Vec::new()));
+        let ws: Vec<Window> = (0..20).map(win).collect();
+        let refs: Vec<&Window> = ws.iter().collect();
+        let batched = embed_windows(&SeqPrep, &enc, &refs);
+        assert_eq!(
+            enc.0.lock().unwrap()[0],
+            18,
+            "one batch of the 18 windows that preprocess"
+        );
+        for (w, r) in ws.iter().zip(&batched) {
+            let single = embed_windows(&SeqPrep, &enc, &[w]);
+            match (r, &single[0]) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "seq {}", w.seq),
+                (Err(_), Err(_)) => assert!([5, 13, 17].contains(&w.seq), "seq {}", w.seq),
+                _ => panic!("seq {}: batched {r:?} vs single {:?}", w.seq, single[0]),
+            }
+        }
+        let failed: Vec<i64> = ws
+            .iter()
+            .zip(&batched)
+            .filter(|(_, r)| r.is_err())
+            .map(|(w, _)| w.seq)
+            .collect();
+        assert_eq!(failed, vec![5, 13, 17]);
+        assert!(batched[17].as_ref().unwrap_err().contains("panicked"));
+    }
+
+    #[test]
+    fn worker_batches_sheds_load_and_accounts_for_every_window() {
         let enc = Arc::new(SlowEnc(Mutex::new(Vec::new())));
-        let (tx, mut rx) = tokio::sync::mpsc::channel(100);
-        let h = spawn(Arc::new(SeqPrep), enc.clone(), 4, 6, tx).unwrap();
+        let (out_tx, out_rx) = edge::edge("outputs", 100, WhenFull::Block);
+        let cfg = WorkerConfig {
+            max_batch: 4,
+            queue_depth: 6,
+            when_full: WhenFull::DropOldest,
+        };
+        let (h, join) = spawn(Arc::new(SeqPrep), enc.clone(), cfg, out_tx, Discard::default()).unwrap();
+        let stats = Arc::new(StreamStats::new("imu0", Modality::Imu));
         let mut dropped = Vec::new();
-        for s in 0..20 {
-            if let Submit::QueuedDroppedOldest(d) = h.submit(win(s)) {
+        for s in 0..40 {
+            if let Submit::Dropped(d) = h.submit(win(s), stats.clone()) {
                 dropped.push(d);
             }
         }
         drop(h);
-        let mut got = Vec::new();
-        let mut failed = Vec::new();
-        while let Some(ev) = rx.blocking_recv() {
-            match ev {
-                WorkerEvent::Embedded(e) => {
-                    let n: f32 = e.vector.iter().map(|x| x * x).sum();
-                    assert!((n - 1.0).abs() < 1e-5);
-                    got.push(e.seq)
-                }
-                WorkerEvent::Failed { seq, .. } => failed.push(seq),
-            }
-        }
-        // Everything submitted is either embedded, failed, or reported dropped.
-        let mut all: Vec<i64> = got.iter().chain(&failed).chain(&dropped).copied().collect();
-        all.sort();
-        assert_eq!(all, (0..20).collect::<Vec<_>>());
+        join.join().unwrap();
+        let got: Vec<i64> = out_rx.drain().iter().map(|e| e.seq).collect();
         assert!(!dropped.is_empty(), "a slow encoder must shed load");
+        assert_eq!(stats.dropped_backpressure.load(Relaxed), dropped.len() as u64);
+        let errors = stats.dropped_error.load(Relaxed);
         assert_eq!(
-            failed,
-            vec![13]
-                .into_iter()
-                .filter(|s| !dropped.contains(s))
-                .collect::<Vec<_>>()
+            got.len() as u64 + dropped.len() as u64 + errors,
+            40,
+            "every window accounted for"
         );
+        assert!(got.contains(&39), "the newest window always gets through");
         assert!(
             enc.0.lock().unwrap().iter().any(|&b| b > 1),
             "queued windows must be batched"
         );
-        // The newest window always gets through.
-        assert!(got.contains(&19));
+    }
+
+    #[test]
+    fn a_dead_worker_is_closed_not_backpressure() {
+        // The worker thread holds the receiving end; when it dies, so does the edge.
+        let (tx, rx) = edge::edge::<Job>("encoder/imu", 1, WhenFull::DropOldest);
+        let handle = WorkerHandle {
+            modality: Modality::Imu,
+            tx,
+        };
+        let t = std::thread::spawn(move || {
+            let _rx = rx;
+            panic!("encoder thread crashed");
+        });
+        assert!(t.join().is_err());
+        let stats = Arc::new(StreamStats::new("imu0", Modality::Imu));
+        assert_eq!(handle.submit(win(1), stats.clone()), Submit::Closed);
+        assert_eq!(handle.submit(win(2), stats.clone()), Submit::Closed);
+        assert_eq!(stats.dropped_backpressure.load(Relaxed), 0);
     }
 }

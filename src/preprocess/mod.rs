@@ -58,6 +58,36 @@ pub trait Preprocessor: Send + Sync {
     }
 }
 
+/// The config keys that decide a modality's input shape (named in contract errors).
+pub fn shape_keys(m: Modality) -> &'static str {
+    match m {
+        Modality::Vision => "preprocess.vision.size` / `preprocess.vision.frames",
+        Modality::Audio => "preprocess.audio.num_mel_bins` / `preprocess.audio.target_length",
+        Modality::Depth => "preprocess.depth.size",
+        Modality::Thermal => "preprocess.thermal.size",
+        Modality::Imu => "preprocess.imu.samples",
+        Modality::Text => "the text tokenizer (77 tokens)",
+    }
+}
+
+/// Check a preprocessor's output against the pack's `input_shape` / `input_dtype`
+/// (batch axis excluded), before anything runs. The error names the modality, the
+/// config key and what the pack expects.
+pub fn check_contract(prep: &dyn Preprocessor, spec: &crate::pack::EncoderSpec) -> Result<(), String> {
+    let m = prep.modality();
+    let ours = prep.shape();
+    let theirs = &spec.input_shape;
+    if ours != *theirs || spec.input_dtype != crate::pack::Dtype::Float32 {
+        return Err(format!(
+            "{m}: preprocessing gives float32 {ours:?} but the pack's {m} encoder expects {:?} {theirs:?} \
+             (pack.toml `{m}.input_shape`); set `{}` to match the pack",
+            spec.input_dtype,
+            shape_keys(m)
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn bad(w: &Window, reason: impl ToString) -> PreprocessError {
     PreprocessError::BadWindow {
         modality: w.modality(),

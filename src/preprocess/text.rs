@@ -34,8 +34,7 @@ impl TextPrep {
     /// Token ids for one text, length 77.
     pub fn tokenize(&self, text: &str) -> Vec<i64> {
         let cleaned = whitespace_clean(html_unescape(&html_unescape(&ftfy_fix_text(text))).trim());
-        // Python's str.lower() maps each character on its own (no final-sigma rule).
-        let lowered: String = cleaned.chars().flat_map(char::to_lowercase).collect();
+        let lowered = python_lower(&cleaned);
         let mut toks = Vec::new();
         self.tok.encode(&lowered, &mut toks);
         let mut ids = Vec::with_capacity(CONTEXT_LENGTH);
@@ -49,6 +48,17 @@ impl TextPrep {
     pub fn input(&self, text: &str) -> ModelInput {
         ModelInput::I64(self.tokenize(text))
     }
+}
+
+/// Python's `str.lower()`, which ImageBind applies after cleaning: the full Unicode
+/// lowercase mapping (`İ` → `i̇`, two characters) plus the one conditional rule CPython
+/// implements, Final_Sigma: `Σ` → `ς` when preceded by a cased letter and not followed
+/// by one, case-ignorable characters skipped on both sides (`"ΟΔΟΣ."` → `"οδος."`), else
+/// `σ`. Rust's `str::to_lowercase` implements the same mapping and the same Final_Sigma
+/// definition (CPython's `handle_capital_sigma`); only the Unicode data version differs
+/// (characters assigned or re-categorised after the Python build's Unicode version).
+pub fn python_lower(s: &str) -> String {
+    s.to_lowercase()
 }
 
 /// The byte a character stands for in "sloppy" Windows-1252 (Latin-1 where 1252 has
@@ -252,8 +262,114 @@ mod tests {
     #[test]
     fn greek_lowercase_like_python() {
         let t = TextPrep::new();
-        // Python: "ΟΔΟΣ".lower() == "οδοσ" (no final sigma).
-        assert_eq!(t.tokenize("ΟΔΟΣ"), t.tokenize("οδοσ"));
+        // Python: "ΟΔΟΣ".lower() == "οδος" (word-final sigma).
+        assert_eq!(t.tokenize("ΟΔΟΣ"), t.tokenize("οδος"));
+        assert_ne!(t.tokenize("ΟΔΟΣ"), t.tokenize("οδοσ"));
+        assert_eq!(t.tokenize("ΛΌΓΟΣ ΣΟΦΊΑΣ."), t.tokenize("λόγος σοφίας."));
+    }
+
+    /// `(input, input.lower())`, the right-hand sides printed by CPython 3.11.7
+    /// (Unicode 14.0.0) with `python3 -c 'print(repr(s.lower()))'`: Final_Sigma in every
+    /// context (case-ignorable apostrophe, colon, period, combining marks, soft hyphen,
+    /// ZWJ, modifier letters on either side; digits, CJK and emoji neither cased nor
+    /// case-ignorable; titlecase and non-Greek cased letters), and the unconditional
+    /// special mappings (İ → i + U+0307, Ω, K, ẞ, titlecase digraphs, Cherokee, ...).
+    #[test]
+    fn lowercase_table_from_python() {
+        let table: &[(&str, &str)] = &[
+            ("ΟΔΟΣ", "οδος"),
+            ("ΟΔΟΣ.", "οδος."),
+            ("ΟΔΟΣ.ΟΔΟΣ", "οδοσ.οδος"),
+            ("ΟΔΟΣ ΟΔΟΣ", "οδος οδος"),
+            ("Σ", "σ"),
+            ("ΣΣ", "σς"),
+            ("ΣΣΣ", "σσς"),
+            (" Σ ", " σ "),
+            ("Σ Α", "σ α"),
+            ("Α Σ", "α σ"),
+            ("ΑΣ Β", "ας β"),
+            ("ΑΣ'Β", "ασ'β"),
+            ("ΑΣ'", "ας'"),
+            ("Α'Σ", "α'ς"),
+            ("ΑΣ:Β", "ασ:β"),
+            ("ΑΣ\u{301}", "ας\u{301}"),
+            ("ΑΣ\u{301}Β", "ασ\u{301}β"),
+            ("Α\u{301}Σ", "α\u{301}ς"),
+            ("\u{301}Σ", "\u{301}σ"),
+            ("ΑΣ\u{ad}", "ας\u{ad}"),
+            ("ΑΣ\u{ad}Β", "ασ\u{ad}β"),
+            ("ΑΣ\u{200d}", "ας\u{200d}"),
+            ("ΑΣʰ", "αςʰ"),
+            ("ʰΣ", "ʰσ"),
+            ("ΑΣ\u{345}", "ας\u{345}"),
+            ("ΑΣ\u{345}Β", "ασ\u{345}β"),
+            ("AΣ", "aς"),
+            ("aΣb", "aσb"),
+            ("1Σ", "1σ"),
+            ("Σ1", "σ1"),
+            ("Α1Σ", "α1σ"),
+            ("ΑΣ1", "ας1"),
+            ("ΑΣ𝐀", "ασ𝐀"),
+            ("𝐀Σ", "𝐀ς"),
+            ("ΑΣ中", "ας中"),
+            ("中Σ", "中σ"),
+            ("ǅΣ", "ǆς"),
+            ("ΣǅΑ", "σǆα"),
+            ("ᾼΣ", "ᾳς"),
+            ("ΑΣᾼ", "ασᾳ"),
+            ("ΑΣ\u{1f600}", "ας\u{1f600}"),
+            ("ΑΣ\u{1f3fd}", "ας\u{1f3fd}"),
+            ("ΑΣ\u{301}\u{301}Β", "ασ\u{301}\u{301}β"),
+            ("ΑΣ\u{301}\u{301}", "ας\u{301}\u{301}"),
+            ("ΑΣ\u{301} ", "ας\u{301} "),
+            ("ΟΔΥΣΣΕΥΣ", "οδυσσευς"),
+            ("ὈΔΥΣΣΕΎΣ", "ὀδυσσεύς"),
+            ("ΣΊΣΥΦΟΣ.", "σίσυφος."),
+            ("Ελληνικά ΛΌΓΟΣ", "ελληνικά λόγος"),
+            ("dog ΑΣ cat", "dog ας cat"),
+            ("İSTANBUL", "i\u{307}stanbul"),
+            ("İ", "i\u{307}"),
+            ("i\u{307}", "i\u{307}"),
+            ("I", "i"),
+            ("ı", "ı"),
+            ("ẞ", "ß"),
+            ("ß", "ß"),
+            ("Ω", "ω"),
+            ("K", "k"),
+            ("Å", "å"),
+            ("ϴ", "θ"),
+            ("ᾈ", "ᾀ"),
+            ("ᾼ", "ᾳ"),
+            ("ǅ", "ǆ"),
+            ("ǈ", "ǉ"),
+            ("Ǳ", "ǳ"),
+            ("Ⅻ", "ⅻ"),
+            ("Ⓐ", "ⓐ"),
+            ("𐐀𐐁", "𐐨𐐩"),
+            ("Ꭰ", "ꭰ"),
+            ("Ა", "ა"),
+            ("ſ", "ſ"),
+            ("ﬀ", "ﬀ"),
+            ("ŉ", "ŉ"),
+            ("ΐ", "ΐ"),
+            ("ǰ", "ǰ"),
+            ("Ⱥ", "ⱥ"),
+            ("ꞵ", "ꞵ"),
+            ("Ꞵ", "ꞵ"),
+            ("ＡＢＣ", "ａｂｃ"),
+            ("À la CAFÉ", "à la café"),
+            ("STRASSE Straße", "strasse straße"),
+            ("中文字符 ABC", "中文字符 abc"),
+            ("ÉCOLE Σ", "école σ"),
+            ("МОСКВА", "москва"),
+            ("ԱՐԱՄ", "արամ"),
+            ("Ǆ", "ǆ"),
+            ("ꟶ", "ꟶ"),
+            ("ẞΣ", "ßς"),
+        ];
+        for (input, want) in table {
+            assert_eq!(python_lower(input), *want, "{input:?}.lower()");
+        }
     }
 
     #[test]

@@ -319,7 +319,6 @@ impl Preprocessor for ThermalPrep {
 #[allow(clippy::excessive_precision)]
 mod tests {
     use super::*;
-    use crate::modality::Sensor;
 
     #[test]
     fn uniform_subsample_matches_pytorchvideo() {
@@ -351,7 +350,8 @@ mod tests {
             },
         };
         let w = Window {
-            sensor: Sensor::Camera,
+            source: "cam".into(),
+            modality: Modality::Vision,
             seq: 0,
             t_start_ns: 0,
             t_end_ns: 2,
@@ -391,7 +391,8 @@ mod tests {
             })
             .collect();
         let win = Window {
-            sensor: Sensor::Camera,
+            source: "cam".into(),
+            modality: Modality::Vision,
             seq: 0,
             t_start_ns: 0,
             t_end_ns: 4,
@@ -438,7 +439,8 @@ mod tests {
             },
         };
         let w = Window {
-            sensor: Sensor::Camera,
+            source: "cam".into(),
+            modality: Modality::Vision,
             seq: 4,
             t_start_ns: 0,
             t_end_ns: 2,

@@ -2,34 +2,136 @@
 //! thermal frames, IMU CSV. Paced in real time or as fast as possible, optionally
 //! looped (timestamps keep increasing across loops).
 
-use super::{Frame, FrameData, ImuSample, Nanos, Pacer, Source, SourceError, SourceInfo, StopFlag};
-use crate::config::{FileSourceConfig, Pace};
+use super::{
+    key_error, parse_keys, DriverConfig, Frame, FrameData, ImageLimits, ImuSample, Nanos, Pacer, Source,
+    SourceConfigError, SourceContext, SourceError, SourceInfo, StopFlag, StreamInfo,
+};
+use crate::clock::{Clock, ReplayClock};
+use crate::ident::clip;
 use crate::modality::Sensor;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// Build the file source for `sensor`.
-pub fn build(
-    sensor: Sensor,
-    cfg: &FileSourceConfig,
-    epoch_ns: Nanos,
-    stop: StopFlag,
-) -> Result<Box<dyn Source>, SourceError> {
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Pace {
+    Realtime,
+    Fast,
+}
+
+/// `type = "file"` keys.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub sensor: Sensor,
+    pub path: String,
+    #[serde(default = "default_fps")]
+    pub fps: f64,
+    #[serde(default = "default_pace")]
+    pub pace: Pace,
+    #[serde(rename = "loop", default)]
+    pub looped: bool,
+    #[serde(default = "default_chunk_ms")]
+    pub chunk_ms: u32,
+    /// Recording time of the first frame; -1: now, aligned to the window grid.
+    #[serde(default = "default_start")]
+    pub start_ns: i64,
+}
+
+fn default_fps() -> f64 {
+    30.0
+}
+fn default_pace() -> Pace {
+    Pace::Realtime
+}
+fn default_chunk_ms() -> u32 {
+    20
+}
+fn default_start() -> i64 {
+    -1
+}
+
+impl FileConfig {
+    /// A fast, unlooped replay of `path` starting at recording time `start_ns`.
+    pub fn fast(sensor: Sensor, path: &Path, start_ns: i64) -> Self {
+        FileConfig {
+            sensor,
+            path: path.display().to_string(),
+            fps: default_fps(),
+            pace: Pace::Fast,
+            looped: false,
+            chunk_ms: default_chunk_ms(),
+            start_ns,
+        }
+    }
+}
+
+/// Parse `[sources.<id>]` keys of `type = "file"`.
+pub fn parse(id: &str, keys: toml::Table) -> Result<Box<dyn DriverConfig>, SourceConfigError> {
+    let c: FileConfig = parse_keys(id, keys)?;
+    if c.path.is_empty() {
+        return Err(key_error(id, "path", "expected the recording's path"));
+    }
+    if !(c.fps.is_finite() && c.fps > 0.0 && c.fps <= 10_000.0) {
+        return Err(key_error(
+            id,
+            "fps",
+            format!("expected frames per second in (0, 10000], got {}", c.fps),
+        ));
+    }
+    if !(1..=1000).contains(&c.chunk_ms) {
+        return Err(key_error(
+            id,
+            "chunk_ms",
+            format!("expected 1..=1000 ms, got {}", c.chunk_ms),
+        ));
+    }
+    if c.start_ns < -1 {
+        return Err(key_error(
+            id,
+            "start_ns",
+            format!("expected -1 (now) or a time >= 0, got {}", c.start_ns),
+        ));
+    }
+    Ok(Box::new(c))
+}
+
+impl DriverConfig for FileConfig {
+    fn build(&self, ctx: &SourceContext) -> Result<Box<dyn Source>, SourceError> {
+        let start = if self.start_ns < 0 { ctx.epoch_ns } else { self.start_ns };
+        Ok(build(self, start, ctx.image_limits, ctx.stop.clone()))
+    }
+    fn default_queue(&self) -> usize {
+        match self.sensor {
+            Sensor::Microphone => 256,
+            Sensor::Imu => 1024,
+            _ => 64,
+        }
+    }
+}
+
+/// Build the file source for `cfg.sensor`; its recording starts at `start_ns`.
+pub fn build(cfg: &FileConfig, start_ns: Nanos, limits: ImageLimits, stop: StopFlag) -> Box<dyn Source> {
     let path = PathBuf::from(&cfg.path);
+    let sensor = cfg.sensor;
     let inner: Box<dyn Replay> = match sensor {
-        Sensor::Camera | Sensor::Depth | Sensor::Thermal => Box::new(FrameFolder::new(sensor, path, cfg.fps)),
+        Sensor::Camera | Sensor::Depth | Sensor::Thermal => Box::new(FrameFolder::new(sensor, path, cfg.fps, limits)),
         Sensor::Microphone => Box::new(WavReplay::new(path, cfg.chunk_ms)),
         Sensor::Imu => Box::new(ImuCsv::new(path)),
     };
-    Ok(Box::new(FileSource {
+    Box::new(FileSource {
         sensor,
         inner,
         pace: cfg.pace,
         looped: cfg.looped,
-        epoch_ns,
+        epoch_ns: start_ns,
+        catch_up: cfg.start_ns < 0,
         loop_offset_ns: 0,
         pacer: None,
+        clock: ReplayClock::new(),
         stop,
-    }))
+    })
 }
 
 /// A recording, read item by item; times are relative to the recording's start.
@@ -50,24 +152,38 @@ struct FileSource {
     pace: Pace,
     looped: bool,
     epoch_ns: Nanos,
+    /// `epoch_ns` lies on the realtime axis (start "now"): a paced replay catches up.
+    catch_up: bool,
     loop_offset_ns: Nanos,
     pacer: Option<Pacer>,
+    clock: Arc<ReplayClock>,
     stop: StopFlag,
 }
 
 impl Source for FileSource {
     fn info(&self) -> SourceInfo {
         SourceInfo {
-            sensor: self.sensor,
             description: self.inner.describe(),
-            nominal_rate_hz: self.inner.rate_hz(),
+            streams: vec![StreamInfo {
+                modality: self.sensor.modality(),
+                nominal_rate_hz: self.inner.rate_hz(),
+            }],
         }
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     fn open(&mut self) -> Result<(), SourceError> {
         self.inner.open()?;
         if self.pace == Pace::Realtime && self.pacer.is_none() {
-            self.pacer = Some(Pacer::new(self.epoch_ns, self.stop.clone()));
+            self.pacer = Some(Pacer::new(
+                self.clock.clone(),
+                self.epoch_ns,
+                self.catch_up,
+                self.stop.clone(),
+            ));
         }
         Ok(())
     }
@@ -89,6 +205,7 @@ impl Source for FileSource {
                 return Ok(None);
             }
         }
+        self.clock.advance(t_ns);
         Ok(Some(Frame { t_ns, data }))
     }
 }
@@ -113,20 +230,43 @@ struct FrameFolder {
     sensor: Sensor,
     dir: PathBuf,
     fps: f64,
+    limits: ImageLimits,
     files: Vec<PathBuf>,
     next: usize,
 }
 
 impl FrameFolder {
-    fn new(sensor: Sensor, dir: PathBuf, fps: f64) -> Self {
+    fn new(sensor: Sensor, dir: PathBuf, fps: f64, limits: ImageLimits) -> Self {
         FrameFolder {
             sensor,
             dir,
             fps,
+            limits,
             files: Vec::new(),
             next: 0,
         }
     }
+}
+
+/// Decode an image file whose header declares a size within `limits` (a tiny PNG can
+/// declare 20000×20000 pixels: the decoder refuses it before allocating).
+fn checked_decode(path: &Path, limits: ImageLimits, what: &str) -> Result<image::DynamicImage, SourceError> {
+    let mut reader = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| bad(path, format!("expected {what}: {e}")))?;
+    let mut l = image::Limits::default();
+    l.max_image_width = Some(limits.max_side);
+    l.max_image_height = Some(limits.max_side);
+    reader.limits(l);
+    let img = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => bad(
+            path,
+            format!("image larger than `limits.max_image_side` = {} pixels", limits.max_side),
+        ),
+        e => bad(path, format!("expected {what}: {e}")),
+    })?;
+    limits.check(img.width(), img.height()).map_err(|e| bad(path, e))?;
+    Ok(img)
 }
 
 /// List image files (png/jpg/jpeg) of a folder, sorted by name.
@@ -147,9 +287,9 @@ pub fn list_images(dir: &Path, allow_jpeg: bool) -> Result<Vec<PathBuf>, SourceE
     Ok(files)
 }
 
-/// Decode an image file into RGB8.
-pub fn load_rgb(path: &Path) -> Result<FrameData, SourceError> {
-    let img = image::open(path).map_err(|e| bad(path, format!("expected a PNG or JPEG image: {e}")))?;
+/// Decode an image file into RGB8 (its size checked against `limits` first).
+pub fn load_rgb(path: &Path, limits: ImageLimits) -> Result<FrameData, SourceError> {
+    let img = checked_decode(path, limits, "a PNG or JPEG image")?;
     let rgb = img.to_rgb8();
     let (width, height) = rgb.dimensions();
     Ok(FrameData::Rgb8 {
@@ -159,9 +299,9 @@ pub fn load_rgb(path: &Path) -> Result<FrameData, SourceError> {
     })
 }
 
-/// Decode a 16-bit single-channel PNG.
-pub fn load_gray16(path: &Path) -> Result<(u32, u32, Vec<u16>), SourceError> {
-    let img = image::open(path).map_err(|e| bad(path, format!("expected a 16-bit grayscale PNG: {e}")))?;
+/// Decode a 16-bit single-channel PNG (its size checked against `limits` first).
+pub fn load_gray16(path: &Path, limits: ImageLimits) -> Result<(u32, u32, Vec<u16>), SourceError> {
+    let img = checked_decode(path, limits, "a 16-bit grayscale PNG")?;
     match img {
         image::DynamicImage::ImageLuma16(buf) => {
             let (w, h) = buf.dimensions();
@@ -193,13 +333,13 @@ impl Replay for FrameFolder {
         self.next += 1;
         let rel = (i as f64 * 1e9 / self.fps).round() as Nanos;
         let data = match self.sensor {
-            Sensor::Camera => load_rgb(&path)?,
+            Sensor::Camera => load_rgb(&path, self.limits)?,
             Sensor::Depth => {
-                let (width, height, data) = load_gray16(&path)?;
+                let (width, height, data) = load_gray16(&path, self.limits)?;
                 FrameData::Depth16 { width, height, data }
             }
             _ => {
-                let (width, height, data) = load_gray16(&path)?;
+                let (width, height, data) = load_gray16(&path, self.limits)?;
                 FrameData::Thermal16 { width, height, data }
             }
         };
@@ -316,9 +456,14 @@ impl Replay for WavReplay {
 /// Timestamped IMU readings.
 pub type ImuReadings = Vec<(Nanos, ImuSample)>;
 
+/// One data line of an IMU CSV: a reading, or why the line was rejected.
+pub type ImuRow = Result<(Nanos, ImuSample), String>;
+
 struct ImuCsv {
     path: PathBuf,
-    rows: Vec<(Nanos, ImuSample)>,
+    /// Readings, and the message of each rejected line in file order.
+    rows: Vec<ImuRow>,
+    t0: Nanos,
     next: usize,
 }
 
@@ -327,46 +472,54 @@ impl ImuCsv {
         ImuCsv {
             path,
             rows: Vec::new(),
+            t0: 0,
             next: 0,
         }
+    }
+    fn readings(&self) -> impl Iterator<Item = &(Nanos, ImuSample)> {
+        self.rows.iter().filter_map(|r| r.as_ref().ok())
     }
 }
 
 /// Parse IMU CSV text: header `t_s,ax,ay,az,gx,gy,gz`, then one reading per line.
-/// Returns the readings and a message per rejected line (`file:line: reason`).
-pub fn parse_imu_csv(path: &Path, text: &str) -> Result<(ImuReadings, Vec<String>), SourceError> {
+/// Returns every data line in order: a reading, or why the line was rejected
+/// (`file:line: reason`, the line itself clipped).
+pub fn parse_imu_csv(path: &Path, text: &str) -> Result<Vec<ImuRow>, SourceError> {
     let mut lines = text.lines().enumerate();
     let header = lines.next().map(|(_, l)| l.trim().replace(' ', "")).unwrap_or_default();
     if header != "t_s,ax,ay,az,gx,gy,gz" {
         return Err(open_err(
             path,
-            format!("expected CSV header `t_s,ax,ay,az,gx,gy,gz`, found `{header}`"),
+            format!(
+                "expected CSV header `t_s,ax,ay,az,gx,gy,gz`, found `{}`",
+                clip(&header, 100)
+            ),
         ));
     }
     let mut rows = Vec::new();
-    let mut errors = Vec::new();
     for (n, line) in lines {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let vals: Result<Vec<f64>, _> = line.split(',').map(|v| v.trim().parse::<f64>()).collect();
-        match vals {
+        rows.push(match vals {
             Ok(v) if v.len() == 7 && v.iter().all(|x| x.is_finite()) => {
                 let s = ImuSample {
                     accel: [v[1] as f32, v[2] as f32, v[3] as f32],
                     gyro: [v[4] as f32, v[5] as f32, v[6] as f32],
                 };
-                rows.push(((v[0] * 1e9).round() as Nanos, s));
+                Ok(((v[0] * 1e9).round() as Nanos, s))
             }
-            _ => errors.push(format!(
-                "{}:{}: expected 7 finite numbers `t_s,ax,ay,az,gx,gy,gz`, found `{line}`",
+            _ => Err(format!(
+                "{}:{}: expected 7 finite numbers `t_s,ax,ay,az,gx,gy,gz`, found `{}`",
                 path.display(),
-                n + 1
+                n + 1,
+                clip(line, 120)
             )),
-        }
+        });
     }
-    Ok((rows, errors))
+    Ok(rows)
 }
 
 impl Replay for ImuCsv {
@@ -374,41 +527,43 @@ impl Replay for ImuCsv {
         format!("IMU CSV {}", self.path.display())
     }
     fn rate_hz(&self) -> f64 {
-        if self.rows.len() >= 2 {
-            let span = (self.rows[self.rows.len() - 1].0 - self.rows[0].0) as f64 / 1e9;
-            if span > 0.0 {
-                return (self.rows.len() - 1) as f64 / span;
-            }
+        let (n, first, last) = self
+            .readings()
+            .fold((0usize, None, 0), |(n, f, _), r| (n + 1, f.or(Some(r.0)), r.0));
+        match first {
+            Some(f) if n >= 2 && last > f => (n - 1) as f64 / ((last - f) as f64 / 1e9),
+            _ => 200.0,
         }
-        200.0
     }
     fn open(&mut self) -> Result<(), SourceError> {
         if !self.rows.is_empty() {
             return Ok(());
         }
         let text = std::fs::read_to_string(&self.path).map_err(|e| open_err(&self.path, e))?;
-        let (rows, errors) = parse_imu_csv(&self.path, &text)?;
-        for e in errors.iter().take(10) {
-            tracing::warn!(event = "source_bad_data", sensor = "imu", error = %e, "IMU line skipped");
-        }
-        if rows.is_empty() {
+        let rows = parse_imu_csv(&self.path, &text)?;
+        let Some(t0) = rows.iter().find_map(|r| r.as_ref().ok().map(|r| r.0)) else {
             return Err(open_err(&self.path, "no IMU readings in this file"));
-        }
+        };
+        self.t0 = t0;
         self.rows = rows;
         Ok(())
     }
     fn next(&mut self) -> Result<Option<(Nanos, FrameData)>, SourceError> {
-        let Some(&(t, s)) = self.rows.get(self.next) else {
+        let Some(row) = self.rows.get(self.next) else {
             return Ok(None);
         };
         self.next += 1;
-        Ok(Some((t - self.rows[0].0, FrameData::Imu(s))))
+        match row {
+            Ok((t, s)) => Ok(Some((t - self.t0, FrameData::Imu(*s)))),
+            Err(reason) => Err(SourceError::BadData {
+                what: "IMU CSV".into(),
+                reason: reason.clone(),
+            }),
+        }
     }
     fn duration_ns(&self) -> Nanos {
-        match (self.rows.first(), self.rows.last()) {
-            (Some(a), Some(b)) => b.0 - a.0 + (1e9 / self.rate_hz()) as Nanos,
-            _ => 0,
-        }
+        let last = self.readings().last().map(|r| r.0).unwrap_or(self.t0);
+        last - self.t0 + (1e9 / self.rate_hz()) as Nanos
     }
     fn rewind(&mut self) {
         self.next = 0;
@@ -422,15 +577,18 @@ mod tests {
     #[test]
     fn imu_csv_rejects_bad_lines_with_location() {
         let p = Path::new("imu.csv");
-        let (rows, errs) = parse_imu_csv(
+        let long = "9".repeat(1_000_000);
+        let rows = parse_imu_csv(
             p,
-            "t_s,ax,ay,az,gx,gy,gz\n0,0,0,9.8,0,0,0\n0.005,1,2,x,0,0,0\n0.01,0,0,9.8,0,0,0.1\n",
+            &format!("t_s,ax,ay,az,gx,gy,gz\n0,0,0,9.8,0,0,0\n0.005,1,2,x,0,0,0\n0.01,0,0,9.8,0,0,0.1\n{long}\n"),
         )
         .unwrap();
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[1].0, 10_000_000);
-        assert_eq!(errs.len(), 1);
-        assert!(errs[0].starts_with("imu.csv:3:"), "{}", errs[0]);
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows[2].as_ref().unwrap().0, 10_000_000);
+        let e = rows[1].as_ref().unwrap_err();
+        assert!(e.starts_with("imu.csv:3:"), "{e}");
+        // A huge bad line is clipped in the message.
+        assert!(rows[3].as_ref().unwrap_err().len() < 400);
         let e = parse_imu_csv(p, "time,a\n").unwrap_err().to_string();
         assert!(e.contains("t_s,ax,ay,az,gx,gy,gz"), "{e}");
     }
@@ -451,14 +609,11 @@ mod tests {
             w.write_sample(-16384i16).unwrap();
         }
         w.finalize().unwrap();
-        let cfg = FileSourceConfig {
-            path: path.display().to_string(),
-            fps: 30.0,
-            pace: Pace::Fast,
-            looped: false,
+        let cfg = FileConfig {
             chunk_ms: 100,
+            ..FileConfig::fast(Sensor::Microphone, &path, 1_000)
         };
-        let mut s = build(Sensor::Microphone, &cfg, 1_000, StopFlag::default()).unwrap();
+        let mut s = build(&cfg, 1_000, ImageLimits::default(), StopFlag::default());
         s.open().unwrap();
         let mut n = 0;
         let mut last_t = 0;
@@ -476,15 +631,48 @@ mod tests {
 
     #[test]
     fn missing_folder_is_a_clear_open_error() {
-        let cfg = FileSourceConfig {
-            path: "/nonexistent/frames".into(),
-            fps: 30.0,
-            pace: Pace::Fast,
-            looped: false,
-            chunk_ms: 20,
-        };
-        let mut s = build(Sensor::Camera, &cfg, 0, StopFlag::default()).unwrap();
+        let cfg = FileConfig::fast(Sensor::Camera, Path::new("/nonexistent/frames"), 0);
+        let mut s = build(&cfg, 0, ImageLimits::default(), StopFlag::default());
         let e = s.open().unwrap_err().to_string();
         assert!(e.contains("/nonexistent/frames") && e.contains("cannot open"), "{e}");
+    }
+
+    #[test]
+    fn oversized_and_thin_images_are_refused_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let thin = dir.path().join("thin.png");
+        image::GrayImage::new(1, 20000).save(&thin).unwrap();
+        let e = load_rgb(&thin, ImageLimits::default()).unwrap_err().to_string();
+        assert!(e.contains("limits.max_image_side"), "{e}");
+        let strip = dir.path().join("strip.png");
+        image::GrayImage::new(2000, 10).save(&strip).unwrap();
+        let e = load_rgb(&strip, ImageLimits::default()).unwrap_err().to_string();
+        assert!(e.contains("limits.max_aspect_ratio"), "{e}");
+        assert!(load_rgb(
+            &strip,
+            ImageLimits {
+                max_side: 4096,
+                max_aspect_ratio: 300.0
+            }
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn bad_csv_lines_reach_the_runner_as_bad_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("imu.csv");
+        std::fs::write(&p, "t_s,ax,ay,az,gx,gy,gz\n0,0,0,9.8,0,0,0\nbad\n0.01,0,0,9.8,0,0,0\n").unwrap();
+        let mut s = build(
+            &FileConfig::fast(Sensor::Imu, &p, 0),
+            0,
+            ImageLimits::default(),
+            StopFlag::default(),
+        );
+        s.open().unwrap();
+        assert_eq!(s.next_frame().unwrap().unwrap().t_ns, 0);
+        assert!(matches!(s.next_frame(), Err(SourceError::BadData { .. })));
+        assert_eq!(s.next_frame().unwrap().unwrap().t_ns, 10_000_000);
+        assert!(s.next_frame().unwrap().is_none());
     }
 }

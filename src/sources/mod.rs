@@ -1,26 +1,34 @@
 //! Sources: drivers that produce timestamped sensor frames.
 //!
-//! A [`Source`] is a blocking, pull-style driver (`open` → `next_frame`…). The
-//! [`spawn`] runner gives each one its own OS thread, so a slow or stuck device never
-//! blocks the async runtime or another sensor, and handles failure the way a robot
-//! needs: an error is logged and counted, the driver is reopened after a back-off
-//! (doubling up to 30 s), and frames keep flowing once the device is back.
+//! A source is configured as `[sources.<id>]`, where the id is the user's name for it
+//! (`front`, `mic`, `rs0`) and `type` picks the driver. Each driver module owns its
+//! typed keys ([`DriverConfig`]); adding a driver touches its own module plus one line
+//! in [`DRIVERS`]. A [`Source`] is a blocking, pull-style driver (`open` →
+//! `next_frame`…) that may produce several streams (a RealSense: vision, depth, IMU),
+//! at most one per modality, all stamped on one [`Clock`].
+//!
+//! The [`runner`] gives each source its own OS thread, so a slow or stuck device never
+//! blocks another, and lets the error type decide the policy: a bad frame is skipped,
+//! a failed read or open is retried after a back-off (doubling up to 30 s), and a
+//! driver panic is caught, counted and treated like a failed read.
 //! Real drivers (V4L2, ALSA, RealSense, Y16 thermal, IIO IMU) implement the same trait.
 
 pub mod file;
+pub mod runner;
 pub mod synthetic;
 
-use crate::health::SourceHealth;
-use crate::modality::Sensor;
+pub use crate::clock::Nanos;
+use crate::clock::{Clock, ReplayClock};
+use crate::edge::WhenFull;
+use crate::modality::Modality;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Sensor time in nanoseconds. All sources of one daemon share one clock.
-pub type Nanos = i64;
+use std::time::{Duration, Instant};
 
 /// One IMU reading.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ImuSample {
     /// Accelerometer, m/s², xyz.
     pub accel: [f32; 3],
@@ -29,10 +37,15 @@ pub struct ImuSample {
 }
 
 /// The payload of one frame, in the sensor's native format.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FrameData {
     /// Packed RGB, 8 bit, row-major, `width*height*3` bytes.
-    Rgb8 { width: u32, height: u32, data: Vec<u8> },
+    Rgb8 {
+        width: u32,
+        height: u32,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
     /// Depth in millimetres, 0 = invalid, row-major.
     Depth16 { width: u32, height: u32, data: Vec<u16> },
     /// Raw Y16 thermal counts, row-major.
@@ -47,34 +60,58 @@ pub enum FrameData {
     Imu(ImuSample),
 }
 
-/// A timestamped frame.
-#[derive(Debug, Clone)]
+/// A timestamped frame (serialisable, for recorders on the frame tap).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Frame {
     pub t_ns: Nanos,
     pub data: FrameData,
 }
 
 impl FrameData {
-    /// Which sensor kind produces this payload.
-    pub fn sensor(&self) -> Sensor {
+    /// The stream (modality) this payload belongs to.
+    pub fn modality(&self) -> Modality {
         match self {
-            FrameData::Rgb8 { .. } => Sensor::Camera,
-            FrameData::Depth16 { .. } => Sensor::Depth,
-            FrameData::Thermal16 { .. } => Sensor::Thermal,
-            FrameData::Audio { .. } => Sensor::Microphone,
-            FrameData::Imu(_) => Sensor::Imu,
+            FrameData::Rgb8 { .. } => Modality::Vision,
+            FrameData::Depth16 { .. } => Modality::Depth,
+            FrameData::Thermal16 { .. } => Modality::Thermal,
+            FrameData::Audio { .. } => Modality::Audio,
+            FrameData::Imu(_) => Modality::Imu,
         }
     }
+
+    /// Image size, for image-like payloads.
+    pub fn image_size(&self) -> Option<(u32, u32)> {
+        match self {
+            FrameData::Rgb8 { width, height, .. }
+            | FrameData::Depth16 { width, height, .. }
+            | FrameData::Thermal16 { width, height, .. } => Some((*width, *height)),
+            _ => None,
+        }
+    }
+}
+
+/// A raw frame as seen on the frame tap: which source it came from.
+#[derive(Debug, Clone)]
+pub struct TappedFrame {
+    pub source: Arc<str>,
+    pub frame: Arc<Frame>,
+}
+
+/// One stream of a source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamInfo {
+    pub modality: Modality,
+    /// Nominal frame rate (frames/s; audio: chunks/s). Used to judge coverage.
+    pub nominal_rate_hz: f64,
 }
 
 /// What a source tells about itself before it runs.
 #[derive(Debug, Clone)]
 pub struct SourceInfo {
-    pub sensor: Sensor,
-    /// Human description for logs, e.g. "synthetic 640x480 @ 30 Hz".
+    /// Human description for logs, e.g. "synthetic camera 640x480 @ 30 Hz".
     pub description: String,
-    /// Nominal frame rate (frames/s; audio: chunks/s). Used to judge coverage.
-    pub nominal_rate_hz: f64,
+    /// The streams it produces, at most one per modality.
+    pub streams: Vec<StreamInfo>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +130,8 @@ pub enum SourceError {
 /// A sensor driver.
 pub trait Source: Send {
     fn info(&self) -> SourceInfo;
+    /// The clock its frames are stamped on.
+    fn clock(&self) -> Arc<dyn Clock>;
     /// Open (or reopen after an error) the device or file.
     fn open(&mut self) -> Result<(), SourceError>;
     /// Block until the next frame. `Ok(None)`: the stream has ended for good
@@ -127,235 +166,213 @@ impl StopFlag {
     }
 }
 
-/// Run `source` on its own thread until it ends or `stop` is set, sending frames into
-/// `tx`. Frames are never waited on: when the queue is full the frame is dropped and
-/// counted. Returns the thread handle.
-pub fn spawn(
-    mut source: Box<dyn Source>,
-    tx: tokio::sync::mpsc::Sender<Frame>,
-    health: Arc<SourceHealth>,
-    stop: StopFlag,
-    restart_backoff: Duration,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let info = source.info();
-    let name = format!("src-{}", info.sensor);
-    std::thread::Builder::new().name(name).spawn(move || {
-        let sensor = info.sensor;
-        let max_backoff = Duration::from_secs(30);
-        let mut backoff = restart_backoff;
-        'outer: while !stop.is_stopped() {
-            if let Err(e) = source.open() {
-                health.record_error();
-                health.set_state("reconnecting");
-                tracing::error!(event = "source_open_failed", sensor = %sensor, error = %e, retry_in_s = backoff.as_secs_f64(), "source could not be opened; retrying");
-                if !stop.sleep(backoff) {
-                    break;
-                }
-                backoff = (backoff * 2).min(max_backoff);
-                continue;
-            }
-            health.set_state("running");
-            tracing::info!(event = "source_started", sensor = %sensor, source = %info.description, "source running");
-            loop {
-                if stop.is_stopped() {
-                    break 'outer;
-                }
-                match source.next_frame() {
-                    Ok(Some(frame)) => {
-                        backoff = restart_backoff;
-                        health.record_frame(frame.t_ns);
-                        match tx.try_send(frame) {
-                            Ok(()) => {}
-                            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => health.record_frame_dropped(),
-                            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => break 'outer,
-                        }
-                    }
-                    Ok(None) => {
-                        tracing::info!(event = "source_ended", sensor = %sensor, "source reached the end of its stream");
-                        health.set_state("ended");
-                        break 'outer;
-                    }
-                    Err(e @ SourceError::BadData { .. }) => {
-                        health.record_error();
-                        tracing::warn!(event = "source_bad_data", sensor = %sensor, error = %e, "frame skipped");
-                    }
-                    Err(e) => {
-                        health.record_error();
-                        health.record_reconnect();
-                        health.set_state("reconnecting");
-                        tracing::error!(event = "source_failed", sensor = %sensor, error = %e, retry_in_s = backoff.as_secs_f64(), "source failed; reopening");
-                        if !stop.sleep(backoff) {
-                            break 'outer;
-                        }
-                        backoff = (backoff * 2).min(max_backoff);
-                        continue 'outer;
-                    }
-                }
-            }
-        }
-        if stop.is_stopped() {
-            health.set_state("stopped");
-        }
-    })
-}
-
-/// Build the source configured for `sensor`, or `None` when it is off.
-pub fn build(
-    sensor: Sensor,
-    cfg: &crate::config::SourceConfig,
-    epoch_ns: Nanos,
-    stop: StopFlag,
-) -> Result<Option<Box<dyn Source>>, SourceError> {
-    use crate::config::SourceType;
-    Ok(match cfg.kind {
-        SourceType::Off => None,
-        SourceType::Synthetic => Some(Box::new(synthetic::Synthetic::new(
-            sensor,
-            cfg.synthetic.clone(),
-            epoch_ns,
-            stop,
-        ))),
-        SourceType::File => Some(file::build(sensor, &cfg.file, epoch_ns, stop)?),
-    })
-}
-
-/// Paces frames against the wall clock: frame time `t_ns` is released no earlier than
-/// `wall_start + (t_ns - epoch_ns)`.
+/// Paces frames against the wall clock through a replay clock: recording time `t` is
+/// released no earlier than the clock says it is due.
 pub(crate) struct Pacer {
-    start: std::time::Instant,
-    epoch_ns: Nanos,
+    clock: Arc<ReplayClock>,
     stop: StopFlag,
 }
 
 impl Pacer {
-    pub(crate) fn new(epoch_ns: Nanos, stop: StopFlag) -> Self {
-        // Sources whose timeline starts at `epoch_ns` (which may lie slightly in the
-        // past, on the window grid) catch up at once, then run in real time.
-        let now = now_ns();
-        let behind = Duration::from_nanos((now - epoch_ns).max(0) as u64);
-        let start = std::time::Instant::now()
-            .checked_sub(behind)
-            .unwrap_or_else(std::time::Instant::now);
-        Pacer { start, epoch_ns, stop }
+    /// `t0` is due now (or, when `catch_up`, `t0` lies on the realtime axis and frames
+    /// before the present are released at once).
+    pub(crate) fn new(clock: Arc<ReplayClock>, t0: Nanos, catch_up: bool, stop: StopFlag) -> Self {
+        let mut at = Instant::now();
+        if catch_up {
+            let behind = Duration::from_nanos((crate::clock::realtime_ns() - t0).max(0) as u64);
+            at = at.checked_sub(behind).unwrap_or(at);
+        }
+        clock.pace(t0, at);
+        Pacer { clock, stop }
     }
     /// Wait until `t_ns` is due. Returns false when stopped.
     pub(crate) fn wait_until(&self, t_ns: Nanos) -> bool {
-        let due = self.start + Duration::from_nanos((t_ns - self.epoch_ns).max(0) as u64);
-        let now = std::time::Instant::now();
-        if due > now {
-            self.stop.sleep(due - now)
-        } else {
-            !self.stop.is_stopped()
+        let now = Instant::now();
+        match self.clock.due(t_ns) {
+            Some(due) if due > now => self.stop.sleep(due - now),
+            _ => !self.stop.is_stopped(),
         }
     }
 }
 
-/// Wall-clock time in nanoseconds since the Unix epoch (the daemon's sensor clock).
-pub fn now_ns() -> Nanos {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as Nanos)
-        .unwrap_or(0)
+/// Bounds on image frames (`[limits]`), checked by decoders before they allocate and
+/// by the windower for every frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ImageLimits {
+    pub max_side: u32,
+    pub max_aspect_ratio: f64,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::modality::Sensor;
-
-    /// A camera that is unplugged at first, works for a while, fails mid-stream,
-    /// sends one corrupt frame, comes back, and ends.
-    struct Flaky {
-        opens: u32,
-        reads: u32,
-    }
-
-    impl Source for Flaky {
-        fn info(&self) -> SourceInfo {
-            SourceInfo {
-                sensor: Sensor::Camera,
-                description: "flaky".into(),
-                nominal_rate_hz: 30.0,
-            }
-        }
-        fn open(&mut self) -> Result<(), SourceError> {
-            self.opens += 1;
-            if self.opens <= 2 {
-                return Err(SourceError::Open {
-                    what: "/dev/video0".into(),
-                    reason: "no such device".into(),
-                });
-            }
-            Ok(())
-        }
-        fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
-            self.reads += 1;
-            match self.reads {
-                5 => Err(SourceError::Read {
-                    what: "/dev/video0".into(),
-                    reason: "device unplugged".into(),
-                }),
-                7 => Err(SourceError::BadData {
-                    what: "/dev/video0".into(),
-                    reason: "short frame".into(),
-                }),
-                r if r > 12 => Ok(None),
-                r => Ok(Some(Frame {
-                    t_ns: r as i64,
-                    data: FrameData::Rgb8 {
-                        width: 1,
-                        height: 1,
-                        data: vec![0, 0, 0],
-                    },
-                })),
-            }
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits {
+            max_side: 8192,
+            max_aspect_ratio: 20.0,
         }
     }
+}
 
-    #[test]
-    fn runner_survives_unplug_and_counts_everything() {
-        let health = Arc::new(SourceHealth::default());
-        let (tx, mut rx) = tokio::sync::mpsc::channel(100);
-        let h = spawn(
-            Box::new(Flaky { opens: 0, reads: 0 }),
-            tx,
-            health.clone(),
-            StopFlag::default(),
-            Duration::from_millis(10),
-        )
-        .unwrap();
-        h.join().unwrap();
-        let mut ts = Vec::new();
-        while let Ok(f) = rx.try_recv() {
-            ts.push(f.t_ns);
+impl ImageLimits {
+    /// Whether a `w`×`h` image may be processed; the error says which limit it breaks.
+    pub fn check(&self, w: u32, h: u32) -> Result<(), String> {
+        if w == 0 || h == 0 {
+            return Err(format!("{w}×{h} image has no pixels"));
         }
-        // Reads 1-4, then (after reopening) 6, 8-12: nothing accepted is lost.
-        assert_eq!(ts, vec![1, 2, 3, 4, 6, 8, 9, 10, 11, 12]);
-        assert_eq!(
-            health.errors.load(std::sync::atomic::Ordering::Relaxed),
-            4,
-            "2 open failures, 1 read failure, 1 bad frame"
-        );
-        assert_eq!(health.reconnects.load(std::sync::atomic::Ordering::Relaxed), 1);
-        assert_eq!(health.frames.load(std::sync::atomic::Ordering::Relaxed), 10);
-        assert_eq!(health.state(), "ended");
+        if w > self.max_side || h > self.max_side {
+            return Err(format!(
+                "{w}×{h} image is larger than `limits.max_image_side` = {}",
+                self.max_side
+            ));
+        }
+        let ratio = w.max(h) as f64 / w.min(h) as f64;
+        if ratio > self.max_aspect_ratio {
+            return Err(format!(
+                "{w}×{h} image has aspect ratio {ratio:.0}, above `limits.max_aspect_ratio` = {}",
+                self.max_aspect_ratio
+            ));
+        }
+        Ok(())
     }
+}
 
-    #[test]
-    fn full_queue_drops_and_counts_instead_of_blocking() {
-        let health = Arc::new(SourceHealth::default());
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
-        let h = spawn(
-            Box::new(Flaky { opens: 2, reads: 7 }),
-            tx,
-            health.clone(),
-            StopFlag::default(),
-            Duration::from_millis(1),
-        )
-        .unwrap();
-        h.join().unwrap();
-        assert_eq!(health.frames.load(std::sync::atomic::Ordering::Relaxed), 5);
-        assert_eq!(health.frames_dropped.load(std::sync::atomic::Ordering::Relaxed), 3);
-        drop(rx);
+// ------------------------------------------------------------------ configuration
+
+/// A `[sources.<id>]` table that is wrong; the message names the key path.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceConfigError(pub String);
+
+/// What a driver needs to build its source.
+#[derive(Clone)]
+pub struct SourceContext {
+    pub id: String,
+    /// A grid point at or before now: where live sources start their timelines.
+    pub epoch_ns: Nanos,
+    pub image_limits: ImageLimits,
+    pub stop: StopFlag,
+}
+
+/// A driver's own typed configuration.
+pub trait DriverConfig: Send + Sync + std::fmt::Debug {
+    /// Build the source (it is opened by the runner).
+    fn build(&self, ctx: &SourceContext) -> Result<Box<dyn Source>, SourceError>;
+    /// Frames buffered between driver and windower unless `queue` says otherwise.
+    fn default_queue(&self) -> usize {
+        64
     }
+}
+
+/// Parse a driver's keys (the common keys and `type` removed).
+pub type ParseDriver = fn(id: &str, keys: toml::Table) -> Result<Box<dyn DriverConfig>, SourceConfigError>;
+
+/// The driver registry: `type` value → parser of that driver's keys.
+pub const DRIVERS: &[(&str, ParseDriver)] = &[("synthetic", synthetic::parse), ("file", file::parse)];
+
+/// Keys every source has, whatever its driver.
+const COMMON_KEYS: [&str; 3] = ["restart_backoff_s", "queue", "when_full"];
+
+/// One configured source.
+#[derive(Debug)]
+pub struct SourceConfig {
+    pub id: String,
+    /// The driver's name (`type`).
+    pub kind: String,
+    pub restart_backoff_s: f64,
+    pub queue: usize,
+    pub when_full: WhenFull,
+    /// `None` for `type = "off"`.
+    pub driver: Option<Box<dyn DriverConfig>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonKeys {
+    #[serde(default = "default_backoff")]
+    restart_backoff_s: f64,
+    queue: Option<usize>,
+    #[serde(default = "default_when_full")]
+    when_full: WhenFull,
+}
+
+fn default_backoff() -> f64 {
+    1.0
+}
+fn default_when_full() -> WhenFull {
+    WhenFull::DropNewest
+}
+
+/// Deserialize a driver's keys, naming `sources.<id>` in any error.
+pub fn parse_keys<T: serde::de::DeserializeOwned>(id: &str, keys: toml::Table) -> Result<T, SourceConfigError> {
+    toml::Value::Table(keys)
+        .try_into::<T>()
+        .map_err(|e| SourceConfigError(format!("`sources.{id}`: {}", e.to_string().trim())))
+}
+
+/// A `sources.<id>.<key>` error.
+pub fn key_error(id: &str, key: &str, what: impl std::fmt::Display) -> SourceConfigError {
+    SourceConfigError(format!("`sources.{id}.{key}`: {what}"))
+}
+
+/// Parse one `[sources.<id>]` table.
+pub fn parse(id: &str, table: &toml::Table) -> Result<SourceConfig, SourceConfigError> {
+    crate::ident::validate_chunk(id)
+        .map_err(|e| SourceConfigError(format!("`sources.{}`: source id {e}", crate::ident::clip(id, 80))))?;
+    let mut keys = table.clone();
+    let kind = match keys.remove("type") {
+        Some(toml::Value::String(s)) => s,
+        Some(other) => {
+            return Err(key_error(id, "type", format!("expected a driver name, got {other}")));
+        }
+        None => return Err(key_error(id, "type", "missing: expected one of off, synthetic, file")),
+    };
+    let mut common = toml::Table::new();
+    for k in COMMON_KEYS {
+        if let Some(v) = keys.remove(k) {
+            common.insert(k.to_string(), v);
+        }
+    }
+    let c: CommonKeys = parse_keys(id, common)?;
+    if !(c.restart_backoff_s.is_finite() && c.restart_backoff_s > 0.0 && c.restart_backoff_s <= 30.0) {
+        return Err(key_error(
+            id,
+            "restart_backoff_s",
+            format!("expected seconds in (0, 30], got {}", c.restart_backoff_s),
+        ));
+    }
+    if c.queue == Some(0) {
+        return Err(key_error(id, "queue", "expected at least 1"));
+    }
+    let driver = if kind == "off" {
+        None
+    } else {
+        let Some((_, parse)) = DRIVERS.iter().find(|(name, _)| *name == kind) else {
+            let known: Vec<&str> = std::iter::once("off").chain(DRIVERS.iter().map(|d| d.0)).collect();
+            return Err(key_error(
+                id,
+                "type",
+                format!(
+                    "unknown driver `{}` (expected one of {})",
+                    crate::ident::clip(&kind, 40),
+                    known.join(", ")
+                ),
+            ));
+        };
+        Some(parse(id, keys)?)
+    };
+    let queue = c
+        .queue
+        .unwrap_or_else(|| driver.as_ref().map_or(64, |d| d.default_queue()));
+    Ok(SourceConfig {
+        id: id.to_string(),
+        kind,
+        restart_backoff_s: c.restart_backoff_s,
+        queue,
+        when_full: c.when_full,
+        driver,
+    })
+}
+
+/// Parse every `[sources.<id>]` table (config validation and graph building).
+pub fn parse_all(tables: &BTreeMap<String, toml::Table>) -> Result<Vec<SourceConfig>, SourceConfigError> {
+    tables.iter().map(|(id, t)| parse(id, t)).collect()
 }

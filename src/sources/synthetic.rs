@@ -6,12 +6,126 @@
 //! box approaching over a floor; thermal: a warm body crossing the view; microphone:
 //! tone, chirp, noise burst, near silence; IMU: standing, walking, turning).
 
-use super::{Frame, FrameData, ImuSample, Nanos, Pacer, Source, SourceError, SourceInfo, StopFlag};
-use crate::config::SyntheticConfig;
+use super::{
+    parse_keys, DriverConfig, Frame, FrameData, ImuSample, Nanos, Pacer, Source, SourceConfigError, SourceContext,
+    SourceError, SourceInfo, StopFlag, StreamInfo,
+};
+use crate::clock::{Clock, ReplayClock, SystemClock};
 use crate::modality::Sensor;
+use serde::Deserialize;
+use std::sync::Arc;
 
 /// Seconds between scene changes.
 pub const SCENE_PERIOD_S: f64 = 4.0;
+
+/// `type = "synthetic"` keys, as written (unset ones take the sensor's defaults).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Keys {
+    sensor: Sensor,
+    width: Option<u32>,
+    height: Option<u32>,
+    rate_hz: Option<f64>,
+    sample_rate: Option<u32>,
+    chunk_ms: Option<u32>,
+    seed: Option<u64>,
+    #[serde(default = "yes")]
+    realtime: bool,
+    #[serde(default)]
+    duration_s: f64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A synthetic source's settings, with the sensor's defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntheticConfig {
+    pub sensor: Sensor,
+    pub width: u32,
+    pub height: u32,
+    pub rate_hz: f64,
+    pub sample_rate: u32,
+    pub chunk_ms: u32,
+    pub seed: u64,
+    pub realtime: bool,
+    pub duration_s: f64,
+}
+
+impl SyntheticConfig {
+    /// Realistic defaults for `sensor`.
+    pub fn defaults(sensor: Sensor) -> Self {
+        let (width, height, rate_hz, seed) = match sensor {
+            Sensor::Camera => (640, 480, 30.0, 1),
+            Sensor::Depth => (640, 480, 30.0, 2),
+            Sensor::Thermal => (160, 120, 9.0, 3),
+            Sensor::Microphone => (1, 1, 50.0, 4),
+            Sensor::Imu => (1, 1, 200.0, 5),
+        };
+        SyntheticConfig {
+            sensor,
+            width,
+            height,
+            rate_hz,
+            sample_rate: 48_000,
+            chunk_ms: 20,
+            seed,
+            realtime: true,
+            duration_s: 0.0,
+        }
+    }
+}
+
+/// Parse `[sources.<id>]` keys of `type = "synthetic"`.
+pub fn parse(id: &str, keys: toml::Table) -> Result<Box<dyn DriverConfig>, SourceConfigError> {
+    let k: Keys = parse_keys(id, keys)?;
+    let d = SyntheticConfig::defaults(k.sensor);
+    let c = SyntheticConfig {
+        sensor: k.sensor,
+        width: k.width.unwrap_or(d.width),
+        height: k.height.unwrap_or(d.height),
+        rate_hz: k.rate_hz.unwrap_or(d.rate_hz),
+        sample_rate: k.sample_rate.unwrap_or(d.sample_rate),
+        chunk_ms: k.chunk_ms.unwrap_or(d.chunk_ms),
+        seed: k.seed.unwrap_or(d.seed),
+        realtime: k.realtime,
+        duration_s: k.duration_s,
+    };
+    let err = |key: &str, what: String| Err(super::key_error(id, key, what));
+    if !(c.rate_hz.is_finite() && c.rate_hz > 0.0 && c.rate_hz <= 10_000.0) {
+        return err("rate_hz", format!("expected 0 < Hz <= 10000, got {}", c.rate_hz));
+    }
+    if c.width == 0 || c.height == 0 || c.width > 8192 || c.height > 8192 {
+        return err("width", "expected width and height in 1..=8192".into());
+    }
+    if !(8000..=192_000).contains(&c.sample_rate) {
+        return err(
+            "sample_rate",
+            format!("expected 8000..=192000 Hz, got {}", c.sample_rate),
+        );
+    }
+    if !(1..=1000).contains(&c.chunk_ms) {
+        return err("chunk_ms", format!("expected 1..=1000 ms, got {}", c.chunk_ms));
+    }
+    if !(c.duration_s.is_finite() && c.duration_s >= 0.0) {
+        return err("duration_s", format!("expected seconds >= 0, got {}", c.duration_s));
+    }
+    Ok(Box::new(c))
+}
+
+impl DriverConfig for SyntheticConfig {
+    fn build(&self, ctx: &SourceContext) -> Result<Box<dyn Source>, SourceError> {
+        Ok(Box::new(Synthetic::new(self.clone(), ctx.epoch_ns, ctx.stop.clone())))
+    }
+    fn default_queue(&self) -> usize {
+        match self.sensor {
+            Sensor::Microphone => 256,
+            Sensor::Imu => 1024,
+            _ => 64,
+        }
+    }
+}
 
 pub struct Synthetic {
     sensor: Sensor,
@@ -19,17 +133,20 @@ pub struct Synthetic {
     epoch_ns: Nanos,
     index: u64,
     pacer: Option<Pacer>,
+    /// Realtime sources stamp on the system clock; unpaced ones on a replay clock.
+    replay: Arc<ReplayClock>,
     stop: StopFlag,
 }
 
 impl Synthetic {
-    pub fn new(sensor: Sensor, cfg: SyntheticConfig, epoch_ns: Nanos, stop: StopFlag) -> Self {
+    pub fn new(cfg: SyntheticConfig, epoch_ns: Nanos, stop: StopFlag) -> Self {
         Synthetic {
-            sensor,
+            sensor: cfg.sensor,
             cfg,
             epoch_ns,
             index: 0,
             pacer: None,
+            replay: ReplayClock::new(),
             stop,
         }
     }
@@ -116,15 +233,25 @@ impl Source for Synthetic {
             ),
         };
         SourceInfo {
-            sensor: self.sensor,
             description,
-            nominal_rate_hz: self.rate(),
+            streams: vec![StreamInfo {
+                modality: self.sensor.modality(),
+                nominal_rate_hz: self.rate(),
+            }],
+        }
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        if self.cfg.realtime {
+            Arc::new(SystemClock)
+        } else {
+            self.replay.clone()
         }
     }
 
     fn open(&mut self) -> Result<(), SourceError> {
         if self.cfg.realtime && self.pacer.is_none() {
-            self.pacer = Some(Pacer::new(self.epoch_ns, self.stop.clone()));
+            self.pacer = Some(Pacer::new(self.replay.clone(), self.epoch_ns, true, self.stop.clone()));
         }
         Ok(())
     }
@@ -141,6 +268,7 @@ impl Source for Synthetic {
         }
         let f = self.generate(self.index);
         self.index += 1;
+        self.replay.advance(f.t_ns);
         Ok(Some(f))
     }
 }
@@ -302,8 +430,9 @@ fn imu(t: f64, rng: &mut XorShift) -> ImuSample {
 mod tests {
     use super::*;
 
-    fn cfg(rate: f64) -> SyntheticConfig {
+    fn cfg(sensor: Sensor, rate: f64) -> SyntheticConfig {
         SyntheticConfig {
+            sensor,
             width: 64,
             height: 48,
             rate_hz: rate,
@@ -317,7 +446,7 @@ mod tests {
 
     #[test]
     fn deterministic_and_changing() {
-        let s = Synthetic::new(Sensor::Camera, cfg(30.0), 0, StopFlag::default());
+        let s = Synthetic::new(cfg(Sensor::Camera, 30.0), 0, StopFlag::default());
         let a = s.generate(3);
         let b = s.generate(3);
         let c = s.generate(200);
@@ -334,7 +463,7 @@ mod tests {
 
     #[test]
     fn duration_ends_stream_and_audio_chunks_are_contiguous() {
-        let mut s = Synthetic::new(Sensor::Microphone, cfg(50.0), 5_000, StopFlag::default());
+        let mut s = Synthetic::new(cfg(Sensor::Microphone, 50.0), 5_000, StopFlag::default());
         s.open().unwrap();
         let mut n = 0usize;
         let mut next_t = 5_000;
@@ -352,5 +481,25 @@ mod tests {
             }
         }
         assert_eq!(n, 48000);
+        // Unpaced: its clock is the replay time of what was read.
+        assert_eq!(s.clock().kind(), crate::clock::ClockKind::Replay);
+        assert_eq!(s.clock().now_ns(), 5_000 + 980_000_000);
+    }
+
+    #[test]
+    fn keys_take_sensor_defaults_and_errors_name_the_key() {
+        let t: toml::Table = toml::from_str("sensor = \"thermal\"\nseed = 9").unwrap();
+        let c = parse("rear", t).unwrap();
+        assert!(format!("{c:?}").contains("width: 160"), "{c:?}");
+        let t: toml::Table = toml::from_str("sensor = \"camera\"\nrate_hz = 0.0").unwrap();
+        assert!(parse("front", t)
+            .unwrap_err()
+            .to_string()
+            .contains("`sources.front.rate_hz`"));
+        let t: toml::Table = toml::from_str("sensor = \"camera\"\nfsp = 3").unwrap();
+        let e = parse("front", t).unwrap_err().to_string();
+        assert!(e.contains("sources.front") && e.contains("fsp"), "{e}");
+        let t: toml::Table = toml::from_str("sensor = \"nose\"").unwrap();
+        assert!(parse("front", t).is_err());
     }
 }

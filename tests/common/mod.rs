@@ -25,8 +25,29 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// A config for a test daemon: synthetic sensors, 2 s windows every 1 s.
+/// The built-in demo's five synthetic sources, as a user file lists them.
+pub const DEMO_SOURCES: &str = r#"
+[sources.camera]
+type = "synthetic"
+sensor = "camera"
+[sources.depth]
+type = "synthetic"
+sensor = "depth"
+[sources.thermal]
+type = "synthetic"
+sensor = "thermal"
+[sources.microphone]
+type = "synthetic"
+sensor = "microphone"
+[sources.imu]
+type = "synthetic"
+sensor = "imu"
+"#;
+
+/// A config for a test daemon: 2 s windows every 1 s; the demo's five synthetic
+/// sources unless `extra` names its own.
 pub fn write_config(dir: &Path, robot: &str, port: u16, extra: &str) -> PathBuf {
+    let sources = if extra.contains("[sources.") { "" } else { DEMO_SOURCES };
     let path = dir.join("sensebind.toml");
     let mut f = std::fs::File::create(&path).unwrap();
     write!(
@@ -47,6 +68,7 @@ listen = ["tcp/127.0.0.1:{port}"]
 interval_s = 1.0
 
 {extra}
+{sources}
 "#,
         state = dir.join("state").display()
     )
@@ -76,20 +98,28 @@ impl Daemon {
         self.child.try_wait().unwrap().is_none()
     }
 
-    /// SIGTERM and wait.
-    pub fn stop(&mut self) {
+    /// SIGTERM and wait up to `within`: the exit code, or `None` if it had to be killed.
+    pub fn stop_within(&mut self, within: Duration) -> Option<i32> {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        for _ in 0..100 {
-            if !self.running() {
-                return;
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        None
+    }
+
+    /// SIGTERM; the daemon must exit 0 within 10 s.
+    pub fn stop(&mut self) {
+        let code = self.stop_within(Duration::from_secs(10));
+        assert_eq!(code, Some(0), "the daemon must exit 0 within 10 s of SIGTERM");
     }
 }
 

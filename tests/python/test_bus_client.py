@@ -19,6 +19,13 @@ import zenoh
 
 BIN = os.environ.get("SENSEBIND_BIN", str(Path(__file__).resolve().parents[2] / "target/release/sensebind"))
 MODALITIES = {"vision", "audio", "depth", "thermal", "imu"}
+# The built-in demo's sources, as a user file must list them: id → sensor.
+DEMO = {"camera": "camera", "depth": "depth", "thermal": "thermal", "microphone": "microphone", "imu": "imu"}
+SOURCE_OF = {"vision": "camera", "audio": "microphone", "depth": "depth", "thermal": "thermal", "imu": "imu"}
+
+
+def sources_toml(sources):
+    return "".join(f'[sources.{i}]\ntype = "synthetic"\nsensor = "{s}"\n' for i, s in sources.items())
 
 
 def free_port():
@@ -27,8 +34,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture()
-def daemon(tmp_path):
+def start_daemon(tmp_path, sources):
     assert os.environ.get("ORT_DYLIB_PATH"), "run through `make test`"
     port = free_port()
     cfg = tmp_path / "sensebind.toml"
@@ -41,16 +47,48 @@ state_dir = "{tmp_path / 'state'}"
 hop_s = 1.0
 [bus]
 listen = ["tcp/127.0.0.1:{port}"]
+[health]
+interval_s = 1.0
 """
+        + sources_toml(sources)
     )
     log = open(tmp_path / "daemon.log", "w")
     proc = subprocess.Popen([BIN, "run", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=log)
-    yield proc, port, tmp_path / "daemon.log"
+    return proc, port, tmp_path / "daemon.log"
+
+
+def stop_daemon(proc):
     proc.terminate()
     try:
-        proc.wait(timeout=10)
+        return proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+        raise AssertionError("the daemon did not stop within 10 s of SIGTERM")
+
+
+@pytest.fixture()
+def daemon(tmp_path):
+    proc, port, log = start_daemon(tmp_path, DEMO)
+    yield proc, port, log
+    assert stop_daemon(proc) == 0, log.read_text()
+
+
+def wait_until_publishing(port, proc, log, timeout=60):
+    """Block until health shows every stream has published a window (no cold-start race)."""
+    got = queue.Queue()
+    with open_session(port) as s:
+        s.declare_subscriber("sensebind/pytest/health", lambda x: got.put(json.loads(x.payload.to_bytes())))
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert proc.poll() is None, log.read_text()
+            try:
+                h = got.get(timeout=1)
+            except queue.Empty:
+                continue
+            streams = [st for src in h["sources"].values() for st in src["streams"].values()]
+            if streams and all(st["windows_out"] > 0 for st in streams):
+                return h
+    raise AssertionError("the daemon published no window on every stream within the timeout:\n" + log.read_text())
 
 
 def open_session(port):
@@ -83,10 +121,12 @@ def test_python_client_reads_every_topic(daemon):
                 assert v.shape == (m["dim"],)
                 assert abs(np.linalg.norm(v) - 1.0) < 1e-4
                 assert m["t_end_ns"] - m["t_start_ns"] == 2_000_000_000
-                assert key.endswith("/" + m["modality"])
+                assert key == f"sensebind/pytest/embedding/{m['modality']}/{m['source']}"
+                assert m["source"] == SOURCE_OF[m["modality"]], m["source"]
                 seqs.setdefault(m["modality"], []).append(m["seq"])
             elif "/labels/" in key:
                 j = json.loads(body)
+                assert key == f"sensebind/pytest/labels/{j['modality']}/{j['source']}"
                 assert {"label", "score", "prob"} <= set(j["top"][0])
                 labels += 1
             elif key == "sensebind/pytest/alerts/py1":
@@ -102,29 +142,72 @@ def test_python_client_reads_every_topic(daemon):
         assert MODALITIES <= set(seqs), f"got {sorted(seqs)}"
         for m, v in seqs.items():
             assert v == sorted(v) and len(set(v)) == len(v), (m, v)
-        assert alert and alert["query_id"] == "py1" and alert["modality"] == "vision"
+        assert alert and alert["query_id"] == "py1" and alert["modality"] == "vision" and alert["source"] == "camera"
         assert error and "threshold" in error["error"]
         listed = [json.loads(r.ok.payload.to_bytes()) for r in s.get("sensebind/pytest/queries/**") if r.ok]
         assert [q["id"] for q in listed] == ["py1"]
         assert proc.poll() is None
 
 
+def test_three_named_sources_share_one_time_grid(tmp_path):
+    """The issue's example: two cameras and a microphone, each named by the user."""
+    proc, port, log = start_daemon(tmp_path, {"front": "camera", "back": "camera", "mic": "microphone"})
+    try:
+        got = queue.Queue()
+        with open_session(port) as s:
+            s.declare_subscriber("sensebind/pytest/embedding/**", lambda x: got.put((str(x.key_expr), x.payload.to_bytes())))
+            s.declare_subscriber("sensebind/pytest/health", lambda x: got.put((str(x.key_expr), x.payload.to_bytes())))
+            spans, health = {}, None
+            wanted = {"sensebind/pytest/embedding/vision/front", "sensebind/pytest/embedding/vision/back", "sensebind/pytest/embedding/audio/mic"}
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                assert proc.poll() is None, log.read_text()
+                try:
+                    key, body = got.get(timeout=1)
+                except queue.Empty:
+                    continue
+                if key.endswith("/health"):
+                    health = json.loads(body)
+                    continue
+                assert key in wanted, key
+                m = cbor2.loads(body)
+                v = np.frombuffer(m["embedding"], dtype="<f4")
+                assert abs(np.linalg.norm(v) - 1.0) < 1e-4
+                assert key.endswith(f"/{m['modality']}/{m['source']}")
+                spans.setdefault(m["seq"], {})[key] = (m["t_start_ns"], m["t_end_ns"])
+                common = [k for k, d in spans.items() if set(d) == wanted]
+                if len(common) >= 2 and health:
+                    break
+            common = [k for k, d in spans.items() if set(d) == wanted]
+            assert len(common) >= 2, spans
+            for k in common:
+                assert len(set(spans[k].values())) == 1, f"seq {k} covers different spans: {spans[k]}"
+            assert set(health["sources"]) == {"front", "back", "mic"}, health
+            assert set(health["sources"]["front"]["streams"]) == {"vision"}
+            assert set(health["sources"]["mic"]["streams"]) == {"audio"}
+            assert health["sources"]["mic"]["clock"] == "realtime"
+    finally:
+        assert stop_daemon(proc) == 0, log.read_text()
+
+
 def test_readme_python_client_works(daemon):
     """The subscriber printed in README.md runs as written (robot, port and duration
     substituted) and sees every modality's unit-norm embeddings."""
     proc, port, log = daemon
+    wait_until_publishing(port, proc, log)
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     code = readme.split("```python\n", 1)[1].split("```", 1)[0]
     assert len([l for l in code.splitlines() if l.strip()]) <= 15, "README client must stay short"
     code = (
         code.replace("socket.gethostname()", '"pytest"')
         .replace("tcp/127.0.0.1:7447", f"tcp/127.0.0.1:{port}")
-        .replace("time.sleep(30)", "time.sleep(8)")
+        .replace("time.sleep(30)", "time.sleep(5)")
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     lines = [l.split() for l in out.stdout.splitlines() if l and not l.startswith("ALERT")]
     seen = {l[0] for l in lines}
     assert MODALITIES <= seen, out.stdout
+    assert {l[1] for l in lines} == set(DEMO), out.stdout
     assert all(l[-1] == "1.0" for l in lines), out.stdout
     assert proc.poll() is None, log.read_text()

@@ -1,0 +1,378 @@
+//! The daemon as one supervised graph, built from config:
+//!
+//! ```text
+//! source thread ─edge─▶ windower thread ─edge─▶ encoder thread ─edge─▶ outputs thread ─▶ zenoh
+//!  (one per source)   (one per stream)      (one per modality)                 │
+//!       └─▶ frame tap                                    embedding tap ◀──────┘
+//! health task · query service task
+//! ```
+//!
+//! Every edge has a named `when_full` policy; every thread and task is supervised
+//! ([`supervise`]); shutdown stops the sources, lets closed windows finish, and
+//! publishes a final health, all within `daemon.shutdown_timeout_s`.
+//! docs/architecture.md draws the same graph with its queues, clocks and taps.
+
+pub mod models;
+pub mod stages;
+pub mod supervise;
+
+pub use models::Models;
+
+use crate::bus::zenoh_bus::{self, ZenohSink};
+use crate::bus::{BusError, Topics};
+use crate::calibration::CalibrationError;
+use crate::config::Config;
+use crate::edge::edge;
+use crate::engine::worker::{self, Discard, Embedded, WorkerConfig, WorkerHandle};
+use crate::engine::EngineError;
+use crate::modality::Modality;
+use crate::outputs::Outputs;
+use crate::pack::PackError;
+use crate::queries::{QueryError, Registry};
+use crate::sources::runner::{self, Route};
+use crate::sources::{ImageLimits, SourceConfig, SourceContext, SourceError, StopFlag, TappedFrame};
+use crate::taps::Tap;
+use crate::telemetry::{names, DaemonEvent, Telemetry};
+use crate::window::{WindowLimits, WindowParams, Windower};
+use crate::zeroshot::LabelSet;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use supervise::{Role, Supervisor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Calibration(#[from] CalibrationError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// A preprocessor's output does not fit the pack's encoder.
+    #[error("{0}")]
+    Contract(String),
+    #[error("{0}")]
+    Setup(String),
+    /// A stage failed while running (after the final health was published).
+    #[error("stage {stage} failed: {reason}")]
+    StageFailed { stage: String, reason: String },
+}
+
+/// The graph's taps: recorders and viewers listen here.
+#[derive(Clone, Default)]
+pub struct Taps {
+    /// Raw frames, after each source.
+    pub frames: Tap<TappedFrame>,
+    /// Embeddings with their window span, after the encoders.
+    pub embeddings: Tap<Embedded>,
+}
+
+/// The sources that are configured and not `off`.
+pub fn enabled_sources(cfg: &Config) -> Result<Vec<SourceConfig>, PipelineError> {
+    let all = crate::sources::parse_all(&cfg.sources).map_err(|e| PipelineError::Setup(e.to_string()))?;
+    let on: Vec<SourceConfig> = all.into_iter().filter(|s| s.driver.is_some()).collect();
+    if on.is_empty() {
+        return Err(PipelineError::Setup(
+            "no sources configured: add a `[sources.<id>]` table with a `type` (see configs/default.toml, \"Sources\")"
+                .into(),
+        ));
+    }
+    Ok(on)
+}
+
+pub fn window_limits(cfg: &Config) -> WindowLimits {
+    WindowLimits {
+        image: ImageLimits {
+            max_side: cfg.limits.max_image_side,
+            max_aspect_ratio: cfg.limits.max_aspect_ratio,
+        },
+        max_frames: cfg.limits.max_window_frames,
+    }
+}
+
+/// Run the daemon until `shutdown` resolves (or a stage fails).
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), PipelineError> {
+    run_with_taps(cfg, Taps::default(), shutdown).await
+}
+
+/// As [`run`], with taps the caller listens on.
+pub async fn run_with_taps(cfg: Config, taps: Taps, shutdown: impl Future<Output = ()>) -> Result<(), PipelineError> {
+    // ---- build: everything that can fail does so before anything starts
+    let robot = cfg.robot_id();
+    let sources = enabled_sources(&cfg)?;
+    let params = WindowParams::from_config(&cfg.window);
+    let stop = StopFlag::default();
+    let ctx = |id: &str| SourceContext {
+        id: id.to_string(),
+        epoch_ns: params.align_down(crate::clock::realtime_ns()),
+        image_limits: window_limits(&cfg).image,
+        stop: stop.clone(),
+    };
+    let mut drivers = Vec::new();
+    for s in &sources {
+        let d = s.driver.as_ref().expect("enabled sources have a driver");
+        drivers.push((s, d.build(&ctx(&s.id))?));
+    }
+    let mut modalities: Vec<Modality> = drivers
+        .iter()
+        .flat_map(|(_, d)| d.info().streams.into_iter().map(|st| st.modality))
+        .collect();
+    modalities.sort();
+    modalities.dedup();
+    let state_dir = cfg.state_dir();
+    std::fs::create_dir_all(&state_dir).map_err(|e| {
+        PipelineError::Setup(format!(
+            "state directory {}: {e} (set `robot.state_dir`)",
+            state_dir.display()
+        ))
+    })?;
+    let (cfg2, mods2) = (cfg.clone(), modalities.clone());
+    let models = tokio::task::spawn_blocking(move || Models::load(&cfg2, &mods2))
+        .await
+        .map_err(|e| PipelineError::Setup(format!("model loading panicked: {e}")))??;
+    let models = Arc::new(models);
+    tracing::info!(event = names::PACK_LOADED, pack = %models.pack.location, name = %models.pack.name(), "model pack loaded");
+    let labels = embed_label_sets(&cfg, &models, &modalities).await?;
+    let registry = Arc::new(Mutex::new(restore_queries(&cfg, &models).await?));
+
+    let topics = Topics::new(&cfg.bus.prefix, &robot);
+    let session = zenoh_bus::open(&cfg.bus).await?;
+    let alive = session
+        .liveliness()
+        .declare_token(topics.alive())
+        .await
+        .map_err(|e| BusError::Zenoh(format!("liveliness token {}: {e}", topics.alive())))?;
+    tracing::info!(event = names::BUS_OPEN, base = %topics.base(), listen = ?cfg.bus.listen, connect = ?cfg.bus.connect, "zenoh session open");
+    let sink = Arc::new(ZenohSink::new(session.clone(), cfg.bus.when_full));
+    let telemetry = Arc::new(Telemetry::new(Duration::from_secs_f64(cfg.health.stall_s)));
+    telemetry.emit(DaemonEvent::Queries(
+        registry.lock().map(|r| r.len()).unwrap_or(0) as u64
+    ));
+    let mut sup = Supervisor::new(telemetry.clone());
+    let rt = tokio::runtime::Handle::current();
+    let discard = Discard::default();
+
+    // ---- outputs: encoders → outputs thread → bus
+    let (out_tx, out_rx) = edge::<Embedded>("outputs", cfg.outputs.queue, cfg.outputs.when_full);
+    let outputs = Outputs {
+        topics: topics.clone(),
+        robot: robot.clone(),
+        model: models.pack.name().to_string(),
+        top_k: cfg.labels.top_k,
+        scales: models.encoders.iter().map(|(m, e)| (*m, e.logit_scale())).collect(),
+        labels,
+        event_params: (cfg.events.start_prob, cfg.events.end_prob, cfg.events.min_windows),
+        events: BTreeMap::new(),
+    };
+    {
+        let (reg, sink, tel, tap, rt) = (
+            registry.clone(),
+            sink.clone(),
+            telemetry.clone(),
+            taps.embeddings.clone(),
+            rt.clone(),
+        );
+        sup.thread("outputs", Role::Finite, move || {
+            stages::outputs_stage(out_rx, outputs, reg, sink, tel, tap, rt)
+        })
+        .map_err(|e| PipelineError::Setup(format!("cannot start the outputs thread: {e}")))?;
+    }
+
+    // ---- encoders: one worker per modality
+    let wcfg = WorkerConfig {
+        max_batch: cfg.engine.max_batch,
+        queue_depth: cfg.engine.queue_depth,
+        when_full: cfg.engine.when_full,
+    };
+    let mut workers: BTreeMap<Modality, WorkerHandle> = BTreeMap::new();
+    for m in &modalities {
+        let (h, join) = worker::spawn(
+            models.preprocessors[m].clone(),
+            models.encoders[m].clone(),
+            wcfg,
+            out_tx.clone(),
+            discard.clone(),
+        )
+        .map_err(|e| PipelineError::Setup(format!("cannot start the {m} encoder thread: {e}")))?;
+        sup.adopt(&format!("encoder/{m}"), join);
+        workers.insert(*m, h);
+    }
+    drop(out_tx);
+
+    // ---- sources and their streams' windowers
+    let idle = Duration::from_secs_f64(cfg.window.idle_flush_s);
+    for (s, driver) in drivers {
+        let info = driver.info();
+        let clock = driver.clock();
+        let sstats = telemetry.source(&s.id, &s.kind);
+        sstats.describe(info.description.clone(), clock.kind());
+        let mut routes = Vec::new();
+        for st in &info.streams {
+            let stats = telemetry.stream(&s.id, st.modality);
+            stats.set_provider(models.encoders[&st.modality].provider());
+            let (tx, rx) = edge(format!("source/{}/{}", s.id, st.modality), s.queue, s.when_full);
+            let w = Windower::new(&s.id, st.modality, params, st.nominal_rate_hz).with_limits(window_limits(&cfg));
+            let (worker, clock, stats2, stop) = (
+                workers[&st.modality].clone(),
+                clock.clone(),
+                stats.clone(),
+                stop.clone(),
+            );
+            sup.thread(&format!("window/{}/{}", s.id, st.modality), Role::Finite, move || {
+                stages::window_stage(rx, w, clock, worker, stats2, idle, stop)
+            })
+            .map_err(|e| PipelineError::Setup(format!("cannot start a windower thread: {e}")))?;
+            routes.push(Route {
+                modality: st.modality,
+                tx,
+                stats,
+            });
+        }
+        let join = runner::spawn(
+            s.id.as_str().into(),
+            driver,
+            routes,
+            sstats,
+            stop.clone(),
+            Duration::from_secs_f64(s.restart_backoff_s),
+            taps.frames.clone(),
+        )
+        .map_err(|e| PipelineError::Setup(format!("cannot start source `{}`: {e}", s.id)))?;
+        sup.adopt(&format!("source/{}", s.id), join);
+    }
+    // Only windowers hold encoder handles now: when they end, the encoders drain.
+    drop(workers);
+
+    // ---- tasks: health and the query service
+    sup.task(
+        "health",
+        Role::Forever,
+        stages::health_stage(
+            sink.clone(),
+            topics.clone(),
+            telemetry.clone(),
+            robot.clone(),
+            Duration::from_secs_f64(cfg.health.interval_s),
+        ),
+    );
+    let embed: stages::EmbedText = {
+        let models = models.clone();
+        Arc::new(move |text: String| {
+            models
+                .embed_text(&[text])
+                .map_err(|e| e.to_string())
+                .and_then(|mut v| v.pop().ok_or_else(|| "text encoder returned nothing".to_string()))
+        })
+    };
+    sup.task(
+        "queries",
+        Role::Forever,
+        stages::query_service(
+            session.clone(),
+            topics.clone(),
+            registry.clone(),
+            embed,
+            cfg.queries.clone(),
+            telemetry.clone(),
+        ),
+    );
+    let ids: Vec<&str> = sources.iter().map(|s| s.id.as_str()).collect();
+    tracing::info!(event = names::DAEMON_STARTED, robot = %robot, sources = ?ids, "sensebind running");
+
+    // ---- run until a signal or a failure
+    let failure = tokio::select! {
+        _ = shutdown => None,
+        f = sup.failure() => f,
+    };
+
+    // ---- shutdown, within the deadline
+    let deadline = Instant::now() + Duration::from_secs_f64(cfg.daemon.shutdown_timeout_s);
+    tracing::info!(event = names::DAEMON_STOPPING, "shutting down");
+    sup.stopping();
+    stop.stop();
+    // Windowers stop at their next poll; then encoders finish what is queued.
+    let stuck = sup.join_threads("window/", deadline).await;
+    let mut late = !stuck.is_empty();
+    let soft = deadline.max(Instant::now());
+    if !sup.join_threads("encoder/", soft).await.is_empty() {
+        // Past the deadline: whatever is still queued is counted as dropped; the
+        // batch in flight finishes (an encoder is never cut off inside ONNX Runtime).
+        discard.set();
+        late = true;
+        sup.join_threads("encoder/", Instant::now() + Duration::from_secs(3600))
+            .await;
+    }
+    sup.join_threads("outputs", Instant::now() + Duration::from_secs(3600))
+        .await;
+    for name in sup
+        .join_threads("source/", deadline.max(Instant::now() + Duration::from_millis(100)))
+        .await
+    {
+        tracing::warn!(event = names::SOURCE_STUCK, stage = %name, "source driver is blocked in a read; leaving it behind");
+    }
+    sup.abort_tasks().await;
+    stages::publish_health(sink.as_ref(), &topics, &telemetry, &robot).await;
+    drop(alive);
+    let _ = session.close().await;
+    if late {
+        tracing::warn!(
+            event = names::SHUTDOWN_TIMEOUT,
+            timeout_s = cfg.daemon.shutdown_timeout_s,
+            "shutdown took longer than daemon.shutdown_timeout_s"
+        );
+    }
+    tracing::info!(event = names::DAEMON_STOPPED, "stopped");
+    match failure {
+        Some(f) => Err(PipelineError::StageFailed {
+            stage: f.stage,
+            reason: f.reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Zero-shot label sets of the running modalities, embedded once.
+async fn embed_label_sets(
+    cfg: &Config,
+    models: &Arc<Models>,
+    modalities: &[Modality],
+) -> Result<BTreeMap<Modality, LabelSet>, PipelineError> {
+    let (models, sets, mods) = (models.clone(), cfg.labels.sets.clone(), modalities.to_vec());
+    let built = tokio::task::spawn_blocking(move || -> Result<Vec<LabelSet>, EngineError> {
+        let text = models.encoders[&Modality::Text].clone();
+        let mut v = Vec::new();
+        for (m, set) in sets.iter().filter(|(m, s)| mods.contains(m) && !s.is_empty()) {
+            v.push(LabelSet::build(*m, set, text.as_ref(), &models.text, models.scale(*m))?);
+        }
+        Ok(v)
+    })
+    .await
+    .map_err(|e| PipelineError::Setup(format!("label embedding panicked: {e}")))??;
+    Ok(built.into_iter().map(|s| (s.modality, s)).collect())
+}
+
+/// Registered queries, reloaded from the state directory without rewriting it.
+async fn restore_queries(cfg: &Config, models: &Arc<Models>) -> Result<Registry, PipelineError> {
+    let mut registry = Registry::new(&cfg.state_dir(), cfg.queries.max_queries);
+    let stored = registry.load_specs()?;
+    if stored.is_empty() {
+        return Ok(registry);
+    }
+    let texts: Vec<String> = stored.iter().map(|s| s.text.clone()).collect();
+    let m2 = models.clone();
+    let embs = tokio::task::spawn_blocking(move || m2.embed_text(&texts))
+        .await
+        .map_err(|e| PipelineError::Setup(e.to_string()))??;
+    for (spec, emb) in stored.into_iter().zip(embs) {
+        registry.restore(spec, emb);
+    }
+    tracing::info!(event = names::QUERIES_LOADED, count = registry.len(), path = %registry.path().display(), "registered queries reloaded");
+    Ok(registry)
+}

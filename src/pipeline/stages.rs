@@ -1,0 +1,253 @@
+//! The stages between the sources and the bus: a windower per stream, the outputs
+//! stage, health reports and the query service. Each is a plain function run by the
+//! [`Supervisor`](super::supervise::Supervisor); [`dispatch`] is the one place that
+//! handles what a windower produces.
+
+use crate::bus::{Enc, Sink, Topics};
+use crate::clock::Clock;
+use crate::edge::{Receiver, Recv};
+use crate::engine::worker::{Embedded, Submit, WorkerHandle};
+use crate::ident::clip;
+use crate::outputs::Outputs;
+use crate::queries::{QuerySpec, Registry};
+use crate::sources::{Frame, StopFlag};
+use crate::taps::Tap;
+use crate::telemetry::{names, DaemonEvent, LogLimiter, StreamEvent, StreamStats, Telemetry, WindowDrop};
+use crate::window::{Outcome, Window, Windower};
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Handle a windower's outcomes: count each, log problems (rate limited), and hand
+/// every ready window to `ready`.
+pub fn dispatch(outcomes: Vec<Outcome>, stats: &StreamStats, limiter: &mut LogLimiter, mut ready: impl FnMut(Window)) {
+    for o in outcomes {
+        match o {
+            Outcome::Ready(win) => {
+                stats.emit(StreamEvent::WindowClosed);
+                ready(win);
+            }
+            Outcome::Dropped { seq, coverage, .. } => {
+                stats.emit(StreamEvent::WindowClosed);
+                stats.emit(StreamEvent::WindowDropped(WindowDrop::Coverage));
+                tracing::debug!(event = names::WINDOW_DROPPED, source = %stats.source, modality = %stats.modality, seq, coverage, reason = "coverage", "window dropped");
+            }
+            Outcome::Rejected { reason } => {
+                stats.emit(StreamEvent::FrameRejected);
+                if let Some(suppressed) = limiter.allow() {
+                    tracing::warn!(event = names::FRAME_REJECTED, source = %stats.source, modality = %stats.modality, reason = %clip(&reason, 300), suppressed, "frame discarded");
+                }
+            }
+            Outcome::LateFrames { count } => stats.emit(StreamEvent::LateFrames(count)),
+        }
+    }
+}
+
+/// Frames → windows → encoder queue, for one stream. Idle flushing asks the stream's
+/// own clock, so a replay at any pace closes exactly the windows a real-time run does.
+pub fn window_stage(
+    rx: Receiver<Arc<Frame>>,
+    mut w: Windower,
+    clock: Arc<dyn Clock>,
+    worker: WorkerHandle,
+    stats: Arc<StreamStats>,
+    idle_flush: Duration,
+    stop: StopFlag,
+) {
+    let mut limiter = LogLimiter::new(Duration::from_secs(10));
+    let idle_ns = idle_flush.as_nanos() as i64;
+    let poll = idle_flush.min(Duration::from_millis(200));
+    let submit = |win: Window| match worker.submit(win, stats.clone()) {
+        Submit::Queued => {}
+        Submit::Dropped(seq) => {
+            tracing::debug!(event = names::WINDOW_DROPPED, source = %stats.source, modality = %stats.modality, seq, reason = "backpressure", "encoder behind; window dropped")
+        }
+        Submit::Closed => {
+            stats.emit(StreamEvent::WindowDropped(WindowDrop::Shutdown));
+        }
+    };
+    loop {
+        match rx.recv_timeout(poll) {
+            Recv::Item(frame) => dispatch(w.push(frame), &stats, &mut limiter, submit),
+            Recv::Closed => {
+                dispatch(w.flush(), &stats, &mut limiter, submit);
+                return;
+            }
+            Recv::Timeout => {
+                if stop.is_stopped() {
+                    return;
+                }
+                let now = clock.now_ns();
+                if now > i64::MIN + idle_ns {
+                    dispatch(w.advance(now - idle_ns), &stats, &mut limiter, submit);
+                }
+            }
+        }
+    }
+}
+
+/// Embeddings → labels, events, alerts → bus; every embedding is offered to the tap.
+pub fn outputs_stage<S: Sink>(
+    rx: Receiver<Embedded>,
+    mut outputs: Outputs,
+    registry: Arc<Mutex<Registry>>,
+    sink: Arc<S>,
+    telemetry: Arc<Telemetry>,
+    tap: Tap<Embedded>,
+    rt: tokio::runtime::Handle,
+) {
+    while let Some(e) = rx.recv() {
+        let produced = {
+            let mut reg = registry.lock().unwrap_or_else(|p| p.into_inner());
+            outputs.on_embedded(&e, &mut reg)
+        };
+        telemetry.emit(DaemonEvent::Alerts(produced.alerts as u64));
+        for (key, body, enc) in produced.messages {
+            if let Err(err) = rt.block_on(sink.put(key, body, enc)) {
+                telemetry.emit(DaemonEvent::BusError);
+                tracing::warn!(event = names::PUBLISH_FAILED, error = %err, "publish failed");
+            }
+        }
+        telemetry.stream(&e.source, e.modality).emit(StreamEvent::Published);
+        tap.offer(Arc::new(e));
+    }
+}
+
+/// Publish `health` now.
+pub async fn publish_health<S: Sink>(sink: &S, topics: &Topics, telemetry: &Telemetry, robot: &str) {
+    let snap = telemetry.snapshot(robot, crate::clock::realtime_ns());
+    if let Err(e) = sink
+        .put(topics.health(), snap.to_string().into_bytes(), Enc::Json)
+        .await
+    {
+        telemetry.emit(DaemonEvent::BusError);
+        tracing::warn!(event = names::PUBLISH_FAILED, error = %e, "health not published");
+    }
+}
+
+/// `health` every `interval`.
+pub async fn health_stage<S: Sink>(
+    sink: Arc<S>,
+    topics: Topics,
+    telemetry: Arc<Telemetry>,
+    robot: String,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tick.tick().await;
+        publish_health(sink.as_ref(), &topics, &telemetry, &robot).await;
+    }
+}
+
+/// What the query service needs to embed a query's text.
+pub type EmbedText = Arc<dyn Fn(String) -> Result<Vec<f32>, String> + Send + Sync>;
+
+/// `queries/<id>`: put registers, delete removes; `get queries/**` lists. Errors go
+/// to `errors/queries/<id>` as JSON `{query_id, key, error}`, including a put on a
+/// key that is not a valid id (`queries/a/b`).
+pub async fn query_service(
+    session: zenoh::Session,
+    topics: Topics,
+    registry: Arc<Mutex<Registry>>,
+    embed: EmbedText,
+    qcfg: crate::config::QueriesConfig,
+    telemetry: Arc<Telemetry>,
+) {
+    let sub = match session.declare_subscriber(topics.queries_sub()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(event = names::BUS_ERROR, error = %e, "cannot subscribe to queries");
+            return;
+        }
+    };
+    let queryable = match session.declare_queryable(topics.queries_all()).await {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::error!(event = names::BUS_ERROR, error = %e, "cannot declare the queries queryable");
+            return;
+        }
+    };
+    let reg = || registry.lock().unwrap_or_else(|p| p.into_inner());
+    let publish_error = |id: String, key: String, error: String| {
+        let session = session.clone();
+        let topics = topics.clone();
+        async move {
+            tracing::warn!(event = names::QUERY_REJECTED, query_id = %clip(&id, 80), error = %clip(&error, 300), "bad query");
+            let body = json!({ "query_id": id, "key": key, "error": error }).to_string();
+            let _ = session
+                .put(topics.query_error(&id), body)
+                .encoding(zenoh::bytes::Encoding::APPLICATION_JSON)
+                .await;
+        }
+    };
+    loop {
+        tokio::select! {
+            s = sub.recv_async() => {
+                let Ok(sample) = s else { break };
+                let key = sample.key_expr().as_str().to_string();
+                let Some(id) = topics.query_id(&key).map(str::to_string) else { continue };
+                if let Err(e) = crate::ident::validate_chunk(&id) {
+                    publish_error(id, key, format!("bad query id: {e} (one key chunk: queries/<id>)")).await;
+                    continue;
+                }
+                match sample.kind() {
+                    zenoh::sample::SampleKind::Put => {
+                        let body = sample.payload().to_bytes().to_vec();
+                        let spec = match QuerySpec::from_request(&id, &body, &qcfg) {
+                            Ok(s) => s,
+                            Err(e) => { publish_error(id, key, e.to_string()).await; continue; }
+                        };
+                        let embed = embed.clone();
+                        let text = spec.text.clone();
+                        let emb = match tokio::task::spawn_blocking(move || embed(text)).await {
+                            Ok(Ok(v)) => v,
+                            Ok(Err(e)) => { publish_error(id, key, e).await; continue; }
+                            Err(_) => { publish_error(id, key, "text encoder failed".into()).await; continue; }
+                        };
+                        let result = {
+                            let mut r = reg();
+                            r.insert(spec.clone(), emb).map(|_| r.len())
+                        };
+                        match result {
+                            Ok(n) => {
+                                telemetry.emit(DaemonEvent::Queries(n as u64));
+                                tracing::info!(event = names::QUERY_REGISTERED, query_id = %id, text = %clip(&spec.text, 200), threshold = spec.threshold, "query registered");
+                            }
+                            Err(e) => publish_error(id, key, e.to_string()).await,
+                        }
+                    }
+                    zenoh::sample::SampleKind::Delete => {
+                        let result = {
+                            let mut r = reg();
+                            r.remove(&id).map(|existed| (existed, r.len()))
+                        };
+                        match result {
+                            Ok((true, n)) => {
+                                telemetry.emit(DaemonEvent::Queries(n as u64));
+                                tracing::info!(event = names::QUERY_REMOVED, query_id = %id, "query removed");
+                            }
+                            Ok((false, _)) => publish_error(id.clone(), key, format!("query `{id}` is not registered")).await,
+                            Err(e) => publish_error(id, key, e.to_string()).await,
+                        }
+                    }
+                }
+            }
+            q = queryable.recv_async() => {
+                let Ok(query) = q else { break };
+                let specs = reg().specs();
+                for spec in specs {
+                    let key = topics.query(&spec.id);
+                    let Ok(ke) = zenoh::key_expr::KeyExpr::try_from(key.as_str()) else { continue };
+                    if !query.key_expr().intersects(&ke) {
+                        continue;
+                    }
+                    let body = serde_json::to_string(&spec).unwrap_or_default();
+                    if let Err(e) = query.reply(ke, body).encoding(zenoh::bytes::Encoding::APPLICATION_JSON).await {
+                        tracing::warn!(event = names::BUS_ERROR, error = %e, "query reply failed");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,602 @@
+//! Telemetry in one place. Stages emit typed events ([`SourceEvent`],
+//! [`StreamEvent`], [`DaemonEvent`]) into per-source and per-stream counters; the
+//! health JSON on the bus is rendered from those counters (and Prometheus will be).
+//! Every metric name and every log `event` name is listed here ([`METRICS`],
+//! [`names`]), and docs/architecture.md repeats the list.
+
+use crate::clock::ClockKind;
+use crate::modality::Modality;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The `event` field of every log record, by name.
+pub mod names {
+    pub const DAEMON_STARTED: &str = "daemon_started";
+    pub const DAEMON_STOPPING: &str = "daemon_stopping";
+    pub const DAEMON_STOPPED: &str = "daemon_stopped";
+    pub const SHUTDOWN_TIMEOUT: &str = "shutdown_timeout";
+    pub const PACK_LOADED: &str = "pack_loaded";
+    pub const BUS_OPEN: &str = "bus_open";
+    pub const BUS_ERROR: &str = "bus_error";
+    pub const PUBLISH_FAILED: &str = "publish_failed";
+    pub const PROVIDER_FALLBACK: &str = "provider_fallback";
+    pub const SOURCE_STARTED: &str = "source_started";
+    pub const SOURCE_OPEN_FAILED: &str = "source_open_failed";
+    pub const SOURCE_FAILED: &str = "source_failed";
+    pub const SOURCE_BAD_DATA: &str = "source_bad_data";
+    pub const SOURCE_ENDED: &str = "source_ended";
+    pub const SOURCE_PANICKED: &str = "source_panicked";
+    pub const SOURCE_STUCK: &str = "source_stuck";
+    pub const FRAME_REJECTED: &str = "frame_rejected";
+    pub const WINDOW_DROPPED: &str = "window_dropped";
+    pub const WINDOW_FAILED: &str = "window_failed";
+    pub const STAGE_FAILED: &str = "stage_failed";
+    pub const QUERY_REGISTERED: &str = "query_registered";
+    pub const QUERY_REMOVED: &str = "query_removed";
+    pub const QUERY_REJECTED: &str = "query_rejected";
+    pub const QUERIES_LOADED: &str = "queries_loaded";
+}
+
+/// One published metric: its name in the health JSON, and what it counts.
+pub struct Metric {
+    pub name: &'static str,
+    pub help: &'static str,
+}
+
+/// Every metric of the health JSON (`sources.<id>.…`, `sources.<id>.streams.<modality>.…`).
+pub const METRICS: &[Metric] = &[
+    Metric {
+        name: "sources.<id>.frames",
+        help: "frames the driver delivered",
+    },
+    Metric {
+        name: "sources.<id>.frames_dropped",
+        help: "frames discarded by the source → windower queue policy",
+    },
+    Metric {
+        name: "sources.<id>.errors",
+        help: "open failures, read failures and bad frames",
+    },
+    Metric {
+        name: "sources.<id>.reconnects",
+        help: "times the driver was reopened after a failure",
+    },
+    Metric {
+        name: "sources.<id>.panics",
+        help: "driver panics (each one restarts the driver)",
+    },
+    Metric {
+        name: "sources.<id>.streams.<m>.frames_rejected",
+        help: "frames refused by the windower (limits, impossible formats)",
+    },
+    Metric {
+        name: "sources.<id>.streams.<m>.late_frames",
+        help: "frames that arrived after their window closed",
+    },
+    Metric {
+        name: "sources.<id>.streams.<m>.windows_in",
+        help: "windows closed by the windower (= out + every drop, at rest)",
+    },
+    Metric {
+        name: "sources.<id>.streams.<m>.windows_out",
+        help: "windows embedded and published",
+    },
+    Metric {
+        name: "sources.<id>.streams.<m>.windows_dropped.coverage",
+        help: "windows with too little data",
+    },
+    Metric {
+        name: "sources.<id>.streams.<m>.windows_dropped.backpressure",
+        help: "windows dropped by a full queue",
+    },
+    Metric {
+        name: "sources.<id>.streams.<m>.windows_dropped.error",
+        help: "windows whose preprocessing or encoding failed (or panicked)",
+    },
+    Metric {
+        name: "sources.<id>.streams.<m>.windows_dropped.shutdown",
+        help: "windows still queued when the shutdown deadline passed",
+    },
+    Metric {
+        name: "sources.<id>.streams.<m>.batch_max",
+        help: "largest encoder batch this stream's windows were part of",
+    },
+    Metric {
+        name: "sources.<id>.streams.<m>.latency_ms",
+        help: "queue + preprocessing + inference, last/p50/p95/max",
+    },
+    Metric {
+        name: "queries",
+        help: "registered queries",
+    },
+    Metric {
+        name: "alerts",
+        help: "alerts published",
+    },
+    Metric {
+        name: "bus_errors",
+        help: "publish failures",
+    },
+];
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a source runner reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SourceEvent {
+    Opened,
+    OpenFailed,
+    /// A read failed; the driver is being reopened.
+    Failed,
+    /// One frame was bad and skipped.
+    BadData,
+    Panicked,
+    Frame {
+        t_ns: i64,
+    },
+    /// The source → windower queue discarded a frame.
+    FrameDropped,
+    Ended,
+    Stopped,
+}
+
+/// Why a window was dropped after the windower closed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowDrop {
+    Coverage,
+    Backpressure,
+    Error,
+    Shutdown,
+}
+
+/// What a stream's windower, its encoder worker and the outputs report.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StreamEvent {
+    /// The windower closed a window (ready or dropped for coverage).
+    WindowClosed,
+    WindowDropped(WindowDrop),
+    LateFrames(u64),
+    FrameRejected,
+    Embedded {
+        latency: Duration,
+        batch: usize,
+    },
+    Published,
+}
+
+#[derive(Debug)]
+pub struct SourceStats {
+    pub id: String,
+    pub kind: String,
+    state: Mutex<&'static str>,
+    description: Mutex<String>,
+    clock: Mutex<Option<ClockKind>>,
+    pub frames: AtomicU64,
+    pub frames_dropped: AtomicU64,
+    pub errors: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub panics: AtomicU64,
+    last_frame_ns: AtomicI64,
+    last_frame_at: Mutex<Option<Instant>>,
+}
+
+impl SourceStats {
+    pub fn new(id: &str, kind: &str) -> Self {
+        SourceStats {
+            id: id.into(),
+            kind: kind.into(),
+            state: Mutex::new("starting"),
+            description: Mutex::new(String::new()),
+            clock: Mutex::new(None),
+            frames: AtomicU64::new(0),
+            frames_dropped: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
+            last_frame_ns: AtomicI64::new(0),
+            last_frame_at: Mutex::new(None),
+        }
+    }
+
+    pub fn emit(&self, ev: SourceEvent) {
+        match ev {
+            SourceEvent::Opened => self.set_state("running"),
+            SourceEvent::OpenFailed => {
+                self.errors.fetch_add(1, Relaxed);
+                self.set_state("reconnecting");
+            }
+            SourceEvent::Failed => {
+                self.errors.fetch_add(1, Relaxed);
+                self.reconnects.fetch_add(1, Relaxed);
+                self.set_state("reconnecting");
+            }
+            SourceEvent::BadData => {
+                self.errors.fetch_add(1, Relaxed);
+            }
+            SourceEvent::Panicked => {
+                self.panics.fetch_add(1, Relaxed);
+                self.reconnects.fetch_add(1, Relaxed);
+                self.set_state("reconnecting");
+            }
+            SourceEvent::Frame { t_ns } => {
+                self.frames.fetch_add(1, Relaxed);
+                self.last_frame_ns.store(t_ns, Relaxed);
+                *lock(&self.last_frame_at) = Some(Instant::now());
+            }
+            SourceEvent::FrameDropped => {
+                self.frames_dropped.fetch_add(1, Relaxed);
+            }
+            SourceEvent::Ended => self.set_state("ended"),
+            SourceEvent::Stopped => self.set_state("stopped"),
+        }
+    }
+
+    fn set_state(&self, s: &'static str) {
+        *lock(&self.state) = s;
+    }
+    pub fn state(&self) -> &'static str {
+        *lock(&self.state)
+    }
+    pub fn describe(&self, description: String, clock: ClockKind) {
+        *lock(&self.description) = description;
+        *lock(&self.clock) = Some(clock);
+    }
+
+    fn snapshot(&self, streams: serde_json::Map<String, Value>) -> Value {
+        let age = lock(&self.last_frame_at).map(|t| (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
+        json!({
+            "type": self.kind,
+            "state": self.state(),
+            "description": *lock(&self.description),
+            "clock": lock(&self.clock).map(|c| c.as_str()),
+            "frames": self.frames.load(Relaxed),
+            "frames_dropped": self.frames_dropped.load(Relaxed),
+            "errors": self.errors.load(Relaxed),
+            "reconnects": self.reconnects.load(Relaxed),
+            "panics": self.panics.load(Relaxed),
+            "last_frame_ns": self.last_frame_ns.load(Relaxed),
+            "last_frame_age_s": age,
+            "streams": streams,
+        })
+    }
+}
+
+/// The last N latencies, for percentiles.
+#[derive(Debug, Default)]
+struct LatencyWindow {
+    recent: VecDeque<f64>,
+    max: f64,
+    last: f64,
+}
+
+const LATENCY_SAMPLES: usize = 200;
+
+/// One stream: one modality of one source.
+#[derive(Debug)]
+pub struct StreamStats {
+    pub source: String,
+    pub modality: Modality,
+    pub windows_in: AtomicU64,
+    pub windows_out: AtomicU64,
+    pub dropped_coverage: AtomicU64,
+    pub dropped_backpressure: AtomicU64,
+    pub dropped_error: AtomicU64,
+    pub dropped_shutdown: AtomicU64,
+    pub late_frames: AtomicU64,
+    pub frames_rejected: AtomicU64,
+    pub batch_max: AtomicU64,
+    latency: Mutex<LatencyWindow>,
+    provider: Mutex<String>,
+    /// When the stream last published a window (or started).
+    progress_at: Mutex<Instant>,
+}
+
+impl StreamStats {
+    pub fn new(source: &str, modality: Modality) -> Self {
+        StreamStats {
+            source: source.into(),
+            modality,
+            windows_in: AtomicU64::new(0),
+            windows_out: AtomicU64::new(0),
+            dropped_coverage: AtomicU64::new(0),
+            dropped_backpressure: AtomicU64::new(0),
+            dropped_error: AtomicU64::new(0),
+            dropped_shutdown: AtomicU64::new(0),
+            late_frames: AtomicU64::new(0),
+            frames_rejected: AtomicU64::new(0),
+            batch_max: AtomicU64::new(0),
+            latency: Mutex::new(LatencyWindow::default()),
+            provider: Mutex::new(String::new()),
+            progress_at: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub fn emit(&self, ev: StreamEvent) {
+        match ev {
+            StreamEvent::WindowClosed => {
+                self.windows_in.fetch_add(1, Relaxed);
+            }
+            StreamEvent::WindowDropped(why) => {
+                match why {
+                    WindowDrop::Coverage => &self.dropped_coverage,
+                    WindowDrop::Backpressure => &self.dropped_backpressure,
+                    WindowDrop::Error => &self.dropped_error,
+                    WindowDrop::Shutdown => &self.dropped_shutdown,
+                }
+                .fetch_add(1, Relaxed);
+            }
+            StreamEvent::LateFrames(n) => {
+                self.late_frames.fetch_add(n, Relaxed);
+            }
+            StreamEvent::FrameRejected => {
+                self.frames_rejected.fetch_add(1, Relaxed);
+            }
+            StreamEvent::Embedded { latency, batch } => {
+                self.batch_max.fetch_max(batch as u64, Relaxed);
+                let ms = latency.as_secs_f64() * 1000.0;
+                let mut l = lock(&self.latency);
+                if l.recent.len() == LATENCY_SAMPLES {
+                    l.recent.pop_front();
+                }
+                l.recent.push_back(ms);
+                l.max = l.max.max(ms);
+                l.last = ms;
+            }
+            StreamEvent::Published => {
+                self.windows_out.fetch_add(1, Relaxed);
+                *lock(&self.progress_at) = Instant::now();
+            }
+        }
+    }
+
+    pub fn set_provider(&self, p: &str) {
+        *lock(&self.provider) = p.to_string();
+    }
+
+    /// Windows dropped for any reason.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_coverage.load(Relaxed)
+            + self.dropped_backpressure.load(Relaxed)
+            + self.dropped_error.load(Relaxed)
+            + self.dropped_shutdown.load(Relaxed)
+    }
+
+    fn stalled(&self, stall: Duration) -> bool {
+        lock(&self.progress_at).elapsed() > stall
+    }
+
+    fn snapshot(&self, state: &str) -> Value {
+        let l = lock(&self.latency);
+        let mut v: Vec<f64> = l.recent.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        let r = |x: f64| (x * 100.0).round() / 100.0;
+        let pct =
+            |p: f64| -> Option<f64> { (!v.is_empty()).then(|| r(v[((v.len() - 1) as f64 * p).round() as usize])) };
+        json!({
+            "state": state,
+            "windows_in": self.windows_in.load(Relaxed),
+            "windows_out": self.windows_out.load(Relaxed),
+            "windows_dropped": {
+                "coverage": self.dropped_coverage.load(Relaxed),
+                "backpressure": self.dropped_backpressure.load(Relaxed),
+                "error": self.dropped_error.load(Relaxed),
+                "shutdown": self.dropped_shutdown.load(Relaxed),
+            },
+            "late_frames": self.late_frames.load(Relaxed),
+            "frames_rejected": self.frames_rejected.load(Relaxed),
+            "batch_max": self.batch_max.load(Relaxed),
+            "latency_ms": {
+                "last": (!v.is_empty()).then(|| r(l.last)),
+                "p50": pct(0.5),
+                "p95": pct(0.95),
+                "max": (!v.is_empty()).then(|| r(l.max)),
+            },
+            "provider": *lock(&self.provider),
+        })
+    }
+}
+
+/// What the daemon as a whole reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DaemonEvent {
+    Alerts(u64),
+    Queries(u64),
+    BusError,
+    /// A stage ended or panicked; the daemon cannot go on as configured.
+    StageFailed {
+        stage: String,
+        reason: String,
+    },
+}
+
+/// All counters of one daemon.
+#[derive(Debug)]
+pub struct Telemetry {
+    started: Instant,
+    stall: Duration,
+    sources: Mutex<BTreeMap<String, Arc<SourceStats>>>,
+    streams: Mutex<BTreeMap<(String, Modality), Arc<StreamStats>>>,
+    pub alerts: AtomicU64,
+    pub queries: AtomicU64,
+    pub bus_errors: AtomicU64,
+    failed: Mutex<Vec<Value>>,
+}
+
+impl Telemetry {
+    pub fn new(stall: Duration) -> Self {
+        Telemetry {
+            started: Instant::now(),
+            stall,
+            sources: Mutex::new(BTreeMap::new()),
+            streams: Mutex::new(BTreeMap::new()),
+            alerts: AtomicU64::new(0),
+            queries: AtomicU64::new(0),
+            bus_errors: AtomicU64::new(0),
+            failed: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn source(&self, id: &str, kind: &str) -> Arc<SourceStats> {
+        lock(&self.sources)
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(SourceStats::new(id, kind)))
+            .clone()
+    }
+
+    pub fn stream(&self, source: &str, m: Modality) -> Arc<StreamStats> {
+        lock(&self.streams)
+            .entry((source.to_string(), m))
+            .or_insert_with(|| Arc::new(StreamStats::new(source, m)))
+            .clone()
+    }
+
+    pub fn streams(&self) -> Vec<Arc<StreamStats>> {
+        lock(&self.streams).values().cloned().collect()
+    }
+
+    pub fn emit(&self, ev: DaemonEvent) {
+        match ev {
+            DaemonEvent::Alerts(n) => {
+                self.alerts.fetch_add(n, Relaxed);
+            }
+            DaemonEvent::Queries(n) => self.queries.store(n, Relaxed),
+            DaemonEvent::BusError => {
+                self.bus_errors.fetch_add(1, Relaxed);
+            }
+            DaemonEvent::StageFailed { stage, reason } => {
+                lock(&self.failed).push(json!({ "stage": stage, "reason": reason }));
+            }
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        !lock(&self.failed).is_empty()
+    }
+
+    /// The JSON published on `health`.
+    pub fn snapshot(&self, robot: &str, t_ns: i64) -> Value {
+        let sources = lock(&self.sources).clone();
+        let streams = lock(&self.streams).clone();
+        let mut degraded = Vec::new();
+        let mut out = serde_json::Map::new();
+        for (id, s) in &sources {
+            let state = s.state();
+            if !matches!(state, "running" | "ended" | "stopped") {
+                degraded.push(format!("source {id} is {state}"));
+            }
+            let mut per = serde_json::Map::new();
+            for ((sid, m), st) in streams.iter().filter(|((sid, _), _)| sid == id) {
+                let sstate = if matches!(state, "ended" | "stopped") {
+                    state
+                } else if st.stalled(self.stall) {
+                    degraded.push(format!(
+                        "stream {sid}/{m} has published no window for {} s",
+                        self.stall.as_secs_f64()
+                    ));
+                    "stalled"
+                } else {
+                    "ok"
+                };
+                per.insert(m.to_string(), st.snapshot(sstate));
+            }
+            out.insert(id.clone(), s.snapshot(per));
+        }
+        let failed = lock(&self.failed).clone();
+        let status = if !failed.is_empty() {
+            "failed"
+        } else if !degraded.is_empty() {
+            "degraded"
+        } else {
+            "ok"
+        };
+        json!({
+            "robot": robot,
+            "t_ns": t_ns,
+            "uptime_s": (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            "status": status,
+            "problems": degraded,
+            "failed_stages": failed,
+            "sources": out,
+            "queries": self.queries.load(Relaxed),
+            "alerts": self.alerts.load(Relaxed),
+            "bus_errors": self.bus_errors.load(Relaxed),
+        })
+    }
+}
+
+/// Logs a recurring problem at most once per interval, with how many were suppressed.
+#[derive(Debug)]
+pub struct LogLimiter {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    pub fn new(every: Duration) -> Self {
+        LogLimiter {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+    /// `Some(n)` when a record may be written now (`n` = records suppressed since the
+    /// last one); `None` while suppressed.
+    pub fn allow(&mut self) -> Option<u64> {
+        match self.last {
+            Some(t) if t.elapsed() < self.every => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(Instant::now());
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_comes_from_progress_not_a_state_string() {
+        let t = Telemetry::new(Duration::from_millis(30));
+        let s = t.source("mic", "file");
+        s.emit(SourceEvent::Opened);
+        let st = t.stream("mic", Modality::Audio);
+        st.emit(StreamEvent::FrameRejected);
+        assert_eq!(t.snapshot("r", 0)["status"], "ok");
+        std::thread::sleep(Duration::from_millis(50));
+        // Running, but nothing published for longer than the stall time.
+        let h = t.snapshot("r", 0);
+        assert_eq!(h["status"], "degraded", "{h}");
+        assert_eq!(h["sources"]["mic"]["streams"]["audio"]["state"], "stalled");
+        assert_eq!(h["sources"]["mic"]["streams"]["audio"]["frames_rejected"], 1);
+        st.emit(StreamEvent::Published);
+        assert_eq!(t.snapshot("r", 0)["status"], "ok");
+        t.emit(DaemonEvent::StageFailed {
+            stage: "encoder/audio".into(),
+            reason: "panicked".into(),
+        });
+        let h = t.snapshot("r", 0);
+        assert_eq!(h["status"], "failed");
+        assert_eq!(h["failed_stages"][0]["stage"], "encoder/audio");
+    }
+
+    #[test]
+    fn limiter_suppresses_and_counts() {
+        let mut l = LogLimiter::new(Duration::from_millis(40));
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), None);
+        assert_eq!(l.allow(), None);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(l.allow(), Some(2));
+    }
+}
