@@ -241,3 +241,65 @@ fn query_tools_fail_without_a_daemon() {
         assert_one_line_error(&out, &["no daemon", "sensebind/nobody"]);
     }
 }
+
+#[test]
+fn a_preprocessing_contract_mismatch_stops_run_and_check() {
+    require_ort();
+    for cmd in ["check", "run"] {
+        let out = Command::new(bin())
+            .arg(cmd)
+            .env("SENSEBIND__PREPROCESS__VISION__SIZE", "112")
+            .env("SENSEBIND__BUS__LISTEN", format!("tcp/127.0.0.1:{}", free_port()))
+            .output()
+            .unwrap();
+        // `run` logs its start-up at info; the error is the last line.
+        assert!(!out.status.success(), "{cmd} must refuse");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+        for needle in [
+            "vision",
+            "preprocess.vision.size",
+            "[3, 2, 224, 224]",
+            "[3, 2, 112, 112]",
+        ] {
+            assert!(last.contains(needle), "{cmd}: `{last}` should mention `{needle}`");
+        }
+    }
+}
+
+#[test]
+fn embed_a_short_wav_gives_one_clip() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("word.wav");
+    write_wav(&wav, 0.3, 16000, 1);
+    let out = Command::new(bin())
+        .args(["embed", "--audio"])
+        .arg(&wav)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let l = lines(&out.stdout);
+    assert_eq!(l.len(), 1, "a 0.3 s file is one clip");
+    assert!((norm(&l[0]["embedding"]) - 1.0).abs() < 1e-4);
+    assert_eq!(l[0]["t_start"].as_f64().unwrap(), 0.0);
+}
+
+#[test]
+fn embed_refuses_a_degenerate_image_without_allocating() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    for (w, h, needle) in [
+        (1, 20000, "limits.max_image_side"),
+        (2000, 10, "limits.max_aspect_ratio"),
+    ] {
+        let png = dir.path().join(format!("{w}x{h}.png"));
+        image::GrayImage::new(w, h).save(&png).unwrap();
+        let out = Command::new(bin())
+            .args(["embed", "--image"])
+            .arg(&png)
+            .output()
+            .unwrap();
+        assert_one_line_error(&out, &[png.to_str().unwrap(), needle]);
+    }
+}

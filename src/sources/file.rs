@@ -109,6 +109,13 @@ impl DriverConfig for FileConfig {
             _ => 64,
         }
     }
+    fn default_when_full(&self) -> crate::edge::WhenFull {
+        if self.pace == Pace::Fast {
+            crate::edge::WhenFull::Block
+        } else {
+            crate::edge::WhenFull::DropNewest
+        }
+    }
 }
 
 /// Build the file source for `cfg.sensor`; its recording starts at `start_ns`.

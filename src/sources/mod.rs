@@ -260,6 +260,11 @@ pub trait DriverConfig: Send + Sync + std::fmt::Debug {
     fn default_queue(&self) -> usize {
         64
     }
+    /// The source → windower policy unless `when_full` says otherwise: a live sensor
+    /// cannot wait (`drop_newest`); a replay can (`block`, and so loses nothing).
+    fn default_when_full(&self) -> WhenFull {
+        WhenFull::DropNewest
+    }
 }
 
 /// Parse a driver's keys (the common keys and `type` removed).
@@ -290,15 +295,11 @@ struct CommonKeys {
     #[serde(default = "default_backoff")]
     restart_backoff_s: f64,
     queue: Option<usize>,
-    #[serde(default = "default_when_full")]
-    when_full: WhenFull,
+    when_full: Option<WhenFull>,
 }
 
 fn default_backoff() -> f64 {
     1.0
-}
-fn default_when_full() -> WhenFull {
-    WhenFull::DropNewest
 }
 
 /// Deserialize a driver's keys, naming `sources.<id>` in any error.
@@ -362,12 +363,15 @@ pub fn parse(id: &str, table: &toml::Table) -> Result<SourceConfig, SourceConfig
     let queue = c
         .queue
         .unwrap_or_else(|| driver.as_ref().map_or(64, |d| d.default_queue()));
+    let when_full = c
+        .when_full
+        .unwrap_or_else(|| driver.as_ref().map_or(WhenFull::DropNewest, |d| d.default_when_full()));
     Ok(SourceConfig {
         id: id.to_string(),
         kind,
         restart_backoff_s: c.restart_backoff_s,
         queue,
-        when_full: c.when_full,
+        when_full,
         driver,
     })
 }

@@ -125,6 +125,13 @@ impl DriverConfig for SyntheticConfig {
             _ => 64,
         }
     }
+    fn default_when_full(&self) -> crate::edge::WhenFull {
+        if !self.realtime {
+            crate::edge::WhenFull::Block
+        } else {
+            crate::edge::WhenFull::DropNewest
+        }
+    }
 }
 
 pub struct Synthetic {

@@ -1,0 +1,183 @@
+//! Clocks: a fast-paced replay and a real-time replay of the same recording give the
+//! same windows (seq, span) and the same embeddings, because windowing and idle
+//! flushing use the replay clock, never wall time against sensor time. And a driver
+//! whose timestamps never advance cannot make the daemon allocate without bound.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// 5 s of camera frames (64×48 PNG @ 30 fps) and a 5 s WAV, both changing over time.
+fn record(dir: &Path) {
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    for i in 0..150u32 {
+        let img = image::RgbImage::from_fn(64, 48, |x, y| {
+            image::Rgb([
+                ((x * 4 + i) % 256) as u8,
+                ((y * 5 + 2 * i) % 256) as u8,
+                ((i * 7) % 256) as u8,
+            ])
+        });
+        img.save(frames.join(format!("f{i:04}.png"))).unwrap();
+    }
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(dir.join("mic.wav"), spec).unwrap();
+    for i in 0..80_000 {
+        let t = i as f32 / 16000.0;
+        w.write_sample(((2.0 * std::f32::consts::PI * (200.0 + 150.0 * t) * t).sin() * 9000.0) as i16)
+            .unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+type Seen = BTreeMap<(String, i64), (i64, i64, Vec<f32>)>;
+
+/// Run the pipeline in-process on the recording at `pace`, listening on the embedding
+/// tap, until no embedding has come for 3 s; return every embedding by (stream, seq).
+async fn replay(dir: &Path, pace: &str) -> Seen {
+    let run = dir.join(pace);
+    std::fs::create_dir_all(&run).unwrap();
+    let sources = format!(
+        r#"
+[sources.cam]
+type = "file"
+sensor = "camera"
+path = "{frames}"
+fps = 30.0
+pace = "{pace}"
+start_ns = 0
+[sources.mic]
+type = "file"
+sensor = "microphone"
+path = "{wav}"
+pace = "{pace}"
+start_ns = 0
+[engine]
+when_full = "block"
+providers = ["cpu"]
+"#,
+        frames = dir.join("frames").display(),
+        wav = dir.join("mic.wav").display(),
+    );
+    let path = write_config(&run, "replay", free_port(), &sources);
+    let cfg = sensebind::config::Config::load(Some(&path)).unwrap();
+    let taps = sensebind::pipeline::Taps::default();
+    let mut rx = taps.embeddings.listen();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(sensebind::pipeline::run_with_taps(cfg, taps, async {
+        let _ = stop_rx.await;
+    }));
+    let mut seen = Seen::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
+            Ok(Ok(e)) => {
+                let key = format!("{}/{}", e.modality, e.source);
+                seen.insert((key, e.seq), (e.t_start_ns, e.t_end_ns, e.vector.clone()));
+            }
+            Ok(Err(e)) => panic!("embedding tap: {e}"),
+            Err(_) if !seen.is_empty() => break,
+            Err(_) => {}
+        }
+    }
+    stop_tx.send(()).unwrap();
+    daemon.await.unwrap().unwrap();
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_and_realtime_replays_give_the_same_windows_and_embeddings() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    record(dir.path());
+    let fast = replay(dir.path(), "fast").await;
+    let real = replay(dir.path(), "realtime").await;
+    assert!(fast.len() >= 8, "{:?}", fast.keys().collect::<Vec<_>>());
+    assert_eq!(
+        fast.keys().collect::<Vec<_>>(),
+        real.keys().collect::<Vec<_>>(),
+        "same windows (stream, seq)"
+    );
+    for (k, (s0, e0, v0)) in &fast {
+        let (s1, e1, v1) = &real[k];
+        assert_eq!((s0, e0), (s1, e1), "{k:?}: same span");
+        let d = v0.iter().zip(v1).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(d < 1e-5, "{k:?}: embeddings differ by {d}");
+    }
+    // The recording starts at 0: window seq k covers [k, k + 2) s (hop 1 s).
+    let (s0, e0, _) = &fast[&("vision/cam".to_string(), 0)];
+    assert_eq!((*s0, *e0), (0, 2_000_000_000));
+    assert!(fast.keys().any(|(key, _)| key == "audio/mic"));
+}
+
+/// Resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_imu_timestamps_are_rejected_not_buffered() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    // A million readings that all claim the same time.
+    let csv = dir.path().join("stuck.csv");
+    let mut text = String::from("t_s,ax,ay,az,gx,gy,gz\n");
+    for _ in 0..1_000_000 {
+        text.push_str("1.0,0.1,0.2,9.8,0.01,0.02,0.03\n");
+    }
+    std::fs::write(&csv, text).unwrap();
+    let port = free_port();
+    let sources = format!(
+        "[sources.imu]\ntype = \"file\"\nsensor = \"imu\"\npath = \"{}\"\npace = \"fast\"\n\
+         [sources.mic]\ntype = \"synthetic\"\nsensor = \"microphone\"\n",
+        csv.display()
+    );
+    let cfg = write_config(dir.path(), "stuck", port, &sources);
+    let log = dir.path().join("daemon.log");
+    let mut d = Daemon::start(&cfg, &log);
+    let z = client(port).await;
+    let sub = z.declare_subscriber("sensebind/stuck/**").await.unwrap();
+    let (mut peak, mut verdict, mut mic_out) = (0.0f64, None, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        peak = peak.max(rss_mib(d.child.id()));
+        let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(1), sub.recv_async()).await else {
+            assert!(d.running(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+            continue;
+        };
+        if s.key_expr().as_str().ends_with("/health") {
+            let h: serde_json::Value = serde_json::from_slice(&s.payload().to_bytes()).unwrap();
+            mic_out = h["sources"]["mic"]["streams"]["audio"]["windows_out"].as_u64().unwrap();
+            if h["sources"]["imu"]["state"] == "ended" && mic_out >= 2 {
+                verdict = Some(h);
+                break;
+            }
+        }
+    }
+    let h = verdict.unwrap_or_else(|| {
+        panic!(
+            "mic windows {mic_out}; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    let imu = &h["sources"]["imu"]["streams"]["imu"];
+    let rejected = imu["frames_rejected"].as_u64().unwrap();
+    eprintln!("stuck IMU: peak RSS {peak:.0} MiB, {rejected} frames rejected");
+    assert!(rejected >= 1_000_000 - 20_000, "{imu}");
+    assert!(peak < 600.0, "resident memory grew to {peak:.0} MiB");
+    d.stop();
+}
