@@ -298,6 +298,7 @@ fn embed_refuses_a_degenerate_image_without_allocating() {
         let out = Command::new(bin())
             .args(["embed", "--image"])
             .arg(&png)
+            .env("SENSEBIND__ENGINE__PROVIDERS", "cpu")
             .output()
             .unwrap();
         assert_one_line_error(&out, &[png.to_str().unwrap(), needle]);
