@@ -450,21 +450,10 @@ fn check(cfg: Config) -> Result<()> {
         cfg.engine.providers
     );
     // Build every enabled source (as the daemon would) to learn its streams.
-    let sources = pipeline::enabled_sources(&cfg)?;
-    let ctx = |id: &str| sensebind::sources::SourceContext {
-        id: id.to_string(),
-        epoch_ns: 0,
-        image_limits: pipeline::window_limits(&cfg).image,
-        stop: sensebind::sources::StopFlag::default(),
-    };
-    let mut built = Vec::new();
-    for s in &sources {
-        let d = s.driver.as_ref().expect("enabled sources have a driver");
-        built.push((s.id.clone(), d.build(&ctx(&s.id))?));
-    }
+    let built = pipeline::build_sources(&cfg, &sensebind::sources::StopFlag::default())?;
     let mut mods: Vec<Modality> = built
         .iter()
-        .flat_map(|(_, b)| b.info().streams.into_iter().map(|st| st.modality))
+        .flat_map(|b| b.source.info().streams.into_iter().map(|st| st.modality))
         .collect();
     mods.sort();
     mods.dedup();
@@ -482,7 +471,12 @@ fn check(cfg: Config) -> Result<()> {
     // Open every enabled source once, so a missing file or device is reported now
     // rather than as a reconnect loop later.
     let mut failed = Vec::new();
-    for (id, mut src) in built {
+    for pipeline::BuiltSource {
+        config,
+        source: mut src,
+    } in built
+    {
+        let id = config.id;
         let info = src.info();
         let streams: Vec<String> = info.streams.iter().map(|s| s.modality.to_string()).collect();
         match src.open() {

@@ -210,61 +210,76 @@ pub fn spawn(
     out: Sender<Embedded>,
     discard: Discard,
 ) -> std::io::Result<(WorkerHandle, std::thread::JoinHandle<()>)> {
+    let (handle, run) = worker(prep, encoder, cfg, out, discard);
+    let join = std::thread::Builder::new()
+        .name(format!("enc-{}", handle.modality))
+        .spawn(run)?;
+    Ok((handle, join))
+}
+
+/// One modality's worker: its handle, and the loop to run on a thread of the caller's
+/// (the pipeline's supervisor). The loop ends when every handle is gone and the
+/// queue is drained.
+pub fn worker(
+    prep: Arc<dyn Preprocessor>,
+    encoder: Arc<dyn Encoder>,
+    cfg: WorkerConfig,
+    out: Sender<Embedded>,
+    discard: Discard,
+) -> (WorkerHandle, impl FnOnce() + Send + 'static) {
     let modality = prep.modality();
     let (tx, rx) = edge::edge::<Job>(format!("encoder/{modality}"), cfg.queue_depth, cfg.when_full);
     let handle = WorkerHandle { modality, tx };
-    let join = std::thread::Builder::new()
-        .name(format!("enc-{modality}"))
-        .spawn(move || {
-            while let Some(first) = rx.recv() {
-                let mut jobs = vec![first];
-                jobs.extend(rx.try_take(cfg.max_batch.saturating_sub(1)));
-                if discard.is_set() {
-                    for j in jobs {
-                        j.stats.emit(StreamEvent::WindowDropped(WindowDrop::Shutdown));
-                    }
-                    continue;
+    let run = move || {
+        while let Some(first) = rx.recv() {
+            let mut jobs = vec![first];
+            jobs.extend(rx.try_take(cfg.max_batch.saturating_sub(1)));
+            if discard.is_set() {
+                for j in jobs {
+                    j.stats.emit(StreamEvent::WindowDropped(WindowDrop::Shutdown));
                 }
-                let windows: Vec<&Window> = jobs.iter().map(|j| &j.window).collect();
-                let results = embed_windows(prep.as_ref(), encoder.as_ref(), &windows);
-                let n = jobs.len();
-                for (j, r) in jobs.into_iter().zip(results) {
-                    match r {
-                        Ok(vector) => {
-                            let latency = j.queued.elapsed();
-                            j.stats.emit(StreamEvent::Embedded { latency, batch: n });
-                            let w = j.window;
-                            let e = Embedded {
-                                source: w.source,
-                                modality,
-                                seq: w.seq,
-                                t_start_ns: w.t_start_ns,
-                                t_end_ns: w.t_end_ns,
-                                coverage: w.coverage,
-                                vector,
-                                latency,
-                                batch_size: n,
-                            };
-                            match out.send(e) {
-                                Sent::Queued => {}
-                                Sent::DroppedNewest(_) | Sent::DroppedOldest(_) => {
-                                    j.stats.emit(StreamEvent::WindowDropped(WindowDrop::Backpressure))
-                                }
-                                Sent::Closed(_) => {
-                                    // The outputs stage is gone: nothing can be published.
-                                    j.stats.emit(StreamEvent::WindowDropped(WindowDrop::Shutdown));
-                                }
+                continue;
+            }
+            let windows: Vec<&Window> = jobs.iter().map(|j| &j.window).collect();
+            let results = embed_windows(prep.as_ref(), encoder.as_ref(), &windows);
+            let n = jobs.len();
+            for (j, r) in jobs.into_iter().zip(results) {
+                match r {
+                    Ok(vector) => {
+                        let latency = j.queued.elapsed();
+                        j.stats.emit(StreamEvent::Embedded { latency, batch: n });
+                        let w = j.window;
+                        let e = Embedded {
+                            source: w.source,
+                            modality,
+                            seq: w.seq,
+                            t_start_ns: w.t_start_ns,
+                            t_end_ns: w.t_end_ns,
+                            coverage: w.coverage,
+                            vector,
+                            latency,
+                            batch_size: n,
+                        };
+                        match out.send(e) {
+                            Sent::Queued => {}
+                            Sent::DroppedNewest(_) | Sent::DroppedOldest(_) => {
+                                j.stats.emit(StreamEvent::WindowDropped(WindowDrop::Backpressure))
+                            }
+                            Sent::Closed(_) => {
+                                // The outputs stage is gone: nothing can be published.
+                                j.stats.emit(StreamEvent::WindowDropped(WindowDrop::Shutdown));
                             }
                         }
-                        Err(error) => {
-                            j.stats.emit(StreamEvent::WindowDropped(WindowDrop::Error));
-                            tracing::warn!(event = names::WINDOW_FAILED, source = %j.window.source, modality = %modality, seq = j.window.seq, error = %crate::ident::clip(&error, 300), "window dropped");
-                        }
+                    }
+                    Err(error) => {
+                        j.stats.emit(StreamEvent::WindowDropped(WindowDrop::Error));
+                        tracing::warn!(event = names::WINDOW_FAILED, source = %j.window.source, modality = %modality, seq = j.window.seq, error = %crate::ident::clip(&error, 300), "window dropped");
                     }
                 }
             }
-        })?;
-    Ok((handle, join))
+        }
+    };
+    (handle, run)
 }
 
 #[cfg(test)]

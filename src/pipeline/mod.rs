@@ -97,6 +97,34 @@ pub fn window_limits(cfg: &Config) -> WindowLimits {
     }
 }
 
+/// A source ready to run: its settings and its (unopened) driver.
+pub struct BuiltSource {
+    pub config: SourceConfig,
+    pub source: Box<dyn crate::sources::Source>,
+}
+
+/// Build every enabled source of `cfg`; `stop` ends their waits at shutdown.
+pub fn build_sources(cfg: &Config, stop: &StopFlag) -> Result<Vec<BuiltSource>, PipelineError> {
+    let params = WindowParams::from_config(&cfg.window);
+    let epoch_ns = params.align_down(crate::clock::realtime_ns());
+    let mut out = Vec::new();
+    for config in enabled_sources(cfg)? {
+        let ctx = SourceContext {
+            id: config.id.clone(),
+            epoch_ns,
+            image_limits: window_limits(cfg).image,
+            stop: stop.clone(),
+        };
+        let source = config
+            .driver
+            .as_ref()
+            .expect("enabled sources have a driver")
+            .build(&ctx)?;
+        out.push(BuiltSource { config, source });
+    }
+    Ok(out)
+}
+
 /// Run the daemon until `shutdown` resolves (or a stage fails).
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), PipelineError> {
     run_with_taps(cfg, Taps::default(), shutdown).await
@@ -104,25 +132,27 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
 
 /// As [`run`], with taps the caller listens on.
 pub async fn run_with_taps(cfg: Config, taps: Taps, shutdown: impl Future<Output = ()>) -> Result<(), PipelineError> {
+    let stop = StopFlag::default();
+    let sources = build_sources(&cfg, &stop)?;
+    run_graph(cfg, sources, stop, taps, shutdown).await
+}
+
+/// Run the graph on sources built by the caller (from config, or simulated sources in
+/// tests: any [`Source`](crate::sources::Source) plugs in here). `stop` must be the
+/// flag the sources were built with.
+pub async fn run_graph(
+    cfg: Config,
+    drivers: Vec<BuiltSource>,
+    stop: StopFlag,
+    taps: Taps,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), PipelineError> {
     // ---- build: everything that can fail does so before anything starts
     let robot = cfg.robot_id();
-    let sources = enabled_sources(&cfg)?;
     let params = WindowParams::from_config(&cfg.window);
-    let stop = StopFlag::default();
-    let ctx = |id: &str| SourceContext {
-        id: id.to_string(),
-        epoch_ns: params.align_down(crate::clock::realtime_ns()),
-        image_limits: window_limits(&cfg).image,
-        stop: stop.clone(),
-    };
-    let mut drivers = Vec::new();
-    for s in &sources {
-        let d = s.driver.as_ref().expect("enabled sources have a driver");
-        drivers.push((s, d.build(&ctx(&s.id))?));
-    }
     let mut modalities: Vec<Modality> = drivers
         .iter()
-        .flat_map(|(_, d)| d.info().streams.into_iter().map(|st| st.modality))
+        .flat_map(|b| b.source.info().streams.into_iter().map(|st| st.modality))
         .collect();
     modalities.sort();
     modalities.dedup();
@@ -193,22 +223,27 @@ pub async fn run_with_taps(cfg: Config, taps: Taps, shutdown: impl Future<Output
     };
     let mut workers: BTreeMap<Modality, WorkerHandle> = BTreeMap::new();
     for m in &modalities {
-        let (h, join) = worker::spawn(
+        let (h, run) = worker::worker(
             models.preprocessors[m].clone(),
             models.encoders[m].clone(),
             wcfg,
             out_tx.clone(),
             discard.clone(),
-        )
-        .map_err(|e| PipelineError::Setup(format!("cannot start the {m} encoder thread: {e}")))?;
-        sup.adopt(&format!("encoder/{m}"), join);
+        );
+        sup.thread(&format!("encoder/{m}"), Role::Finite, run)
+            .map_err(|e| PipelineError::Setup(format!("cannot start the {m} encoder thread: {e}")))?;
         workers.insert(*m, h);
     }
     drop(out_tx);
 
     // ---- sources and their streams' windowers
     let idle = Duration::from_secs_f64(cfg.window.idle_flush_s);
-    for (s, driver) in drivers {
+    let ids: Vec<String> = drivers.iter().map(|b| b.config.id.clone()).collect();
+    for BuiltSource {
+        config: s,
+        source: driver,
+    } in drivers
+    {
         let info = driver.info();
         let clock = driver.clock();
         let sstats = telemetry.source(&s.id, &s.kind);
@@ -235,7 +270,7 @@ pub async fn run_with_taps(cfg: Config, taps: Taps, shutdown: impl Future<Output
                 stats,
             });
         }
-        let join = runner::spawn(
+        let run = runner::runner(
             s.id.as_str().into(),
             driver,
             routes,
@@ -243,9 +278,9 @@ pub async fn run_with_taps(cfg: Config, taps: Taps, shutdown: impl Future<Output
             stop.clone(),
             Duration::from_secs_f64(s.restart_backoff_s),
             taps.frames.clone(),
-        )
-        .map_err(|e| PipelineError::Setup(format!("cannot start source `{}`: {e}", s.id)))?;
-        sup.adopt(&format!("source/{}", s.id), join);
+        );
+        sup.thread(&format!("source/{}", s.id), Role::Finite, run)
+            .map_err(|e| PipelineError::Setup(format!("cannot start source `{}`: {e}", s.id)))?;
     }
     // Only windowers hold encoder handles now: when they end, the encoders drain.
     drop(workers);
@@ -283,7 +318,6 @@ pub async fn run_with_taps(cfg: Config, taps: Taps, shutdown: impl Future<Output
             telemetry.clone(),
         ),
     );
-    let ids: Vec<&str> = sources.iter().map(|s| s.id.as_str()).collect();
     tracing::info!(event = names::DAEMON_STARTED, robot = %robot, sources = ?ids, "sensebind running");
 
     // ---- run until a signal or a failure

@@ -95,12 +95,6 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Adopt a thread started elsewhere (a source runner, an encoder worker), observed
-    /// when joined.
-    pub fn adopt(&mut self, stage: &str, h: JoinHandle<()>) {
-        self.threads.push((stage.to_string(), h));
-    }
-
     /// Run `fut` as a supervised task named `stage`.
     pub fn task(&mut self, stage: &str, role: Role, fut: impl Future<Output = ()> + Send + 'static) {
         let report = self.reporter(stage.to_string(), role);

@@ -40,14 +40,31 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 /// Run `source` on its own thread until it ends or `stop` is set.
 pub fn spawn(
     id: Arc<str>,
-    mut source: Box<dyn Source>,
+    source: Box<dyn Source>,
     routes: Vec<Route>,
     stats: Arc<SourceStats>,
     stop: StopFlag,
     restart_backoff: Duration,
     tap: Tap<TappedFrame>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name(format!("src-{id}")).spawn(move || {
+    let name = format!("src-{id}");
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(runner(id, source, routes, stats, stop, restart_backoff, tap))
+}
+
+/// The runner loop for `source`, to run on a thread of the caller's (the pipeline's
+/// supervisor). It returns when the source ends, `stop` is set, or its windowers are gone.
+pub fn runner(
+    id: Arc<str>,
+    mut source: Box<dyn Source>,
+    routes: Vec<Route>,
+    stats: Arc<SourceStats>,
+    stop: StopFlag,
+    restart_backoff: Duration,
+    tap: Tap<TappedFrame>,
+) -> impl FnOnce() + Send + 'static {
+    move || {
         let mut backoff = restart_backoff;
         let mut bad_log = LogLimiter::new(Duration::from_secs(10));
         'outer: while !stop.is_stopped() {
@@ -144,7 +161,7 @@ pub fn spawn(
             }
         }
         stats.emit(SourceEvent::Stopped);
-    })
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,164 @@
+//! The supervised graph with simulated sources plugged in (`pipeline::run_graph`):
+//! a driver that blocks forever in a read cannot hold the exit, and a driver that
+//! panics is restarted while the rest of the pipeline goes on.
+
+mod common;
+
+use common::*;
+use sensebind::clock::{Clock, ReplayClock};
+use sensebind::pipeline::{self, BuiltSource, Taps};
+use sensebind::sources::{Frame, FrameData, Source, SourceConfig, SourceError, SourceInfo, StopFlag, StreamInfo};
+use sensebind::Modality;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A 30 fps camera on a replay clock: `frames` frames, then it either ends, blocks
+/// forever (ignoring every stop request), or panics once at frame `panic_at`.
+struct Sim {
+    clock: Arc<ReplayClock>,
+    i: u64,
+    frames: u64,
+    block_after: bool,
+    panic_at: Option<u64>,
+}
+
+impl Source for Sim {
+    fn info(&self) -> SourceInfo {
+        SourceInfo {
+            description: "simulated camera".into(),
+            streams: vec![StreamInfo {
+                modality: Modality::Vision,
+                nominal_rate_hz: 30.0,
+            }],
+        }
+    }
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+    fn open(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        if self.panic_at == Some(self.i) {
+            self.panic_at = None;
+            panic!("simulated driver bug");
+        }
+        if self.i >= self.frames {
+            if self.block_after {
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            return Ok(None);
+        }
+        let t_ns = (self.i as i64) * 1_000_000_000 / 30;
+        self.i += 1;
+        self.clock.advance(t_ns);
+        // Throttle a little so the graph is running when it is stopped.
+        std::thread::sleep(Duration::from_millis(2));
+        Ok(Some(Frame {
+            t_ns,
+            data: FrameData::Rgb8 {
+                width: 32,
+                height: 24,
+                data: vec![(self.i % 255) as u8; 32 * 24 * 3],
+            },
+        }))
+    }
+}
+
+fn built(id: &str, sim: Sim) -> BuiltSource {
+    let table: toml::Table =
+        toml::from_str("type = \"synthetic\"\nsensor = \"camera\"\nwhen_full = \"block\"").unwrap();
+    let config: SourceConfig = sensebind::sources::parse(id, &table).unwrap();
+    BuiltSource {
+        config,
+        source: Box::new(sim),
+    }
+}
+
+fn config(dir: &std::path::Path) -> sensebind::config::Config {
+    let path = write_config(
+        dir,
+        "sim",
+        free_port(),
+        "[daemon]\nshutdown_timeout_s = 1.0\n[engine]\nproviders = [\"cpu\"]\n[sources.unused]\ntype = \"off\"\n",
+    );
+    sensebind::config::Config::load(Some(&path)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_blocked_in_a_read_cannot_hold_the_exit() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Sim {
+        clock: ReplayClock::new(),
+        i: 0,
+        frames: 150,
+        block_after: true,
+        panic_at: None,
+    };
+    let taps = Taps::default();
+    let mut embeddings = taps.embeddings.listen();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(pipeline::run_graph(
+        config(dir.path()),
+        vec![built("stuck", sim)],
+        StopFlag::default(),
+        taps,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    // Windows flow while the driver works; then it blocks for good.
+    let first = tokio::time::timeout(Duration::from_secs(30), embeddings.recv()).await;
+    assert!(matches!(first, Ok(Ok(_))), "no embedding before the driver blocked");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = Instant::now();
+    tx.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), run).await;
+    let took = t0.elapsed();
+    let result = result.expect("shutdown must not wait for a blocked driver").unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "shutdown took {took:?} with a 1 s deadline"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_that_panics_is_restarted_and_windows_go_on() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    // Panics at frame 70 (t ≈ 2.3 s); frames continue up to 8 s.
+    let sim = Sim {
+        clock: ReplayClock::new(),
+        i: 0,
+        frames: 240,
+        block_after: false,
+        panic_at: Some(70),
+    };
+    let taps = Taps::default();
+    let mut embeddings = taps.embeddings.listen();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(pipeline::run_graph(
+        config(dir.path()),
+        vec![built("flaky", sim)],
+        StopFlag::default(),
+        taps,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let mut seqs = Vec::new();
+    while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_secs(5), embeddings.recv()).await {
+        assert_eq!(&*e.source, "flaky");
+        seqs.push(e.seq);
+    }
+    tx.send(()).unwrap();
+    let result = run.await.unwrap();
+    assert!(result.is_ok(), "a driver panic must not fail the daemon: {result:?}");
+    // Hop 1 s, 2 s windows over 8 s of frames: windows after the panic exist.
+    assert!(seqs.iter().any(|s| *s >= 4), "windows after the panic: {seqs:?}");
+    assert!(seqs.contains(&0), "{seqs:?}");
+}
