@@ -62,3 +62,46 @@ fn engine_matches_reference_outputs_for_every_modality() {
         assert!((enc.logit_scale() as f64 - norm).abs() < 1e-4);
     }
 }
+
+/// The real encoders give the same vector for an item whether it runs alone or in a
+/// batch (the daemon batches whatever is queued).
+#[test]
+fn batched_inference_equals_one_by_one() {
+    common::require_ort();
+    let cfg = Config::load_with_env(None, Vec::new()).unwrap();
+    let pack = Pack::builtin().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for m in Modality::ALL {
+        let enc = OrtEncoder::load(&pack, m, &cfg.engine, dir.path()).unwrap();
+        let numel: usize = enc.input_shape().iter().product();
+        let items: Vec<ModelInput> = (0..4)
+            .map(|k| {
+                if m == Modality::Text {
+                    let mut ids = vec![0i64; numel];
+                    ids[0] = 49406;
+                    ids[1] = 320 + k as i64 * 17;
+                    ids[2] = 49407;
+                    ModelInput::I64(ids)
+                } else {
+                    ModelInput::F32(
+                        (0..numel)
+                            .map(|i| ((0.003 * i as f64 + k as f64).sin() * 0.7) as f32)
+                            .collect(),
+                    )
+                }
+            })
+            .collect();
+        let batched = enc.encode(&items).unwrap();
+        assert_eq!(batched.len(), 4);
+        for (k, item) in items.iter().enumerate() {
+            let single = enc.encode(std::slice::from_ref(item)).unwrap().remove(0);
+            let d = single
+                .iter()
+                .zip(&batched[k])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(d < 1e-5, "{m} item {k}: batched vs alone max|Δ| {d}");
+        }
+        assert_ne!(batched[0], batched[1], "{m}: different inputs give different vectors");
+    }
+}

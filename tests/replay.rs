@@ -181,3 +181,65 @@ async fn stuck_imu_timestamps_are_rejected_not_buffered() {
     assert!(peak < 600.0, "resident memory grew to {peak:.0} MiB");
     d.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_produces_nothing_is_degraded_not_ok() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    // A 1 Hz WAV: every chunk is refused by the windower, so no window ever comes.
+    let wav = dir.path().join("one_hz.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 1,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&wav, spec).unwrap();
+    for i in 0..600 {
+        w.write_sample((i % 100) as i16 * 100).unwrap();
+    }
+    w.finalize().unwrap();
+    let port = free_port();
+    let sources = format!(
+        "[sources.mic]\ntype = \"file\"\nsensor = \"microphone\"\npath = \"{}\"\nchunk_ms = 1000\n\
+         [sources.cam]\ntype = \"synthetic\"\nsensor = \"camera\"\nwidth = 64\nheight = 48\n",
+        wav.display()
+    );
+    let cfg = write_config(dir.path(), "quiet", port, &sources);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("interval_s = 1.0", "interval_s = 1.0\nstall_s = 3.0"),
+    )
+    .unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut d = Daemon::start(&cfg, &log);
+    let z = client(port).await;
+    let sub = z.declare_subscriber("sensebind/quiet/health").await.unwrap();
+    let mut verdict = None;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < deadline {
+        let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(1), sub.recv_async()).await else {
+            assert!(d.running(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+            continue;
+        };
+        let h: serde_json::Value = serde_json::from_slice(&s.payload().to_bytes()).unwrap();
+        let cam_out = h["sources"]["cam"]["streams"]["vision"]["windows_out"]
+            .as_u64()
+            .unwrap();
+        if h["uptime_s"].as_f64().unwrap() > 5.0 && cam_out > 0 {
+            verdict = Some(h);
+            break;
+        }
+    }
+    let h = verdict.expect("no health after 5 s");
+    assert_eq!(h["sources"]["mic"]["state"], "running", "{h}");
+    let mic = &h["sources"]["mic"]["streams"]["audio"];
+    assert_eq!(mic["state"], "stalled", "{h}");
+    assert!(mic["frames_rejected"].as_u64().unwrap() >= 3, "{mic}");
+    assert_eq!(mic["windows_out"], 0);
+    assert_eq!(h["sources"]["cam"]["streams"]["vision"]["state"], "ok");
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(h["problems"][0].as_str().unwrap().contains("mic/audio"), "{h}");
+    d.stop();
+}
