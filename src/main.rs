@@ -451,13 +451,7 @@ fn check(cfg: Config) -> Result<()> {
     );
     // Build every enabled source (as the daemon would) to learn its streams.
     let built = pipeline::build_sources(&cfg, &sensebind::sources::StopFlag::default())?;
-    let mut mods: Vec<Modality> = built
-        .iter()
-        .flat_map(|b| b.source.info().streams.into_iter().map(|st| st.modality))
-        .collect();
-    mods.sort();
-    mods.dedup();
-    let models = Models::load(&cfg, &mods)?;
+    let models = Models::load(&cfg, &pipeline::modalities_of(&built))?;
     println!("pack: {} ({})", models.pack.name(), models.pack.location);
     for (m, e) in &models.encoders {
         println!(

@@ -58,10 +58,7 @@ pub fn mean_of(vs: impl Iterator<Item = Vec<f32>>) -> Vec<f32> {
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| format!("panicked: {s}"))
-        .or_else(|| p.downcast_ref::<String>().map(|s| format!("panicked: {s}")))
-        .unwrap_or_else(|| "panicked".into())
+    format!("panicked: {}", crate::ident::panic_message(p))
 }
 
 fn encode_guarded(enc: &dyn Encoder, inputs: &[ModelInput]) -> Result<Vec<Vec<f32>>, String> {

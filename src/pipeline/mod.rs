@@ -125,6 +125,17 @@ pub fn build_sources(cfg: &Config, stop: &StopFlag) -> Result<Vec<BuiltSource>, 
     Ok(out)
 }
 
+/// The modalities the sources produce, each once, in order.
+pub fn modalities_of(sources: &[BuiltSource]) -> Vec<Modality> {
+    let mut m: Vec<Modality> = sources
+        .iter()
+        .flat_map(|b| b.source.info().streams.into_iter().map(|st| st.modality))
+        .collect();
+    m.sort();
+    m.dedup();
+    m
+}
+
 /// Run the daemon until `shutdown` resolves (or a stage fails).
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), PipelineError> {
     run_with_taps(cfg, Taps::default(), shutdown).await
@@ -150,12 +161,7 @@ pub async fn run_graph(
     // ---- build: everything that can fail does so before anything starts
     let robot = cfg.robot_id();
     let params = WindowParams::from_config(&cfg.window);
-    let mut modalities: Vec<Modality> = drivers
-        .iter()
-        .flat_map(|b| b.source.info().streams.into_iter().map(|st| st.modality))
-        .collect();
-    modalities.sort();
-    modalities.dedup();
+    let modalities = modalities_of(&drivers);
     let state_dir = cfg.state_dir();
     std::fs::create_dir_all(&state_dir).map_err(|e| {
         PipelineError::Setup(format!(

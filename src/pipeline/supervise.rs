@@ -5,6 +5,7 @@
 //! so systemd restarts the daemon. (Sources restart themselves: their runner catches
 //! driver panics.) At shutdown the supervisor joins what it started, within a deadline.
 
+use crate::ident::panic_message;
 use crate::telemetry::{names, DaemonEvent, Telemetry};
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -37,13 +38,6 @@ pub struct Supervisor {
     threads: Vec<(String, JoinHandle<()>)>,
     tasks: Vec<(String, tokio::task::JoinHandle<()>)>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".into())
 }
 
 impl Supervisor {

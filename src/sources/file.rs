@@ -103,18 +103,10 @@ impl DriverConfig for FileConfig {
         Ok(build(self, start, ctx.image_limits, ctx.stop.clone()))
     }
     fn default_queue(&self) -> usize {
-        match self.sensor {
-            Sensor::Microphone => 256,
-            Sensor::Imu => 1024,
-            _ => 64,
-        }
+        super::default_queue_for(self.sensor)
     }
     fn default_when_full(&self) -> crate::edge::WhenFull {
-        if self.pace == Pace::Fast {
-            crate::edge::WhenFull::Block
-        } else {
-            crate::edge::WhenFull::DropNewest
-        }
+        super::default_when_full_for(self.pace == Pace::Fast)
     }
 }
 

@@ -267,6 +267,25 @@ pub trait DriverConfig: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Default source → windower queue length for a sensor's frame rate.
+pub fn default_queue_for(sensor: crate::modality::Sensor) -> usize {
+    use crate::modality::Sensor;
+    match sensor {
+        Sensor::Microphone => 256,
+        Sensor::Imu => 1024,
+        _ => 64,
+    }
+}
+
+/// Default source → windower policy: a replay can wait, a live sensor cannot.
+pub fn default_when_full_for(replay: bool) -> WhenFull {
+    if replay {
+        WhenFull::Block
+    } else {
+        WhenFull::DropNewest
+    }
+}
+
 /// Parse a driver's keys (the common keys and `type` removed).
 pub type ParseDriver = fn(id: &str, keys: toml::Table) -> Result<Box<dyn DriverConfig>, SourceConfigError>;
 

@@ -12,7 +12,7 @@
 
 use super::{Frame, Source, SourceError, StopFlag, TappedFrame};
 use crate::edge::{Sender, Sent};
-use crate::ident::clip;
+use crate::ident::{clip, panic_message};
 use crate::modality::Modality;
 use crate::taps::Tap;
 use crate::telemetry::{names, LogLimiter, SourceEvent, SourceStats, StreamStats};
@@ -29,13 +29,6 @@ pub struct Route {
 
 /// Longest wait between reopen attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".into())
-}
 
 /// Run `source` on its own thread until it ends or `stop` is set.
 pub fn spawn(
