@@ -67,13 +67,20 @@ impl Source for Sim {
     }
 }
 
-fn built(id: &str, sim: Sim) -> BuiltSource {
+impl Sim {
+    /// Any simulated driver, boxed for `built`.
+    fn wrap(s: impl Source + 'static) -> Box<dyn Source> {
+        Box::new(s)
+    }
+}
+
+fn built(id: &str, source: impl Into<Box<dyn Source>>) -> BuiltSource {
     let table: toml::Table =
         toml::from_str("type = \"synthetic\"\nsensor = \"camera\"\nwhen_full = \"block\"").unwrap();
     let config: SourceConfig = sensebind::sources::parse(id, &table).unwrap();
     BuiltSource {
         config,
-        source: Box::new(sim),
+        source: source.into(),
     }
 }
 
@@ -103,7 +110,7 @@ async fn a_source_blocked_in_a_read_cannot_hold_the_exit() {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(pipeline::run_graph(
         config(dir.path()),
-        vec![built("stuck", sim)],
+        vec![built("stuck", Sim::wrap(sim))],
         StopFlag::default(),
         taps,
         async {
@@ -143,7 +150,7 @@ async fn a_driver_that_panics_is_restarted_and_windows_go_on() {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(pipeline::run_graph(
         config(dir.path()),
-        vec![built("flaky", sim)],
+        vec![built("flaky", Sim::wrap(sim))],
         StopFlag::default(),
         taps,
         async {
@@ -161,4 +168,94 @@ async fn a_driver_that_panics_is_restarted_and_windows_go_on() {
     // Hop 1 s, 2 s windows over 8 s of frames: windows after the panic exist.
     assert!(seqs.iter().any(|s| *s >= 4), "windows after the panic: {seqs:?}");
     assert!(seqs.contains(&0), "{seqs:?}");
+}
+
+/// One driver, two streams (a RealSense-like camera + IMU), one clock.
+struct TwoStreams {
+    clock: Arc<ReplayClock>,
+    i: u64,
+}
+
+impl Source for TwoStreams {
+    fn info(&self) -> SourceInfo {
+        SourceInfo {
+            description: "simulated camera + IMU".into(),
+            streams: vec![
+                StreamInfo {
+                    modality: Modality::Vision,
+                    nominal_rate_hz: 200.0 / 7.0,
+                },
+                StreamInfo {
+                    modality: Modality::Imu,
+                    nominal_rate_hz: 200.0,
+                },
+            ],
+        }
+    }
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+    fn open(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        // 5 s at 200 Hz; every 7th tick (≈ 28.6 fps) is a camera frame.
+        if self.i >= 1000 {
+            return Ok(None);
+        }
+        let t_ns = self.i as i64 * 5_000_000;
+        let camera = self.i % 7 == 0;
+        self.i += 1;
+        self.clock.advance(t_ns);
+        let data = if camera {
+            FrameData::Rgb8 {
+                width: 32,
+                height: 24,
+                data: vec![(self.i % 251) as u8; 32 * 24 * 3],
+            }
+        } else {
+            FrameData::Imu(sensebind::sources::ImuSample {
+                accel: [0.0, 0.0, 9.81],
+                gyro: [0.01 * self.i as f32, 0.0, 0.0],
+            })
+        };
+        Ok(Some(Frame { t_ns, data }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_with_two_streams_gives_both_on_one_grid() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let taps = Taps::default();
+    let mut embeddings = taps.embeddings.listen();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let src = TwoStreams {
+        clock: ReplayClock::new(),
+        i: 0,
+    };
+    let run = tokio::spawn(pipeline::run_graph(
+        config(dir.path()),
+        vec![built("rs0", Sim::wrap(src))],
+        StopFlag::default(),
+        taps,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let mut spans: std::collections::BTreeMap<(Modality, i64), (i64, i64)> = Default::default();
+    while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_secs(4), embeddings.recv()).await {
+        assert_eq!(&*e.source, "rs0");
+        spans.insert((e.modality, e.seq), (e.t_start_ns, e.t_end_ns));
+    }
+    tx.send(()).unwrap();
+    run.await.unwrap().unwrap();
+    for seq in 0..3 {
+        let v = spans.get(&(Modality::Vision, seq)).copied();
+        let i = spans.get(&(Modality::Imu, seq)).copied();
+        assert!(
+            v.is_some() && v == i,
+            "seq {seq}: vision {v:?} vs imu {i:?} ({spans:?})"
+        );
+    }
 }

@@ -161,6 +161,18 @@ pub async fn run_graph(
     // ---- build: everything that can fail does so before anything starts
     let robot = cfg.robot_id();
     let params = WindowParams::from_config(&cfg.window);
+    for b in &drivers {
+        let mut seen = Vec::new();
+        for st in b.source.info().streams {
+            if seen.contains(&st.modality) {
+                return Err(PipelineError::Setup(format!(
+                    "source `{}` declares two {} streams (at most one per modality)",
+                    b.config.id, st.modality
+                )));
+            }
+            seen.push(st.modality);
+        }
+    }
     let modalities = modalities_of(&drivers);
     let state_dir = cfg.state_dir();
     std::fs::create_dir_all(&state_dir).map_err(|e| {

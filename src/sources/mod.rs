@@ -399,3 +399,85 @@ pub fn parse(id: &str, table: &toml::Table) -> Result<SourceConfig, SourceConfig
 pub fn parse_all(tables: &BTreeMap<String, toml::Table>) -> Result<Vec<SourceConfig>, SourceConfigError> {
     tables.iter().map(|(id, t)| parse(id, t)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_serialisable_for_recorders() {
+        let frames = [
+            Frame {
+                t_ns: 5,
+                data: FrameData::Rgb8 {
+                    width: 1,
+                    height: 1,
+                    data: vec![1, 2, 3],
+                },
+            },
+            Frame {
+                t_ns: 6,
+                data: FrameData::Audio {
+                    sample_rate: 16000,
+                    channels: 1,
+                    samples: vec![0.5, -0.25],
+                },
+            },
+            Frame {
+                t_ns: 7,
+                data: FrameData::Imu(ImuSample {
+                    accel: [0.0, 0.0, 9.81],
+                    gyro: [0.1, 0.2, 0.3],
+                }),
+            },
+        ];
+        for f in frames {
+            let mut cbor = Vec::new();
+            ciborium::into_writer(&f, &mut cbor).unwrap();
+            let back: Frame = ciborium::from_reader(&cbor[..]).unwrap();
+            assert_eq!(back, f);
+        }
+    }
+
+    #[test]
+    fn source_tables_name_the_key_path() {
+        let t = |s: &str| -> toml::Table { toml::from_str(s).unwrap() };
+        let c = parse("front", &t("type = \"synthetic\"\nsensor = \"camera\"")).unwrap();
+        assert_eq!((c.queue, c.when_full), (64, WhenFull::DropNewest));
+        let c = parse(
+            "rec",
+            &t("type = \"file\"\nsensor = \"imu\"\npath = \"x.csv\"\npace = \"fast\""),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.queue, c.when_full),
+            (1024, WhenFull::Block),
+            "replays default to block"
+        );
+        assert!(parse("off1", &t("type = \"off\"")).unwrap().driver.is_none());
+        for (id, table, needle) in [
+            ("front", "sensor = \"camera\"", "`sources.front.type`"),
+            ("front", "type = \"v4l3\"", "unknown driver `v4l3`"),
+            (
+                "front",
+                "type = \"synthetic\"\nsensor = \"camera\"\nqueue = 0",
+                "`sources.front.queue`",
+            ),
+            (
+                "front",
+                "type = \"synthetic\"\nsensor = \"camera\"\nwhen_full = \"later\"",
+                "sources.front",
+            ),
+            (
+                "rec",
+                "type = \"file\"\nsensor = \"camera\"\npath = \"\"",
+                "`sources.rec.path`",
+            ),
+            ("rec", "type = \"file\"\nsensor = \"camera\"", "missing field `path`"),
+            ("a/b", "type = \"off\"", "source id"),
+        ] {
+            let e = parse(id, &t(table)).unwrap_err().to_string();
+            assert!(e.contains(needle), "{table}: {e}");
+        }
+    }
+}
