@@ -55,7 +55,7 @@ impl Outputs {
         match msg.to_cbor() {
             Ok(b) => out.push((self.topics.embedding(m, src), b, Enc::Cbor)),
             Err(err) => {
-                tracing::error!(event = "encode_failed", modality = %m, error = %err, "embedding not published")
+                tracing::error!(event = crate::telemetry::names::ENCODE_FAILED, modality = %m, error = %err, "embedding not published")
             }
         }
         if let Some(set) = self.labels.get(&m).filter(|s| !s.is_empty()) {

@@ -191,7 +191,7 @@ impl Registry {
         );
         if self.queries.len() > self.max {
             tracing::warn!(
-                event = "queries_over_limit",
+                event = crate::telemetry::names::QUERIES_OVER_LIMIT,
                 query = %id,
                 count = self.queries.len(),
                 max_queries = self.max,

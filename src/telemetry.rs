@@ -38,6 +38,9 @@ pub mod names {
     pub const QUERY_REMOVED: &str = "query_removed";
     pub const QUERY_REJECTED: &str = "query_rejected";
     pub const QUERIES_LOADED: &str = "queries_loaded";
+    pub const QUERIES_OVER_LIMIT: &str = "queries_over_limit";
+    pub const ENCODER_LOADED: &str = "encoder_loaded";
+    pub const ENCODE_FAILED: &str = "encode_failed";
 }
 
 /// One published metric: its name in the health JSON, and what it counts.

@@ -20,7 +20,7 @@ fn warn_fallback_once(provider: &'static str, reason: &str) {
     if !seen.contains(&provider) {
         seen.push(provider);
         tracing::warn!(
-            event = "provider_fallback",
+            event = crate::telemetry::names::PROVIDER_FALLBACK,
             provider,
             reason,
             "execution provider unusable; falling back to the next configured one"
@@ -198,7 +198,7 @@ impl OrtEncoder {
                 spec.output
             )));
         }
-        tracing::info!(event = "encoder_loaded", modality = %modality, provider = %provider, dim = spec.dim, "encoder ready");
+        tracing::info!(event = crate::telemetry::names::ENCODER_LOADED, modality = %modality, provider = %provider, dim = spec.dim, "encoder ready");
         Ok(OrtEncoder {
             modality,
             spec,
