@@ -539,3 +539,47 @@ impl Config {
         PathBuf::from("sensebind-state")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_configs_load() {
+        let demo = Config::load_with_env(None, Vec::new()).unwrap();
+        assert_eq!(
+            demo.sources.keys().collect::<Vec<_>>(),
+            ["camera", "depth", "imu", "microphone", "thermal"]
+        );
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let robot = Config::load_with_env(Some(&root.join("launch/robot.toml")), Vec::new()).unwrap();
+        assert_eq!(
+            robot.sources.keys().collect::<Vec<_>>(),
+            ["depth", "front", "imu", "mic"]
+        );
+    }
+
+    #[test]
+    fn a_user_file_lists_exactly_its_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[sources.mic]\ntype = \"synthetic\"\nsensor = \"microphone\"\n").unwrap();
+        let c = Config::load_with_env(Some(&p), Vec::new()).unwrap();
+        assert_eq!(
+            c.sources.keys().collect::<Vec<_>>(),
+            ["mic"],
+            "the demo's sources are not a base layer"
+        );
+        std::fs::write(
+            &p,
+            "[sources.mic]\ntype = \"synthetic\"\nsensor = \"microphone\"\nfsp = 3\n",
+        )
+        .unwrap();
+        let e = Config::load_with_env(Some(&p), Vec::new()).unwrap_err().to_string();
+        assert!(e.contains("sources.mic") && e.contains("fsp"), "{e}");
+        let env = vec![("SENSEBIND__SOURCES__MIC__CHUNK_MS".to_string(), "5000".to_string())];
+        std::fs::write(&p, "[sources.mic]\ntype = \"synthetic\"\nsensor = \"microphone\"\n").unwrap();
+        let e = Config::load_with_env(Some(&p), env).unwrap_err().to_string();
+        assert!(e.contains("`sources.mic.chunk_ms`"), "{e}");
+    }
+}
