@@ -77,6 +77,13 @@ impl SyntheticConfig {
     }
 }
 
+/// A stable content seed for a source id (FNV-1a).
+pub fn seed_for(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
 /// Parse `[sources.<id>]` keys of `type = "synthetic"`.
 pub fn parse(id: &str, keys: toml::Table) -> Result<Box<dyn DriverConfig>, SourceConfigError> {
     let k: Keys = parse_keys(id, keys)?;
@@ -88,7 +95,8 @@ pub fn parse(id: &str, keys: toml::Table) -> Result<Box<dyn DriverConfig>, Sourc
         rate_hz: k.rate_hz.unwrap_or(d.rate_hz),
         sample_rate: k.sample_rate.unwrap_or(d.sample_rate),
         chunk_ms: k.chunk_ms.unwrap_or(d.chunk_ms),
-        seed: k.seed.unwrap_or(d.seed),
+        // Unset: derived from the source id, so two synthetic cameras show different scenes.
+        seed: k.seed.unwrap_or_else(|| seed_for(id)),
         realtime: k.realtime,
         duration_s: k.duration_s,
     };
@@ -490,6 +498,9 @@ mod tests {
         let t: toml::Table = toml::from_str("sensor = \"thermal\"\nseed = 9").unwrap();
         let c = parse("rear", t).unwrap();
         assert!(format!("{c:?}").contains("width: 160"), "{c:?}");
+        let a = parse("front", toml::from_str("sensor = \"camera\"").unwrap()).unwrap();
+        let b = parse("back", toml::from_str("sensor = \"camera\"").unwrap()).unwrap();
+        assert_ne!(format!("{a:?}"), format!("{b:?}"), "two cameras get different seeds");
         let t: toml::Table = toml::from_str("sensor = \"camera\"\nrate_hz = 0.0").unwrap();
         assert!(parse("front", t)
             .unwrap_err()
