@@ -41,19 +41,24 @@ fn norm(v: &serde_json::Value) -> f64 {
         .sqrt()
 }
 
-#[test]
-fn embed_wav_gives_one_line_per_two_second_window() {
+/// `sensebind embed --audio` on a generated chirp; its JSON lines.
+fn embed_wav(seconds: f32, rate: u32, channels: u16) -> Vec<serde_json::Value> {
     require_ort();
     let dir = tempfile::tempdir().unwrap();
-    let wav = dir.path().join("six.wav");
-    write_wav(&wav, 6.0, 44100, 2);
+    let wav = dir.path().join("chirp.wav");
+    write_wav(&wav, seconds, rate, channels);
     let out = Command::new(bin())
         .args(["embed", "--audio"])
         .arg(&wav)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let l = lines(&out.stdout);
+    lines(&out.stdout)
+}
+
+#[test]
+fn embed_wav_gives_one_line_per_two_second_window() {
+    let l = embed_wav(6.0, 44100, 2);
     assert_eq!(l.len(), 3, "6 s of audio must give 3 windows");
     let dim = sensebind::pack::Pack::builtin()
         .unwrap()
@@ -269,17 +274,7 @@ fn a_preprocessing_contract_mismatch_stops_run_and_check() {
 
 #[test]
 fn embed_a_short_wav_gives_one_clip() {
-    require_ort();
-    let dir = tempfile::tempdir().unwrap();
-    let wav = dir.path().join("word.wav");
-    write_wav(&wav, 0.3, 16000, 1);
-    let out = Command::new(bin())
-        .args(["embed", "--audio"])
-        .arg(&wav)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let l = lines(&out.stdout);
+    let l = embed_wav(0.3, 16000, 1);
     assert_eq!(l.len(), 1, "a 0.3 s file is one clip");
     assert!((norm(&l[0]["embedding"]) - 1.0).abs() < 1e-4);
     assert_eq!(l[0]["t_start"].as_f64().unwrap(), 0.0);
