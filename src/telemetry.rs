@@ -505,7 +505,9 @@ impl Telemetry {
                 } else {
                     "ok"
                 };
-                per.insert(m.to_string(), st.snapshot(sstate));
+                let mut v = st.snapshot(sstate);
+                v["clock"] = json!(lock(&s.clock).map(|c| c.as_str()));
+                per.insert(m.to_string(), v);
             }
             out.insert(id.clone(), s.snapshot(per));
         }
@@ -582,6 +584,10 @@ mod tests {
         assert_eq!(h["status"], "degraded", "{h}");
         assert_eq!(h["sources"]["mic"]["streams"]["audio"]["state"], "stalled");
         assert_eq!(h["sources"]["mic"]["streams"]["audio"]["frames_rejected"], 1);
+        assert!(
+            h["sources"]["mic"]["streams"]["audio"]["clock"].is_null(),
+            "not described yet"
+        );
         st.emit(StreamEvent::Published);
         assert_eq!(t.snapshot("r", 0)["status"], "ok");
         t.emit(DaemonEvent::StageFailed {

@@ -186,6 +186,7 @@ def test_three_named_sources_share_one_time_grid(tmp_path):
             assert set(health["sources"]["front"]["streams"]) == {"vision"}
             assert set(health["sources"]["mic"]["streams"]) == {"audio"}
             assert health["sources"]["mic"]["clock"] == "realtime"
+            assert health["sources"]["mic"]["streams"]["audio"]["clock"] == "realtime"
     finally:
         assert stop_daemon(proc) == 0, log.read_text()
 
