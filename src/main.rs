@@ -343,7 +343,7 @@ async fn query(cfg: Config, op: QueryOp, robot: Option<String>) -> Result<()> {
             // Registered means: the daemon lists exactly what was asked for.
             let same = |q: &serde_json::Value| {
                 q["text"].as_str() == Some(text.trim())
-                    && threshold.is_none_or(|t| q["threshold"].as_f64() == Some(t as f64))
+                    && threshold.is_none_or(|t| q["threshold"].as_f64().map(|x| x as f32) == Some(t))
                     && body.get("modalities").is_none_or(|m| &q["modalities"] == m)
                     && body.get("sources").is_none_or(|s| &q["sources"] == s)
                     && cooldown.is_none_or(|c| q["cooldown_s"].as_f64() == Some(c))

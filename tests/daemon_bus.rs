@@ -320,7 +320,7 @@ async fn daemon_end_to_end_over_zenoh() {
         "--text",
         "a red car",
         "--threshold",
-        "0.5",
+        "0.3",
         "--modalities",
         "vision,thermal",
     ]);
