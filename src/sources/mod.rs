@@ -14,6 +14,7 @@
 //! Real drivers (V4L2, ALSA, RealSense, Y16 thermal, IIO IMU) implement the same trait.
 
 pub mod file;
+pub mod pixfmt;
 pub mod runner;
 pub mod synthetic;
 
