@@ -14,6 +14,8 @@
 //! Real drivers (V4L2, ALSA, RealSense, Y16 thermal, IIO IMU) implement the same trait.
 
 pub mod file;
+#[cfg(feature = "iio")]
+pub mod iio;
 pub mod pixfmt;
 pub mod runner;
 pub mod synthetic;
@@ -291,7 +293,15 @@ pub fn default_when_full_for(replay: bool) -> WhenFull {
 pub type ParseDriver = fn(id: &str, keys: toml::Table) -> Result<Box<dyn DriverConfig>, SourceConfigError>;
 
 /// The driver registry: `type` value → parser of that driver's keys.
-pub const DRIVERS: &[(&str, ParseDriver)] = &[("synthetic", synthetic::parse), ("file", file::parse)];
+pub const DRIVERS: &[(&str, ParseDriver)] = &[
+    ("synthetic", synthetic::parse),
+    ("file", file::parse),
+    #[cfg(feature = "iio")]
+    ("iio", iio::parse),
+];
+
+/// Drivers behind cargo features: `type` value → feature.
+const FEATURE_DRIVERS: &[(&str, &str)] = &[("iio", "iio")];
 
 /// Keys every source has, whatever its driver.
 const COMMON_KEYS: [&str; 3] = ["restart_backoff_s", "queue", "when_full"];
@@ -367,6 +377,13 @@ pub fn parse(id: &str, table: &toml::Table) -> Result<SourceConfig, SourceConfig
         None
     } else {
         let Some((_, parse)) = DRIVERS.iter().find(|(name, _)| *name == kind) else {
+            if let Some((_, feature)) = FEATURE_DRIVERS.iter().find(|(name, _)| *name == kind) {
+                return Err(key_error(
+                    id,
+                    "type",
+                    format!("driver `{kind}` is not in this build (rebuild with `--features {feature}` or `robot`)"),
+                ));
+            }
             let known: Vec<&str> = std::iter::once("off").chain(DRIVERS.iter().map(|d| d.0)).collect();
             return Err(key_error(
                 id,
@@ -437,6 +454,18 @@ mod tests {
             ciborium::into_writer(&f, &mut cbor).unwrap();
             let back: Frame = ciborium::from_reader(&cbor[..]).unwrap();
             assert_eq!(back, f);
+        }
+    }
+
+    #[test]
+    fn feature_drivers_say_when_they_are_not_built() {
+        let t: toml::Table = toml::from_str("type = \"iio\"\ndevice = \"iio:device3\"").unwrap();
+        let r = parse("imu0", &t);
+        if cfg!(feature = "iio") {
+            assert_eq!(r.unwrap().kind, "iio");
+        } else {
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains("not in this build") && e.contains("--features iio"), "{e}");
         }
     }
 
