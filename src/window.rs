@@ -198,6 +198,11 @@ impl Windower {
         }
     }
 
+    /// The bounds this windower enforces.
+    pub fn limits(&self) -> WindowLimits {
+        self.limits
+    }
+
     pub fn with_limits(mut self, limits: WindowLimits) -> Self {
         self.limits = limits;
         self

@@ -68,7 +68,11 @@ pub fn window_stage(
     };
     loop {
         match rx.recv_timeout(poll) {
-            Recv::Item(frame) => dispatch(w.push(frame), &stats, &mut limiter, submit),
+            // A compressed frame (UVC MJPEG) is decoded here, off the capture thread.
+            Recv::Item(frame) => match crate::sources::pixfmt::decoded(frame, w.limits().image) {
+                Ok(frame) => dispatch(w.push(frame), &stats, &mut limiter, submit),
+                Err(reason) => dispatch(vec![Outcome::Rejected { reason }], &stats, &mut limiter, submit),
+            },
             Recv::Closed => {
                 dispatch(w.flush(), &stats, &mut limiter, submit);
                 return;

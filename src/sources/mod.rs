@@ -49,6 +49,15 @@ pub enum FrameData {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// A JPEG-compressed RGB image, kept as captured (UVC MJPEG): decoded by the
+    /// stream's windower thread, off the capture thread, and recorded as is.
+    /// `width`/`height` are what the device said it sends.
+    Jpeg {
+        width: u32,
+        height: u32,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
     /// Depth in millimetres, 0 = invalid, row-major.
     Depth16 { width: u32, height: u32, data: Vec<u16> },
     /// Raw Y16 thermal counts, row-major.
@@ -74,7 +83,7 @@ impl FrameData {
     /// The stream (modality) this payload belongs to.
     pub fn modality(&self) -> Modality {
         match self {
-            FrameData::Rgb8 { .. } => Modality::Vision,
+            FrameData::Rgb8 { .. } | FrameData::Jpeg { .. } => Modality::Vision,
             FrameData::Depth16 { .. } => Modality::Depth,
             FrameData::Thermal16 { .. } => Modality::Thermal,
             FrameData::Audio { .. } => Modality::Audio,
@@ -86,6 +95,7 @@ impl FrameData {
     pub fn image_size(&self) -> Option<(u32, u32)> {
         match self {
             FrameData::Rgb8 { width, height, .. }
+            | FrameData::Jpeg { width, height, .. }
             | FrameData::Depth16 { width, height, .. }
             | FrameData::Thermal16 { width, height, .. } => Some((*width, *height)),
             _ => None,

@@ -82,6 +82,22 @@ pub fn yuyv_to_rgb(w: u32, h: u32, buf: &[u8]) -> Result<Vec<u8>, SourceError> {
     Ok(out)
 }
 
+/// A frame ready for windowing: a compressed image ([`FrameData::Jpeg`]) is decoded,
+/// anything else passes through untouched. The error says why the frame is unusable.
+pub fn decoded(
+    frame: std::sync::Arc<super::Frame>,
+    limits: ImageLimits,
+) -> Result<std::sync::Arc<super::Frame>, String> {
+    match &frame.data {
+        FrameData::Jpeg { width, height, data } => {
+            let data = convert(PixelFormat::Mjpeg, Target::Camera, *width, *height, data, limits)
+                .map_err(|e| e.to_string())?;
+            Ok(std::sync::Arc::new(super::Frame { t_ns: frame.t_ns, data }))
+        }
+        _ => Ok(frame),
+    }
+}
+
 /// Convert one captured buffer of `fmt`, `w`×`h`, into a frame for `target`.
 pub fn convert(
     fmt: PixelFormat,
