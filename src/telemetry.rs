@@ -178,6 +178,9 @@ pub struct SourceStats {
     pub kind: String,
     state: Mutex<&'static str>,
     description: Mutex<String>,
+    /// Driver-specific counters (`xruns`, …) and what the device granted, as the
+    /// driver reports them through [`crate::sources::Source::status`].
+    driver: Mutex<serde_json::Map<String, Value>>,
     clock: Mutex<Option<ClockKind>>,
     pub frames: AtomicU64,
     pub frames_dropped: AtomicU64,
@@ -195,6 +198,7 @@ impl SourceStats {
             kind: kind.into(),
             state: Mutex::new("starting"),
             description: Mutex::new(String::new()),
+            driver: Mutex::new(serde_json::Map::new()),
             clock: Mutex::new(None),
             frames: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
@@ -250,12 +254,23 @@ impl SourceStats {
         *lock(&self.clock) = Some(clock);
     }
 
+    /// Replace the description (after an open: what the device actually granted).
+    pub fn set_description(&self, description: String) {
+        *lock(&self.description) = description;
+    }
+
+    /// The driver's own status (shown as `driver` in health).
+    pub fn set_driver_status(&self, status: serde_json::Map<String, Value>) {
+        *lock(&self.driver) = status;
+    }
+
     fn snapshot(&self, streams: serde_json::Map<String, Value>) -> Value {
         let age = lock(&self.last_frame_at).map(|t| (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
         json!({
             "type": self.kind,
             "state": self.state(),
             "description": *lock(&self.description),
+            "driver": Value::Object(lock(&self.driver).clone()),
             "clock": lock(&self.clock).map(|c| c.as_str()),
             "frames": self.frames.load(Relaxed),
             "frames_dropped": self.frames_dropped.load(Relaxed),

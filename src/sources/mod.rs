@@ -150,6 +150,12 @@ pub trait Source: Send {
     /// Block until the next frame. `Ok(None)`: the stream has ended for good
     /// (end of a recording, a synthetic source's duration).
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError>;
+    /// Driver-specific status for health (`driver`): what the device granted
+    /// (format, size, rate), counters such as `xruns`. Polled by the runner after each
+    /// open and about once a second; keep it cheap.
+    fn status(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
 }
 
 /// Shared stop flag for source threads.

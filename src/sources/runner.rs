@@ -84,12 +84,23 @@ pub fn runner(
                 }
             }
             stats.emit(SourceEvent::Opened);
-            tracing::info!(event = names::SOURCE_STARTED, source = %id, description = %source.info().description, "source running");
+            // What the device granted may differ from what was asked: health shows it.
+            let description = source.info().description;
+            stats.set_description(description.clone());
+            stats.set_driver_status(source.status());
+            let mut status_at = std::time::Instant::now();
+            tracing::info!(event = names::SOURCE_STARTED, source = %id, description = %description, driver = %serde_json::Value::Object(source.status()), "source running");
             loop {
                 if stop.is_stopped() {
                     break 'outer;
                 }
                 let next = catch_unwind(AssertUnwindSafe(|| source.next_frame()));
+                if status_at.elapsed() >= Duration::from_secs(1) {
+                    status_at = std::time::Instant::now();
+                    if let Ok(st) = catch_unwind(AssertUnwindSafe(|| source.status())) {
+                        stats.set_driver_status(st);
+                    }
+                }
                 match next {
                     Ok(Ok(Some(frame))) => {
                         backoff = restart_backoff;
