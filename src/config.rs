@@ -247,6 +247,8 @@ pub struct LimitsConfig {
 #[serde(deny_unknown_fields)]
 pub struct DaemonConfig {
     pub shutdown_timeout_s: f64,
+    /// Exit (0) once every source has ended and its last windows are published.
+    pub exit_when_sources_end: bool,
 }
 
 /// The encoder → outputs edge.

@@ -21,6 +21,7 @@ pub mod pack;
 pub mod pipeline;
 pub mod preprocess;
 pub mod queries;
+pub mod record;
 pub mod sources;
 pub mod taps;
 pub mod telemetry;

@@ -70,6 +70,31 @@ enum Cmd {
     },
     /// Validate the configuration and model pack; list usable execution providers.
     Check,
+    /// Run the configured sources through the pipeline (as `run`) and record every
+    /// frame to MCAP; with --embeddings also what the pipeline computes.
+    Record {
+        /// The MCAP file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop after this many seconds (default: until interrupted).
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Also record embeddings, labels, events and alerts.
+        #[arg(long)]
+        embeddings: bool,
+    },
+    /// Play a recording's frames through the pipeline, publishing on the bus as `run`
+    /// does; exits when the recording ends.
+    Replay {
+        /// The MCAP recording.
+        file: PathBuf,
+        /// `realtime` (as recorded) or `fast` (as fast as the encoders go; nothing lost).
+        #[arg(long, default_value = "realtime")]
+        pace: String,
+        /// Also write the frames and what the pipeline computed to this MCAP file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -132,7 +157,11 @@ fn main() {
 
 fn real_main(cli: Cli) -> Result<()> {
     let cfg = Config::load(cli.config.as_deref())?;
-    init_logging(&cfg, matches!(cli.cmd, Cmd::Run), cli.log_json);
+    init_logging(
+        &cfg,
+        matches!(cli.cmd, Cmd::Run | Cmd::Record { .. } | Cmd::Replay { .. }),
+        cli.log_json,
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -154,7 +183,118 @@ fn real_main(cli: Cli) -> Result<()> {
             seconds,
         } => rt.block_on(listen(cfg, robot, embeddings, seconds)),
         Cmd::Check => check(cfg),
+        Cmd::Record {
+            out,
+            seconds,
+            embeddings,
+        } => rt.block_on(record(cfg, out, seconds, embeddings)),
+        Cmd::Replay { file, pace, out } => rt.block_on(replay(cfg, file, pace, out)),
     }
+}
+
+/// Run `sources` through the pipeline while recording the taps into `out` (if any).
+async fn run_recording(
+    cfg: Config,
+    sources: Vec<pipeline::BuiltSource>,
+    stop: sensebind::sources::StopFlag,
+    out: Option<&std::path::Path>,
+    results: bool,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    use sensebind::record::{codec, tap, Recorder};
+    let taps = pipeline::Taps::default();
+    let recorder = match out {
+        Some(path) => {
+            let mut rec = Recorder::create(path)?;
+            for b in &sources {
+                for st in b.source.info().streams {
+                    rec.set_channel_metadata(
+                        &codec::frame_topic(st.modality, &b.config.id),
+                        [
+                            ("nominal_rate_hz".to_string(), st.nominal_rate_hz.to_string()),
+                            ("source_type".to_string(), b.config.kind.clone()),
+                        ]
+                        .into(),
+                    );
+                }
+            }
+            tracing::info!(event = sensebind::telemetry::names::RECORD_STARTED, path = %path.display(), results, "recording");
+            Some(tap::start(
+                rec,
+                taps.frames.listen(),
+                results.then(|| taps.published.listen()),
+            ))
+        }
+        None => None,
+    };
+    let ran = pipeline::run_graph(cfg, sources, stop, taps, shutdown).await;
+    if let (Some(r), Some(path)) = (recorder, out) {
+        let summary = r.finish().await?;
+        let total: u64 = summary.counts.values().sum();
+        tracing::info!(event = sensebind::telemetry::names::RECORD_FINISHED, path = %path.display(), messages = total, lost = summary.lost, "recording closed");
+        println!(
+            "{}",
+            json!({"out": path.display().to_string(), "messages": total, "topics": summary.counts, "lost": summary.lost})
+        );
+        if summary.lost > 0 {
+            eprintln!(
+                "sensebind: warning: {} items were not recorded (the disk could not keep up)",
+                summary.lost
+            );
+        }
+    }
+    ran.map_err(anyhow::Error::from)
+}
+
+async fn record(cfg: Config, out: PathBuf, seconds: Option<f64>, embeddings: bool) -> Result<()> {
+    if let Some(s) = seconds {
+        if !(s.is_finite() && s > 0.0) {
+            bail!("--seconds: expected a positive number of seconds, got {s}");
+        }
+    }
+    let stop = sensebind::sources::StopFlag::default();
+    let sources = pipeline::build_sources(&cfg, &stop)?;
+    let shutdown = async move {
+        match seconds {
+            Some(s) => tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = tokio::time::sleep(Duration::from_secs_f64(s)) => {}
+            },
+            None => shutdown_signal().await,
+        }
+    };
+    run_recording(cfg, sources, stop, Some(&out), embeddings, shutdown).await
+}
+
+async fn replay(mut cfg: Config, file: PathBuf, pace: String, out: Option<PathBuf>) -> Result<()> {
+    if !matches!(pace.as_str(), "realtime" | "fast") {
+        bail!("--pace: expected `realtime` or `fast`, got `{pace}`");
+    }
+    let ids = sensebind::sources::mcap_replay::recorded_sources(&file)?;
+    if ids.is_empty() {
+        bail!(
+            "{}: no frame channels (`frames/<modality>/<source>`) to replay",
+            file.display()
+        );
+    }
+    cfg.sources.clear();
+    for id in &ids {
+        let mut t = toml::Table::new();
+        t.insert("type".into(), "mcap".into());
+        t.insert("path".into(), file.display().to_string().into());
+        t.insert("source".into(), id.clone().into());
+        t.insert("pace".into(), pace.clone().into());
+        cfg.sources.insert(id.clone(), t);
+    }
+    cfg.daemon.exit_when_sources_end = true;
+    if pace == "fast" {
+        // Nothing may be dropped on the way: the replay waits for the encoders.
+        cfg.engine.when_full = sensebind::edge::WhenFull::Block;
+        cfg.outputs.when_full = sensebind::edge::WhenFull::Block;
+    }
+    let stop = sensebind::sources::StopFlag::default();
+    let sources = pipeline::build_sources(&cfg, &stop)?;
+    run_recording(cfg, sources, stop, out.as_deref(), true, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -25,6 +25,15 @@ pub struct Outputs {
 /// A message to publish.
 pub type Message = (String, Vec<u8>, Enc);
 
+/// A published message as seen on the results tap (recorders, live views): `topic`
+/// is the bus key below `<prefix>/<robot>/` (`labels/audio/mic`, `alerts/q1`).
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub enc: Enc,
+}
+
 /// What one embedded window produces.
 #[derive(Debug, Default)]
 pub struct Produced {

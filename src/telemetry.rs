@@ -41,6 +41,15 @@ pub mod names {
     pub const QUERIES_OVER_LIMIT: &str = "queries_over_limit";
     pub const ENCODER_LOADED: &str = "encoder_loaded";
     pub const ENCODE_FAILED: &str = "encode_failed";
+    pub const SOURCES_ENDED: &str = "sources_ended";
+    pub const RECORD_STARTED: &str = "record_started";
+    pub const RECORD_FINISHED: &str = "record_finished";
+    pub const RECORD_SKIPPED: &str = "record_skipped";
+    pub const RECORD_LAGGED: &str = "record_lagged";
+    pub const REPLAY_SKIPPED: &str = "replay_skipped";
+    pub const REPLAY_TRUNCATED: &str = "replay_truncated";
+    pub const LIVEVIEW_STARTED: &str = "liveview_started";
+    pub const IMU_CORRECTED: &str = "imu_corrected";
 }
 
 /// One published metric: its name in the health JSON, and what it counts.

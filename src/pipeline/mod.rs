@@ -26,7 +26,7 @@ use crate::edge::edge;
 use crate::engine::worker::{self, Discard, Embedded, WorkerConfig, WorkerHandle};
 use crate::engine::EngineError;
 use crate::modality::Modality;
-use crate::outputs::Outputs;
+use crate::outputs::{Outputs, Published};
 use crate::pack::PackError;
 use crate::queries::{QueryError, Registry};
 use crate::sources::runner::{self, Route};
@@ -72,6 +72,8 @@ pub struct Taps {
     pub frames: Tap<TappedFrame>,
     /// Embeddings with their window span, after the encoders.
     pub embeddings: Tap<Embedded>,
+    /// What the outputs stage published (embeddings, labels, events, alerts).
+    pub published: Tap<Published>,
 }
 
 /// The sources that are configured and not `off`.
@@ -209,6 +211,7 @@ pub async fn run_graph(
 
     // ---- outputs: encoders → outputs thread → bus
     let (out_tx, out_rx) = edge::<Embedded>("outputs", cfg.outputs.queue, cfg.outputs.when_full);
+    let (done_tx, mut outputs_done) = tokio::sync::watch::channel(false);
     let outputs = Outputs {
         topics: topics.clone(),
         robot: robot.clone(),
@@ -220,15 +223,17 @@ pub async fn run_graph(
         events: BTreeMap::new(),
     };
     {
-        let (reg, sink, tel, tap, rt) = (
+        let (reg, sink, tel, tap, published, rt) = (
             registry.clone(),
             sink.clone(),
             telemetry.clone(),
             taps.embeddings.clone(),
+            taps.published.clone(),
             rt.clone(),
         );
         sup.thread("outputs", Role::Finite, move || {
-            stages::outputs_stage(out_rx, outputs, reg, sink, tel, tap, rt)
+            stages::outputs_stage(out_rx, outputs, reg, sink, tel, tap, published, rt);
+            let _ = done_tx.send(true);
         })
         .map_err(|e| PipelineError::Setup(format!("cannot start the outputs thread: {e}")))?;
     }
@@ -339,9 +344,15 @@ pub async fn run_graph(
     tracing::info!(event = names::DAEMON_STARTED, robot = %robot, sources = ?ids, "sensebind running");
 
     // ---- run until a signal or a failure
+    let exit_when_done = cfg.daemon.exit_when_sources_end;
     let failure = tokio::select! {
         _ = shutdown => None,
         f = sup.failure() => f,
+        // The outputs thread ends last: after every source, windower and encoder.
+        _ = async { let _ = outputs_done.wait_for(|d| *d).await; }, if exit_when_done => {
+            tracing::info!(event = names::SOURCES_ENDED, "every source has ended and its windows are published");
+            None
+        }
     };
 
     // ---- shutdown, within the deadline

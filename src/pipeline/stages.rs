@@ -8,7 +8,7 @@ use crate::clock::Clock;
 use crate::edge::{Receiver, Recv};
 use crate::engine::worker::{Embedded, Submit, WorkerHandle};
 use crate::ident::clip;
-use crate::outputs::Outputs;
+use crate::outputs::{Outputs, Published};
 use crate::queries::{QuerySpec, Registry};
 use crate::sources::{Frame, StopFlag};
 use crate::taps::Tap;
@@ -98,8 +98,10 @@ pub fn outputs_stage<S: Sink>(
     sink: Arc<S>,
     telemetry: Arc<Telemetry>,
     tap: Tap<Embedded>,
+    published: Tap<Published>,
     rt: tokio::runtime::Handle,
 ) {
+    let base = format!("{}/", outputs.topics.base());
     while let Some(e) = rx.recv() {
         let produced = {
             let mut reg = registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -107,6 +109,13 @@ pub fn outputs_stage<S: Sink>(
         };
         telemetry.emit(DaemonEvent::Alerts(produced.alerts as u64));
         for (key, body, enc) in produced.messages {
+            if published.is_listened() {
+                published.offer(Arc::new(Published {
+                    topic: key.strip_prefix(&base).unwrap_or(&key).to_string(),
+                    payload: body.clone(),
+                    enc,
+                }));
+            }
             if let Err(err) = rt.block_on(sink.put(key, body, enc)) {
                 telemetry.emit(DaemonEvent::BusError);
                 tracing::warn!(event = names::PUBLISH_FAILED, error = %err, "publish failed");
