@@ -28,6 +28,51 @@ pub struct Calibration {
     pub imu_gyro_bias: Vector3<f64>,
     pub depth_to_camera: Isometry3<f64>,
     pub imu_to_camera: Isometry3<f64>,
+    /// IMU frame → body frame; the body frame is the camera (head) frame unless
+    /// `[extrinsics.imu_to_body]` says otherwise.
+    pub imu_to_body: Isometry3<f64>,
+    /// Radiometric scaling of raw Y16 thermal counts (`[thermal]`), when given.
+    pub thermal: Option<Radiometry>,
+}
+
+/// Raw thermal counts → kelvin: `K = counts × kelvin_per_count + kelvin_offset`
+/// (a Lepton in TLinear high-resolution mode: 0.01 K per count, offset 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Radiometry {
+    pub kelvin_per_count: f64,
+    pub kelvin_offset: f64,
+}
+
+impl Radiometry {
+    /// The raw count that reads `kelvin`.
+    pub fn counts_at(&self, kelvin: f64) -> f64 {
+        (kelvin - self.kelvin_offset) / self.kelvin_per_count
+    }
+}
+
+/// IMU correction: readings minus the static biases, rotated into the body frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ImuCorrection {
+    pub accel_bias: Vector3<f64>,
+    pub gyro_bias: Vector3<f64>,
+    pub rotation: UnitQuaternion<f64>,
+}
+
+impl ImuCorrection {
+    /// Whether applying it changes nothing (zero biases, identity rotation).
+    pub fn is_identity(&self) -> bool {
+        self.accel_bias == Vector3::zeros() && self.gyro_bias == Vector3::zeros() && self.rotation.angle() == 0.0
+    }
+
+    /// A sample in the body frame: `R · (accel − b_a)`, `R · (gyro − b_g)`.
+    pub fn apply(&self, s: &crate::sources::ImuSample) -> crate::sources::ImuSample {
+        let v = |a: [f32; 3]| Vector3::new(a[0] as f64, a[1] as f64, a[2] as f64);
+        let out = |v: Vector3<f64>| [v.x as f32, v.y as f32, v.z as f32];
+        crate::sources::ImuSample {
+            accel: out(self.rotation * (v(s.accel) - self.accel_bias)),
+            gyro: out(self.rotation * (v(s.gyro) - self.gyro_bias)),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -37,6 +82,15 @@ struct Raw {
     depth: RawDepth,
     imu: RawImu,
     extrinsics: RawExtrinsics,
+    thermal: Option<RawThermal>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThermal {
+    kelvin_per_count: f64,
+    #[serde(default)]
+    kelvin_offset: f64,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +127,7 @@ struct RawImu {
 struct RawExtrinsics {
     depth_to_camera: RawPose,
     imu_to_camera: RawPose,
+    imu_to_body: Option<RawPose>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +178,27 @@ impl Calibration {
         if d.unit_m.is_nan() || d.unit_m <= 0.0 {
             return Err(err(format!("`depth.unit_m` must be > 0, got {}", d.unit_m)));
         }
+        if let Some(t) = &raw.thermal {
+            if !(t.kelvin_per_count.is_finite() && t.kelvin_per_count > 0.0 && t.kelvin_offset.is_finite()) {
+                return Err(err(format!(
+                    "`thermal.kelvin_per_count` must be > 0 and `thermal.kelvin_offset` finite, got {} and {}",
+                    t.kelvin_per_count, t.kelvin_offset
+                )));
+            }
+        }
+        let imu_to_camera = raw.extrinsics.imu_to_camera.to_isometry("imu_to_camera", src)?;
+        let imu_to_body = match &raw.extrinsics.imu_to_body {
+            Some(p) => p.to_isometry("imu_to_body", src)?,
+            None => imu_to_camera,
+        };
+        for (k, b) in [
+            ("imu.accel_bias", raw.imu.accel_bias),
+            ("imu.gyro_bias", raw.imu.gyro_bias),
+        ] {
+            if !b.iter().all(|v| v.is_finite()) {
+                return Err(err(format!("`{k}` must be finite, got {b:?}")));
+            }
+        }
         Ok(Calibration {
             camera_size: (c.width, c.height),
             camera_k: Matrix3::new(c.fx, 0.0, c.cx, 0.0, c.fy, c.cy, 0.0, 0.0, 1.0),
@@ -134,7 +210,12 @@ impl Calibration {
             imu_accel_bias: Vector3::from(raw.imu.accel_bias),
             imu_gyro_bias: Vector3::from(raw.imu.gyro_bias),
             depth_to_camera: raw.extrinsics.depth_to_camera.to_isometry("depth_to_camera", src)?,
-            imu_to_camera: raw.extrinsics.imu_to_camera.to_isometry("imu_to_camera", src)?,
+            imu_to_camera,
+            imu_to_body,
+            thermal: raw.thermal.map(|t| Radiometry {
+                kelvin_per_count: t.kelvin_per_count,
+                kelvin_offset: t.kelvin_offset,
+            }),
         })
     }
 
@@ -148,6 +229,15 @@ impl Calibration {
             reason: format!("cannot read: {e}"),
         })?;
         Self::parse(&text, path)
+    }
+
+    /// The IMU correction (biases, rotation into the body frame).
+    pub fn imu_correction(&self) -> ImuCorrection {
+        ImuCorrection {
+            accel_bias: self.imu_accel_bias,
+            gyro_bias: self.imu_gyro_bias,
+            rotation: self.imu_to_body.rotation,
+        }
     }
 
     /// Project a point in the camera frame to pixels (no distortion).
@@ -173,6 +263,44 @@ mod tests {
         assert_eq!((u, v), (320.0, 240.0));
         let p = c.depth_to_camera * nalgebra::Point3::new(0.0, 0.0, 1.0);
         assert!((p.x - 0.015).abs() < 1e-12);
+    }
+
+    #[test]
+    fn imu_samples_are_bias_corrected_and_rotated_into_the_body_frame() {
+        use crate::sources::ImuSample;
+        // IMU mounted rotated 90° about z: its x axis is the body's y axis.
+        let text = format!(
+            "{EXAMPLE_TOML}\n[extrinsics.imu_to_body]\nrotation = [{c}, 0.0, 0.0, {c}]\ntranslation = [0.0, 0.0, 0.0]\n",
+            c = std::f64::consts::FRAC_1_SQRT_2
+        )
+        .replace("accel_bias = [0.0, 0.0, 0.0]", "accel_bias = [0.1, -0.2, 0.05]")
+        .replace("gyro_bias = [0.0, 0.0, 0.0]", "gyro_bias = [0.01, 0.02, -0.03]");
+        let c = Calibration::parse(&text, "cal.toml").unwrap();
+        let corr = c.imu_correction();
+        assert!(!corr.is_identity());
+        let s = ImuSample {
+            accel: [1.1, -0.2, 9.86],
+            gyro: [0.01, 0.52, -0.03],
+        };
+        let out = corr.apply(&s);
+        // accel − bias = (1, 0, 9.81); rotated: (0, 1, 9.81). gyro − bias = (0, 0.5, 0) → (−0.5, 0, 0).
+        let close = |a: [f32; 3], b: [f32; 3]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+        assert!(close(out.accel, [0.0, 1.0, 9.81]), "{:?}", out.accel);
+        assert!(close(out.gyro, [-0.5, 0.0, 0.0]), "{:?}", out.gyro);
+        // Without `imu_to_body`, the body frame is the camera frame (identity in the example).
+        assert!(Calibration::load("").unwrap().imu_correction().is_identity());
+    }
+
+    #[test]
+    fn thermal_radiometry_is_optional_and_checked() {
+        assert!(Calibration::load("").unwrap().thermal.is_none());
+        let c = Calibration::parse(&format!("{EXAMPLE_TOML}\n[thermal]\nkelvin_per_count = 0.01\n"), "c").unwrap();
+        let r = c.thermal.unwrap();
+        assert!((r.counts_at(300.0) - 30000.0).abs() < 1e-9);
+        let e = Calibration::parse(&format!("{EXAMPLE_TOML}\n[thermal]\nkelvin_per_count = 0.0\n"), "c")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("thermal.kelvin_per_count"), "{e}");
     }
 
     #[test]

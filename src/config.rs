@@ -58,6 +58,18 @@ pub struct Config {
     pub events: EventsConfig,
     pub queries: QueriesConfig,
     pub health: HealthConfig,
+    pub foxglove: FoxgloveConfig,
+}
+
+/// `[foxglove]`: the live view (Foxglove WebSocket server).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FoxgloveConfig {
+    pub enabled: bool,
+    pub host: String,
+    pub port: u16,
+    pub image_max_side: u32,
+    pub image_rate_hz: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -194,6 +206,8 @@ pub struct DepthPrepConfig {
 pub enum ThermalRange {
     Auto,
     Fixed,
+    /// `kelvin_min..kelvin_max`, through the calibration's radiometry (`[thermal]`).
+    Kelvin,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -204,6 +218,8 @@ pub struct ThermalPrepConfig {
     pub range: ThermalRange,
     pub raw_min: f32,
     pub raw_max: f32,
+    pub kelvin_min: f32,
+    pub kelvin_max: f32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -417,6 +433,12 @@ impl Config {
         if t.range == ThermalRange::Fixed && t.raw_max <= t.raw_min {
             return bad("preprocess.thermal.raw_max", "expected raw_max > raw_min".into());
         }
+        if t.range == ThermalRange::Kelvin && !(t.kelvin_min >= 0.0 && t.kelvin_max > t.kelvin_min) {
+            return bad(
+                "preprocess.thermal.kelvin_max",
+                "expected 0 <= kelvin_min < kelvin_max".into(),
+            );
+        }
         if self.preprocess.imu.samples < 2 {
             return bad("preprocess.imu.samples", "expected at least 2".into());
         }
@@ -451,6 +473,22 @@ impl Config {
         }
         if !(self.daemon.shutdown_timeout_s.is_finite() && self.daemon.shutdown_timeout_s > 0.0) {
             return bad("daemon.shutdown_timeout_s", "expected seconds > 0".into());
+        }
+        let f = &self.foxglove;
+        if f.host.trim().is_empty() {
+            return bad("foxglove.host", "expected a host to listen on, e.g. 127.0.0.1".into());
+        }
+        if !(16..=4096).contains(&f.image_max_side) {
+            return bad(
+                "foxglove.image_max_side",
+                format!("expected 16..=4096 pixels, got {}", f.image_max_side),
+            );
+        }
+        if !(f.image_rate_hz.is_finite() && f.image_rate_hz > 0.0 && f.image_rate_hz <= 60.0) {
+            return bad(
+                "foxglove.image_rate_hz",
+                format!("expected 0 < Hz <= 60, got {}", f.image_rate_hz),
+            );
         }
         if self.outputs.queue == 0 {
             return bad("outputs.queue", "expected at least 1".into());

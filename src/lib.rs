@@ -14,6 +14,7 @@ pub mod config;
 pub mod edge;
 pub mod engine;
 pub mod ident;
+pub mod liveview;
 pub mod modality;
 pub mod offline;
 pub mod outputs;

@@ -259,6 +259,20 @@ impl Registry {
     }
 
     /// Match one window's embedding; returns the alerts that fire.
+    /// Cosine of every query that applies to this stream, with its threshold (the
+    /// live view plots them over time); no cooldown, nothing fires.
+    pub fn scores(&self, source: &str, modality: Modality, emb: &[f32]) -> Vec<(String, f32, f32)> {
+        self.queries
+            .values()
+            .filter(|r| r.spec.modalities.contains(&modality) && r.embedding.len() == emb.len())
+            .filter(|r| r.spec.sources.is_empty() || r.spec.sources.iter().any(|s| s == source))
+            .map(|r| {
+                let score: f32 = r.embedding.iter().zip(emb).map(|(a, b)| a * b).sum();
+                (r.spec.id.clone(), score, r.spec.threshold)
+            })
+            .collect()
+    }
+
     pub fn matches(
         &mut self,
         source: &str,

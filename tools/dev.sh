@@ -7,8 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=$ROOT/.venv
-PY_REQS=(onnxruntime==1.31.1 eclipse-zenoh==1.10.2 cbor2==5.7.1 numpy pytest==8.4.2)
-APT_PKGS=(pkg-config python3-venv systemd)
+# mcap, mcap-protobuf-support, foxglove-sdk and websockets: independent readers, writers
+# and a Foxglove WebSocket client for the recording and live-view tests.
+PY_REQS=(onnxruntime==1.31.1 eclipse-zenoh==1.10.2 cbor2==5.7.1 numpy pytest==8.4.2
+  mcap==1.6.0 mcap-protobuf-support==0.6.0 foxglove-sdk==0.30.3 websockets==15.0.1)
+# libclang-dev (v4l2 bindings) and libasound2-dev (ALSA) build the `robot` drivers.
+APT_PKGS=(pkg-config python3-venv systemd libclang-dev libasound2-dev)
 
 log() { printf '\033[1m[sensebind]\033[0m %s\n' "$*" >&2; }
 
@@ -84,7 +88,7 @@ case "${1:-}" in
     cargo clippy --release --locked --all-targets --features robot -- -D warnings
     log "cargo test (release, --features robot)"
     cargo test --release --locked --features robot
-    log "Python bus client tests"
+    log "Python tests (bus client, MCAP readers/writers, Foxglove live view)"
     SENSEBIND_BIN="$ROOT/target/release/sensebind" "$VENV/bin/python" -m pytest -q tests/python
     ;;
   *)

@@ -209,6 +209,22 @@ pub async fn run_graph(
     let rt = tokio::runtime::Handle::current();
     let discard = Discard::default();
 
+    // ---- live view (optional): listens on the taps, never slows the graph
+    let liveview = if cfg.foxglove.enabled {
+        let inputs = crate::liveview::LiveInputs {
+            frames: taps.frames.listen(),
+            published: taps.published.listen(),
+            embeddings: taps.embeddings.listen(),
+        };
+        Some(
+            crate::liveview::start(&cfg.foxglove, inputs, registry.clone())
+                .await
+                .map_err(|e| PipelineError::Setup(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+
     // ---- outputs: encoders → outputs thread → bus
     let (out_tx, out_rx) = edge::<Embedded>("outputs", cfg.outputs.queue, cfg.outputs.when_full);
     let (done_tx, mut outputs_done) = tokio::sync::watch::channel(false);
@@ -223,16 +239,15 @@ pub async fn run_graph(
         events: BTreeMap::new(),
     };
     {
-        let (reg, sink, tel, tap, published, rt) = (
+        let (reg, sink, tel, taps, rt) = (
             registry.clone(),
             sink.clone(),
             telemetry.clone(),
-            taps.embeddings.clone(),
-            taps.published.clone(),
+            taps.clone(),
             rt.clone(),
         );
         sup.thread("outputs", Role::Finite, move || {
-            stages::outputs_stage(out_rx, outputs, reg, sink, tel, tap, published, rt);
+            stages::outputs_stage(out_rx, outputs, reg, sink, tel, taps, rt);
             let _ = done_tx.send(true);
         })
         .map_err(|e| PipelineError::Setup(format!("cannot start the outputs thread: {e}")))?;
@@ -283,8 +298,9 @@ pub async fn run_graph(
                 stats.clone(),
                 stop.clone(),
             );
+            let imu = (st.modality == Modality::Imu).then(|| models.calibration.imu_correction());
             sup.thread(&format!("window/{}/{}", s.id, st.modality), Role::Finite, move || {
-                stages::window_stage(rx, w, clock, worker, stats2, idle, stop)
+                stages::window_stage(rx, w, clock, worker, stats2, idle, stop, imu)
             })
             .map_err(|e| PipelineError::Setup(format!("cannot start a windower thread: {e}")))?;
             routes.push(Route {
@@ -381,6 +397,9 @@ pub async fn run_graph(
         tracing::warn!(event = names::SOURCE_STUCK, stage = %name, "source driver is blocked in a read; leaving it behind");
     }
     sup.abort_tasks().await;
+    if let Some(lv) = liveview {
+        lv.stop().await;
+    }
     stages::publish_health(sink.as_ref(), &topics, &telemetry, &robot).await;
     drop(alive);
     let _ = session.close().await;

@@ -22,6 +22,8 @@ pub struct Models {
     pub text: TextPrep,
     /// Vision settings, for still images (`embed --image`).
     pub vision_config: VisionPrepConfig,
+    /// The sensor calibration (IMU correction, radiometry, depth geometry).
+    pub calibration: Calibration,
 }
 
 impl Models {
@@ -30,6 +32,12 @@ impl Models {
     pub fn load(cfg: &Config, modalities: &[Modality]) -> Result<Models, PipelineError> {
         let pack = Pack::load(&cfg.pack.path)?;
         let calib = Calibration::load(&cfg.calibration.file)?;
+        if cfg.preprocess.thermal.range == crate::config::ThermalRange::Kelvin && calib.thermal.is_none() {
+            return Err(PipelineError::Setup(format!(
+                "`preprocess.thermal.range` = \"kelvin\" needs a `[thermal]` radiometry section in the calibration ({})",
+                if cfg.calibration.file.is_empty() { "built-in example" } else { cfg.calibration.file.as_str() }
+            )));
+        }
         let preprocessors: BTreeMap<Modality, Arc<dyn Preprocessor>> = preprocess::build_all(&cfg.preprocess, &calib)
             .into_iter()
             .map(|p| (p.modality(), p))
@@ -56,6 +64,7 @@ impl Models {
             preprocessors,
             text: TextPrep::new(),
             vision_config: cfg.preprocess.vision.clone(),
+            calibration: calib,
         })
     }
 

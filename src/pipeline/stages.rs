@@ -4,14 +4,14 @@
 //! handles what a windower produces.
 
 use crate::bus::{Enc, Sink, Topics};
+use crate::calibration::ImuCorrection;
 use crate::clock::Clock;
 use crate::edge::{Receiver, Recv};
 use crate::engine::worker::{Embedded, Submit, WorkerHandle};
 use crate::ident::clip;
 use crate::outputs::{Outputs, Published};
 use crate::queries::{QuerySpec, Registry};
-use crate::sources::{Frame, StopFlag};
-use crate::taps::Tap;
+use crate::sources::{Frame, FrameData, StopFlag};
 use crate::telemetry::{names, DaemonEvent, LogLimiter, StreamEvent, StreamStats, Telemetry, WindowDrop};
 use crate::window::{Outcome, Window, Windower};
 use serde_json::json;
@@ -45,6 +45,7 @@ pub fn dispatch(outcomes: Vec<Outcome>, stats: &StreamStats, limiter: &mut LogLi
 
 /// Frames → windows → encoder queue, for one stream. Idle flushing asks the stream's
 /// own clock, so a replay at any pace closes exactly the windows a real-time run does.
+#[allow(clippy::too_many_arguments)] // one per edge, clock and setting of the stage
 pub fn window_stage(
     rx: Receiver<Arc<Frame>>,
     mut w: Windower,
@@ -53,7 +54,9 @@ pub fn window_stage(
     stats: Arc<StreamStats>,
     idle_flush: Duration,
     stop: StopFlag,
+    imu: Option<ImuCorrection>,
 ) {
+    let imu = imu.filter(|c| !c.is_identity());
     let mut limiter = LogLimiter::new(Duration::from_secs(10));
     let idle_ns = idle_flush.as_nanos() as i64;
     let poll = idle_flush.min(Duration::from_millis(200));
@@ -70,7 +73,17 @@ pub fn window_stage(
         match rx.recv_timeout(poll) {
             // A compressed frame (UVC MJPEG) is decoded here, off the capture thread.
             Recv::Item(frame) => match crate::sources::pixfmt::decoded(frame, w.limits().image) {
-                Ok(frame) => dispatch(w.push(frame), &stats, &mut limiter, submit),
+                Ok(frame) => {
+                    // IMU samples: bias-corrected and rotated into the body frame.
+                    let frame = match (&imu, &frame.data) {
+                        (Some(c), FrameData::Imu(s)) => Arc::new(Frame {
+                            t_ns: frame.t_ns,
+                            data: FrameData::Imu(c.apply(s)),
+                        }),
+                        _ => frame,
+                    };
+                    dispatch(w.push(frame), &stats, &mut limiter, submit)
+                }
                 Err(reason) => dispatch(vec![Outcome::Rejected { reason }], &stats, &mut limiter, submit),
             },
             Recv::Closed => {
@@ -97,8 +110,7 @@ pub fn outputs_stage<S: Sink>(
     registry: Arc<Mutex<Registry>>,
     sink: Arc<S>,
     telemetry: Arc<Telemetry>,
-    tap: Tap<Embedded>,
-    published: Tap<Published>,
+    taps: super::Taps,
     rt: tokio::runtime::Handle,
 ) {
     let base = format!("{}/", outputs.topics.base());
@@ -109,8 +121,8 @@ pub fn outputs_stage<S: Sink>(
         };
         telemetry.emit(DaemonEvent::Alerts(produced.alerts as u64));
         for (key, body, enc) in produced.messages {
-            if published.is_listened() {
-                published.offer(Arc::new(Published {
+            if taps.published.is_listened() {
+                taps.published.offer(Arc::new(Published {
                     topic: key.strip_prefix(&base).unwrap_or(&key).to_string(),
                     payload: body.clone(),
                     enc,
@@ -122,7 +134,7 @@ pub fn outputs_stage<S: Sink>(
             }
         }
         telemetry.stream(&e.source, e.modality).emit(StreamEvent::Published);
-        tap.offer(Arc::new(e));
+        taps.embeddings.offer(Arc::new(e));
     }
 }
 

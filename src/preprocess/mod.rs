@@ -106,7 +106,7 @@ pub fn build_all(cfg: &PreprocessConfig, calib: &Calibration) -> Vec<Arc<dyn Pre
             calib.depth_baseline_m,
             calib.depth_focal_px,
         )),
-        Arc::new(vision::ThermalPrep::new(cfg.thermal.clone())),
+        Arc::new(vision::ThermalPrep::new(cfg.thermal.clone()).with_radiometry(calib.thermal)),
         Arc::new(imu::ImuPrep::new(cfg.imu.clone())),
     ]
 }

@@ -280,17 +280,32 @@ impl Preprocessor for DepthPrep {
 
 pub struct ThermalPrep {
     cfg: ThermalPrepConfig,
+    radiometry: Option<crate::calibration::Radiometry>,
 }
 
 impl ThermalPrep {
     pub fn new(cfg: ThermalPrepConfig) -> Self {
-        ThermalPrep { cfg }
+        ThermalPrep { cfg, radiometry: None }
+    }
+
+    /// With the calibration's radiometry (`range = "kelvin"` needs it).
+    pub fn with_radiometry(mut self, r: Option<crate::calibration::Radiometry>) -> Self {
+        self.radiometry = r;
+        self
     }
 
     /// Raw Y16 → [0, 1].
     pub fn normalise(&self, raw: &[u16]) -> Vec<f32> {
         let (lo, hi) = match self.cfg.range {
             ThermalRange::Fixed => (self.cfg.raw_min, self.cfg.raw_max),
+            ThermalRange::Kelvin => match self.radiometry {
+                Some(r) => (
+                    r.counts_at(self.cfg.kelvin_min as f64) as f32,
+                    r.counts_at(self.cfg.kelvin_max as f64) as f32,
+                ),
+                // Refused at start (Models::load); counts as a fallback.
+                None => (self.cfg.raw_min, self.cfg.raw_max),
+            },
             ThermalRange::Auto => {
                 let lo = raw.iter().copied().min().unwrap_or(0) as f32;
                 let hi = raw.iter().copied().max().unwrap_or(0) as f32;

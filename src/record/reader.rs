@@ -35,8 +35,14 @@ pub struct ChannelInfo {
     pub message_encoding: String,
     /// Channel metadata (sensebind writes `nominal_rate_hz` on frame channels).
     pub metadata: BTreeMap<String, String>,
-    /// Messages on the channel, when the file's statistics say.
+    /// Messages on the channel, when the file's statistics say (or a scan counted).
     pub message_count: Option<u64>,
+    /// Messages per second over the recording, estimated from the counts and times.
+    pub rate_hz: Option<f64>,
+}
+
+fn rate(count: u64, first_ns: u64, last_ns: u64) -> Option<f64> {
+    (count > 1 && last_ns > first_ns).then(|| (count - 1) as f64 / ((last_ns - first_ns) as f64 / 1e9))
 }
 
 /// One message.
@@ -81,6 +87,7 @@ pub fn channels(path: &Path) -> Result<BTreeMap<String, ChannelInfo>, ReadError>
     if let Ok(Some(s)) = summary {
         if !s.channels.is_empty() {
             let counts = s.stats.as_ref().map(|st| st.channel_message_counts.clone());
+            let span = s.stats.as_ref().map(|st| (st.message_start_time, st.message_end_time));
             return Ok(s
                 .channels
                 .values()
@@ -93,6 +100,10 @@ pub fn channels(path: &Path) -> Result<BTreeMap<String, ChannelInfo>, ReadError>
                             message_encoding: c.message_encoding.clone(),
                             metadata: c.metadata.clone(),
                             message_count: counts.as_ref().and_then(|m| m.get(&c.id).copied()),
+                            rate_hz: match (counts.as_ref().and_then(|m| m.get(&c.id)), span) {
+                                (Some(n), Some((a, b))) => rate(*n, a, b),
+                                _ => None,
+                            },
                         },
                     )
                 })
@@ -102,16 +113,29 @@ pub fn channels(path: &Path) -> Result<BTreeMap<String, ChannelInfo>, ReadError>
     // No summary (cut short, or written without one): scan.
     let mut out = BTreeMap::new();
     let mut msgs = Messages::open(path)?;
-    msgs.channels_only = true;
+    msgs.skip_bodies = true;
+    let mut seen: HashMap<String, (u64, u64, u64)> = HashMap::new();
     for m in msgs.by_ref() {
         match m {
-            Ok(_) => {}
+            Ok(m) => {
+                let e = seen
+                    .entry(m.channel.topic.clone())
+                    .or_insert((0, m.log_time_ns, m.log_time_ns));
+                e.0 += 1;
+                e.1 = e.1.min(m.log_time_ns);
+                e.2 = e.2.max(m.log_time_ns);
+            }
             Err(ReadError::Truncated { .. }) => break,
             Err(e) => return Err(e),
         }
     }
     for c in msgs.channels.values() {
-        out.insert(c.topic.clone(), (**c).clone());
+        let mut c = (**c).clone();
+        if let Some((n, a, b)) = seen.get(&c.topic) {
+            c.message_count = Some(*n);
+            c.rate_hz = rate(*n, *a, *b);
+        }
+        out.insert(c.topic.clone(), c);
     }
     Ok(out)
 }
@@ -123,8 +147,8 @@ pub struct Messages {
     reader: LinearReader,
     schemas: HashMap<u16, String>,
     channels: HashMap<u16, std::sync::Arc<ChannelInfo>>,
-    /// Only collect channels (skip message bodies).
-    channels_only: bool,
+    /// Yield messages without their bodies (a scan for channels and counts).
+    skip_bodies: bool,
     messages: u64,
     done: bool,
 }
@@ -146,7 +170,7 @@ impl Messages {
             reader,
             schemas: HashMap::new(),
             channels: HashMap::new(),
-            channels_only: false,
+            skip_bodies: false,
             messages: 0,
             done: false,
         })
@@ -222,10 +246,11 @@ impl Iterator for Messages {
                                     message_encoding: c.message_encoding,
                                     metadata: c.metadata,
                                     message_count: None,
+                                    rate_hz: None,
                                 }),
                             );
                         }
-                        Record::Message { header, data } if !self.channels_only => {
+                        Record::Message { header, data } => {
                             let Some(channel) = self.channels.get(&header.channel_id).cloned() else {
                                 continue; // a message before its channel: not playable
                             };
@@ -233,7 +258,11 @@ impl Iterator for Messages {
                             return Some(Ok(McapMessage {
                                 channel,
                                 log_time_ns: header.log_time,
-                                data: data.into_owned(),
+                                data: if self.skip_bodies {
+                                    Vec::new()
+                                } else {
+                                    data.into_owned()
+                                },
                             }));
                         }
                         _ => {}

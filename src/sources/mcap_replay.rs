@@ -55,7 +55,8 @@ pub fn parse(id: &str, keys: toml::Table) -> Result<Box<dyn DriverConfig>, Sourc
     Ok(Box::new(c))
 }
 
-/// Frame rate assumed for a recorded stream that says nothing about its rate.
+/// Frame rate assumed for a recorded stream whose rate is neither in its metadata
+/// (`nominal_rate_hz`, written by `sensebind record`) nor estimable from the file.
 fn default_rate(m: Modality) -> f64 {
     match m {
         Modality::Audio => 50.0,
@@ -96,6 +97,7 @@ fn select(
             .metadata
             .get("nominal_rate_hz")
             .and_then(|v| v.parse::<f64>().ok())
+            .or(c.rate_hz)
             .filter(|r| r.is_finite() && *r > 0.0)
             .unwrap_or_else(|| default_rate(m));
         out.insert(topic.clone(), Stream { modality: m, rate_hz });
@@ -315,6 +317,7 @@ mod tests {
                     .map(|r| [("nominal_rate_hz".to_string(), r.to_string())].into())
                     .unwrap_or_default(),
                 message_count: None,
+                rate_hz: None,
             },
         )
     }
