@@ -20,6 +20,9 @@ struct Sim {
     frames: u64,
     block_after: bool,
     panic_at: Option<u64>,
+    /// The device "goes away" once at this frame: a read error, then a failed reopen.
+    fail_at: Option<u64>,
+    reopen_fails: u32,
 }
 
 impl Source for Sim {
@@ -36,9 +39,24 @@ impl Source for Sim {
         self.clock.clone()
     }
     fn open(&mut self) -> Result<(), SourceError> {
+        if self.reopen_fails > 0 {
+            self.reopen_fails -= 1;
+            return Err(SourceError::Open {
+                what: "simulated camera".into(),
+                reason: "No such device".into(),
+            });
+        }
         Ok(())
     }
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        if self.fail_at == Some(self.i) {
+            self.fail_at = None;
+            self.reopen_fails = 1;
+            return Err(SourceError::Read {
+                what: "simulated camera".into(),
+                reason: "device unplugged".into(),
+            });
+        }
         if self.panic_at == Some(self.i) {
             self.panic_at = None;
             panic!("simulated driver bug");
@@ -104,6 +122,8 @@ async fn a_source_blocked_in_a_read_cannot_hold_the_exit() {
         frames: 150,
         block_after: true,
         panic_at: None,
+        fail_at: None,
+        reopen_fails: 0,
     };
     let taps = Taps::default();
     let mut embeddings = taps.embeddings.listen();
@@ -144,6 +164,8 @@ async fn a_driver_that_panics_is_restarted_and_windows_go_on() {
         frames: 240,
         block_after: false,
         panic_at: Some(70),
+        fail_at: None,
+        reopen_fails: 0,
     };
     let taps = Taps::default();
     let mut embeddings = taps.embeddings.listen();
@@ -168,6 +190,52 @@ async fn a_driver_that_panics_is_restarted_and_windows_go_on() {
     // Hop 1 s, 2 s windows over 8 s of frames: windows after the panic exist.
     assert!(seqs.iter().any(|s| *s >= 4), "windows after the panic: {seqs:?}");
     assert!(seqs.contains(&0), "{seqs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_that_fails_and_recovers_while_another_keeps_publishing() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    // `flaky` loses its device at frame 60 (t = 2 s) and cannot reopen at once; `steady`
+    // runs alongside. Both have 8 s of frames.
+    let sim = |fail_at| Sim {
+        clock: ReplayClock::new(),
+        i: 0,
+        frames: 240,
+        block_after: false,
+        panic_at: None,
+        fail_at,
+        reopen_fails: 0,
+    };
+    let taps = Taps::default();
+    let mut embeddings = taps.embeddings.listen();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(pipeline::run_graph(
+        config(dir.path()),
+        vec![
+            built("flaky", Sim::wrap(sim(Some(60)))),
+            built("steady", Sim::wrap(sim(None))),
+        ],
+        StopFlag::default(),
+        taps,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let mut seqs: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_secs(6), embeddings.recv()).await {
+        seqs.entry(e.source.to_string()).or_default().push(e.seq);
+    }
+    tx.send(()).unwrap();
+    let result = run.await.unwrap();
+    assert!(result.is_ok(), "a failing driver must not fail the daemon: {result:?}");
+    let steady = &seqs["steady"];
+    let flaky = &seqs["flaky"];
+    // Every window of the steady source (hop 1 s, 2 s windows over 8 s: seq 0..=6).
+    assert!((0..=6).all(|s| steady.contains(&s)), "steady: {steady:?}");
+    // The flaky source published before the failure and again after it reopened.
+    assert!(flaky.contains(&0), "flaky before the failure: {flaky:?}");
+    assert!(flaky.iter().any(|s| *s >= 4), "flaky after recovering: {flaky:?}");
 }
 
 /// One driver, two streams (a RealSense-like camera + IMU), one clock.
