@@ -64,14 +64,15 @@ impl ImuCorrection {
         self.accel_bias == Vector3::zeros() && self.gyro_bias == Vector3::zeros() && self.rotation.angle() == 0.0
     }
 
-    /// A sample in the body frame: `R · (accel − b_a)`, `R · (gyro − b_g)`.
-    pub fn apply(&self, s: &crate::sources::ImuSample) -> crate::sources::ImuSample {
+    /// A sample (accel m/s², gyro rad/s) in the body frame: `R · (accel − b_a)`,
+    /// `R · (gyro − b_g)`.
+    pub fn apply(&self, accel: [f32; 3], gyro: [f32; 3]) -> ([f32; 3], [f32; 3]) {
         let v = |a: [f32; 3]| Vector3::new(a[0] as f64, a[1] as f64, a[2] as f64);
         let out = |v: Vector3<f64>| [v.x as f32, v.y as f32, v.z as f32];
-        crate::sources::ImuSample {
-            accel: out(self.rotation * (v(s.accel) - self.accel_bias)),
-            gyro: out(self.rotation * (v(s.gyro) - self.gyro_bias)),
-        }
+        (
+            out(self.rotation * (v(accel) - self.accel_bias)),
+            out(self.rotation * (v(gyro) - self.gyro_bias)),
+        )
     }
 }
 
@@ -267,7 +268,6 @@ mod tests {
 
     #[test]
     fn imu_samples_are_bias_corrected_and_rotated_into_the_body_frame() {
-        use crate::sources::ImuSample;
         // IMU mounted rotated 90° about z: its x axis is the body's y axis.
         let text = format!(
             "{EXAMPLE_TOML}\n[extrinsics.imu_to_body]\nrotation = [{c}, 0.0, 0.0, {c}]\ntranslation = [0.0, 0.0, 0.0]\n",
@@ -278,15 +278,11 @@ mod tests {
         let c = Calibration::parse(&text, "cal.toml").unwrap();
         let corr = c.imu_correction();
         assert!(!corr.is_identity());
-        let s = ImuSample {
-            accel: [1.1, -0.2, 9.86],
-            gyro: [0.01, 0.52, -0.03],
-        };
-        let out = corr.apply(&s);
+        let (accel, gyro) = corr.apply([1.1, -0.2, 9.86], [0.01, 0.52, -0.03]);
         // accel − bias = (1, 0, 9.81); rotated: (0, 1, 9.81). gyro − bias = (0, 0.5, 0) → (−0.5, 0, 0).
         let close = |a: [f32; 3], b: [f32; 3]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
-        assert!(close(out.accel, [0.0, 1.0, 9.81]), "{:?}", out.accel);
-        assert!(close(out.gyro, [-0.5, 0.0, 0.0]), "{:?}", out.gyro);
+        assert!(close(accel, [0.0, 1.0, 9.81]), "{accel:?}");
+        assert!(close(gyro, [-0.5, 0.0, 0.0]), "{gyro:?}");
         // Without `imu_to_body`, the body frame is the camera frame (identity in the example).
         assert!(Calibration::load("").unwrap().imu_correction().is_identity());
     }

@@ -270,7 +270,7 @@ async fn replay(mut cfg: Config, file: PathBuf, pace: String, out: Option<PathBu
     if !matches!(pace.as_str(), "realtime" | "fast") {
         bail!("--pace: expected `realtime` or `fast`, got `{pace}`");
     }
-    let ids = sensebind::sources::mcap_replay::recorded_sources(&file)?;
+    let ids = sensebind::sources::mcap::recorded_sources(&file)?;
     if ids.is_empty() {
         bail!(
             "{}: no frame channels (`frames/<modality>/<source>`) to replay",

@@ -11,7 +11,7 @@ use crate::engine::worker::{Embedded, Submit, WorkerHandle};
 use crate::ident::clip;
 use crate::outputs::{Outputs, Published};
 use crate::queries::{QuerySpec, Registry};
-use crate::sources::{Frame, FrameData, StopFlag};
+use crate::sources::{Frame, FrameData, ImuSample, StopFlag};
 use crate::telemetry::{names, DaemonEvent, LogLimiter, StreamEvent, StreamStats, Telemetry, WindowDrop};
 use crate::window::{Outcome, Window, Windower};
 use serde_json::json;
@@ -76,10 +76,13 @@ pub fn window_stage(
                 Ok(frame) => {
                     // IMU samples: bias-corrected and rotated into the body frame.
                     let frame = match (&imu, &frame.data) {
-                        (Some(c), FrameData::Imu(s)) => Arc::new(Frame {
-                            t_ns: frame.t_ns,
-                            data: FrameData::Imu(c.apply(s)),
-                        }),
+                        (Some(c), FrameData::Imu(s)) => {
+                            let (accel, gyro) = c.apply(s.accel, s.gyro);
+                            Arc::new(Frame {
+                                t_ns: frame.t_ns,
+                                data: FrameData::Imu(ImuSample { accel, gyro }),
+                            })
+                        }
                         _ => frame,
                     };
                     dispatch(w.push(frame), &stats, &mut limiter, submit)

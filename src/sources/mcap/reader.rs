@@ -3,9 +3,9 @@
 //! file order. A truncated file yields every message before the cut, then ends with
 //! [`ReadError::Truncated`].
 
-use mcap::records::Record;
-use mcap::sans_io::linear_reader::{LinearReadEvent, LinearReader, LinearReaderOptions};
-use mcap::sans_io::summary_reader::{SummaryReadEvent, SummaryReader};
+use ::mcap::records::Record;
+use ::mcap::sans_io::linear_reader::{LinearReadEvent, LinearReader, LinearReaderOptions};
+use ::mcap::sans_io::summary_reader::{SummaryReadEvent, SummaryReader};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Seek};
@@ -65,11 +65,11 @@ pub fn channels(path: &Path) -> Result<BTreeMap<String, ChannelInfo>, ReadError>
     let mut file = File::open(path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
     let mut reader = SummaryReader::new_with_options(
-        mcap::sans_io::summary_reader::SummaryReaderOptions::default()
+        ::mcap::sans_io::summary_reader::SummaryReaderOptions::default()
             .with_file_size(size)
             .with_record_length_limit(RECORD_LIMIT),
     );
-    let summary = (|| -> Result<Option<mcap::Summary>, String> {
+    let summary = (|| -> Result<Option<::mcap::Summary>, String> {
         while let Some(event) = reader.next_event() {
             match event.map_err(|e| e.to_string())? {
                 SummaryReadEvent::ReadRequest(n) => {
@@ -176,10 +176,10 @@ impl Messages {
         })
     }
 
-    fn fail(&mut self, e: mcap::McapError) -> ReadError {
+    fn fail(&mut self, e: ::mcap::McapError) -> ReadError {
         self.done = true;
         match e {
-            mcap::McapError::UnexpectedEof | mcap::McapError::UnexpectedEoc => ReadError::Truncated {
+            ::mcap::McapError::UnexpectedEof | ::mcap::McapError::UnexpectedEoc => ReadError::Truncated {
                 path: self.path.clone(),
                 messages: self.messages,
                 reason: e.to_string(),
@@ -228,7 +228,7 @@ impl Iterator for Messages {
                     }
                 }
                 LinearReadEvent::Record { data, opcode } => {
-                    let record = match mcap::parse_record(opcode, data) {
+                    let record = match ::mcap::parse_record(opcode, data) {
                         Ok(r) => r,
                         Err(e) => return Some(Err(self.fail(e))),
                     };

@@ -15,6 +15,9 @@
 //! A message that cannot be played (unknown schema, bad size) is skipped and counted; a
 //! file cut short plays up to its last complete chunk, then ends.
 
+pub mod frames;
+pub mod reader;
+
 use super::file::Pace;
 use super::{
     key_error, parse_keys, DriverConfig, Frame, ImageLimits, Nanos, Pacer, Source, SourceConfigError, SourceContext,
@@ -22,8 +25,8 @@ use super::{
 };
 use crate::clock::{Clock, ReplayClock};
 use crate::modality::Modality;
-use crate::record::codec;
-use crate::record::reader::{self, ChannelInfo, Messages, ReadError};
+use frames as codec;
+use reader::{ChannelInfo, Messages, ReadError};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
