@@ -118,10 +118,7 @@ pub enum Outcome {
     },
 }
 
-/// Highest audio sample rate a window accepts.
-pub const MAX_SAMPLE_RATE: u32 = 384_000;
-/// Most audio channels a window accepts.
-pub const MAX_CHANNELS: u16 = 64;
+pub use crate::sources::{MAX_CHANNELS, MAX_SAMPLE_RATE};
 
 /// Windows above this many behind the watermark are skipped in one step (a long gap).
 const MAX_CATCH_UP: i64 = 10_000;

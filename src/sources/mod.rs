@@ -13,12 +13,21 @@
 //! driver panic is caught, counted and treated like a failed read.
 //! Real drivers (V4L2, ALSA, RealSense, Y16 thermal, IIO IMU) implement the same trait.
 
+#[cfg(feature = "alsa")]
+pub mod alsa;
 pub mod file;
 #[cfg(feature = "iio")]
 pub mod iio;
+pub mod mcap;
 pub mod pixfmt;
+#[cfg(feature = "realsense")]
+pub mod realsense;
+pub mod realsense_convert;
 pub mod runner;
+pub mod sample_clock;
 pub mod synthetic;
+#[cfg(feature = "v4l2")]
+pub mod v4l2;
 
 pub use crate::clock::Nanos;
 use crate::clock::{Clock, ReplayClock};
@@ -29,6 +38,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Highest audio sample rate a window accepts (drivers refuse to ask for more).
+pub const MAX_SAMPLE_RATE: u32 = 384_000;
+/// Most audio channels a window accepts.
+pub const MAX_CHANNELS: u16 = 64;
 
 /// One IMU reading.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -312,12 +326,27 @@ pub type ParseDriver = fn(id: &str, keys: toml::Table) -> Result<Box<dyn DriverC
 pub const DRIVERS: &[(&str, ParseDriver)] = &[
     ("synthetic", synthetic::parse),
     ("file", file::parse),
+    ("mcap", mcap::parse),
     #[cfg(feature = "iio")]
     ("iio", iio::parse),
+    #[cfg(feature = "alsa")]
+    ("alsa", alsa::parse),
+    #[cfg(feature = "v4l2")]
+    ("v4l2", v4l2::parse),
+    #[cfg(feature = "realsense")]
+    ("realsense", realsense::parse),
 ];
 
 /// Drivers behind cargo features: `type` value → feature.
-const FEATURE_DRIVERS: &[(&str, &str)] = &[("iio", "iio")];
+const FEATURE_DRIVERS: &[(&str, &str)] = &[
+    ("iio", "iio"),
+    ("alsa", "alsa"),
+    ("v4l2", "v4l2"),
+    ("realsense", "realsense"),
+];
+
+/// The drivers feature `robot` enables (every one that builds on Debian).
+const ROBOT_DRIVERS: &[&str] = &["iio", "alsa", "v4l2"];
 
 /// Keys every source has, whatever its driver.
 const COMMON_KEYS: [&str; 3] = ["restart_backoff_s", "queue", "when_full"];
@@ -397,7 +426,14 @@ pub fn parse(id: &str, table: &toml::Table) -> Result<SourceConfig, SourceConfig
                 return Err(key_error(
                     id,
                     "type",
-                    format!("driver `{kind}` is not in this build (rebuild with `--features {feature}` or `robot`)"),
+                    format!(
+                        "driver `{kind}` is not in this build (rebuild with `--features {feature}`{})",
+                        if ROBOT_DRIVERS.contains(&kind.as_str()) {
+                            " or `robot`"
+                        } else {
+                            ""
+                        }
+                    ),
                 ));
             }
             let known: Vec<&str> = std::iter::once("off").chain(DRIVERS.iter().map(|d| d.0)).collect();
@@ -482,6 +518,11 @@ mod tests {
         } else {
             let e = r.unwrap_err().to_string();
             assert!(e.contains("not in this build") && e.contains("--features iio"), "{e}");
+        }
+        if !cfg!(feature = "realsense") {
+            let t: toml::Table = toml::from_str("type = \"realsense\"").unwrap();
+            let e = parse("rs0", &t).unwrap_err().to_string();
+            assert!(e.contains("--features realsense") && !e.contains("robot"), "{e}");
         }
     }
 
