@@ -273,3 +273,63 @@ fn captured_speech_embeds_like_the_offline_cli() {
         assert!(c >= 0.9999, "window {}..{} s: cosine {c}", t_start, t_end);
     }
 }
+
+#[test]
+fn captured_audio_is_recorded_to_mcap_sample_exact() {
+    common::require_ort();
+    let home = alsa_home();
+    let n = fixture_samples().len();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::write_config(
+        dir.path(),
+        "alsarec",
+        common::free_port(),
+        &format!(
+            "[sources.mic]\ntype = \"alsa\"\ndevice = \"sbtest\"\nrate = {RATE}\nchannels = 1\nperiod_ms = 20\n\
+             drift_ms = 3600000\nmax_seconds = {}\n[daemon]\nexit_when_sources_end = true\n\
+             [engine]\nproviders = [\"cpu\"]\n",
+            n as f64 / RATE as f64
+        ),
+    );
+    let out = dir.path().join("mic.mcap");
+    let run = std::process::Command::new(common::bin())
+        .args(["record", "--seconds", "60", "--embeddings", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .env("HOME", home)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run sensebind record");
+    assert!(
+        run.status.success(),
+        "sensebind record failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let mut recorded: Vec<i16> = Vec::new();
+    let mut embeddings = 0;
+    for m in sensebind::sources::mcap::reader::Messages::open(&out).unwrap() {
+        let m = m.unwrap();
+        if m.channel.topic == "frames/audio/mic" {
+            let f = sensebind::sources::mcap::frames::decode_frame(
+                Modality::Audio,
+                &m.channel.schema,
+                &m.channel.message_encoding,
+                &m.data,
+                m.log_time_ns,
+                ImageLimits::default(),
+            )
+            .unwrap();
+            recorded.extend(
+                samples_of(&f)
+                    .iter()
+                    .map(|x| sensebind::sources::mcap::frames::to_s16(*x)),
+            );
+        } else if m.channel.topic == "embedding/audio/mic" {
+            embeddings += 1;
+        }
+    }
+    assert_eq!(recorded.len(), n, "every captured sample is recorded");
+    assert!(recorded == fixture_samples(), "recorded samples equal the file's");
+    assert!(embeddings >= 1, "the pipeline's embeddings are recorded too");
+}
