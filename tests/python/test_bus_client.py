@@ -34,9 +34,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_daemon(tmp_path, sources):
-    assert os.environ.get("ORT_DYLIB_PATH"), "run through `make test`"
-    port = free_port()
+def write_config(tmp_path, port, extra=""):
+    """A daemon config in `tmp_path` (robot `pytest`, hop 1 s, bus on `port`) plus `extra`."""
     cfg = tmp_path / "sensebind.toml"
     cfg.write_text(
         f"""
@@ -50,8 +49,15 @@ listen = ["tcp/127.0.0.1:{port}"]
 [health]
 interval_s = 1.0
 """
-        + sources_toml(sources)
+        + extra
     )
+    return cfg
+
+
+def start_daemon(tmp_path, sources):
+    assert os.environ.get("ORT_DYLIB_PATH"), "run through `make test`"
+    port = free_port()
+    cfg = write_config(tmp_path, port, sources_toml(sources))
     log = open(tmp_path / "daemon.log", "w")
     proc = subprocess.Popen([BIN, "run", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=log)
     return proc, port, tmp_path / "daemon.log"

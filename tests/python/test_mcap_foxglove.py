@@ -24,6 +24,7 @@ from mcap.writer import Writer
 from mcap_protobuf.decoder import DecoderFactory as ProtobufDecoderFactory
 
 from test_bus_client import BIN, free_port, sources_toml
+from test_bus_client import write_config as bus_config
 
 DEMO = {"camera": "camera", "depth": "depth", "thermal": "thermal", "microphone": "microphone", "imu": "imu"}
 
@@ -38,22 +39,7 @@ class JsonDecoderFactory(BaseDecoderFactory):
 
 
 def write_config(tmp_path, extra=""):
-    cfg = tmp_path / "sensebind.toml"
-    cfg.write_text(
-        f"""
-[robot]
-id = "pytest"
-state_dir = "{tmp_path / 'state'}"
-[window]
-hop_s = 1.0
-[bus]
-listen = ["tcp/127.0.0.1:{free_port()}"]
-[engine]
-providers = ["cpu"]
-"""
-        + extra
-    )
-    return cfg
+    return bus_config(tmp_path, free_port(), '[engine]\nproviders = ["cpu"]\n' + extra)
 
 
 def run(args, timeout=120):
