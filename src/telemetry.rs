@@ -41,6 +41,7 @@ pub mod names {
     pub const QUERIES_OVER_LIMIT: &str = "queries_over_limit";
     pub const ENCODER_LOADED: &str = "encoder_loaded";
     pub const ENCODE_FAILED: &str = "encode_failed";
+    pub const DEPTH_GEOMETRY: &str = "depth_geometry";
     pub const SOURCES_ENDED: &str = "sources_ended";
     pub const RECORD_STARTED: &str = "record_started";
     pub const RECORD_FINISHED: &str = "record_finished";

@@ -317,6 +317,7 @@ pub async fn run_graph(
             stop.clone(),
             Duration::from_secs_f64(s.restart_backoff_s),
             taps.frames.clone(),
+            models.device_geometry.clone(),
         );
         sup.thread(&format!("source/{}", s.id), Role::Finite, run)
             .map_err(|e| PipelineError::Setup(format!("cannot start source `{}`: {e}", s.id)))?;

@@ -24,6 +24,8 @@ pub struct Models {
     pub vision_config: VisionPrepConfig,
     /// The sensor calibration (IMU correction, radiometry, depth geometry).
     pub calibration: Calibration,
+    /// Depth geometry reported by devices (source runners write it, depth reads it).
+    pub device_geometry: crate::sources::DeviceGeometry,
 }
 
 impl Models {
@@ -32,16 +34,18 @@ impl Models {
     pub fn load(cfg: &Config, modalities: &[Modality]) -> Result<Models, PipelineError> {
         let pack = Pack::load(&cfg.pack.path)?;
         let calib = Calibration::load(&cfg.calibration.file)?;
+        let device_geometry = crate::sources::DeviceGeometry::default();
         if cfg.preprocess.thermal.range == crate::config::ThermalRange::Kelvin && calib.thermal.is_none() {
             return Err(PipelineError::Setup(format!(
                 "`preprocess.thermal.range` = \"kelvin\" needs a `[thermal]` radiometry section in the calibration ({})",
                 if cfg.calibration.file.is_empty() { "built-in example" } else { cfg.calibration.file.as_str() }
             )));
         }
-        let preprocessors: BTreeMap<Modality, Arc<dyn Preprocessor>> = preprocess::build_all(&cfg.preprocess, &calib)
-            .into_iter()
-            .map(|p| (p.modality(), p))
-            .collect();
+        let preprocessors: BTreeMap<Modality, Arc<dyn Preprocessor>> =
+            preprocess::build_all(&cfg.preprocess, &calib, &device_geometry)
+                .into_iter()
+                .map(|p| (p.modality(), p))
+                .collect();
         for m in modalities {
             let (Some(prep), Some(spec)) = (preprocessors.get(m), pack.spec(*m)) else {
                 continue;
@@ -65,6 +69,7 @@ impl Models {
             text: TextPrep::new(),
             vision_config: cfg.preprocess.vision.clone(),
             calibration: calib,
+            device_geometry,
         })
     }
 

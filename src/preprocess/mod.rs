@@ -97,15 +97,19 @@ pub(crate) fn bad(w: &Window, reason: impl ToString) -> PreprocessError {
 }
 
 /// Build the preprocessor of every sensed modality.
-pub fn build_all(cfg: &PreprocessConfig, calib: &Calibration) -> Vec<Arc<dyn Preprocessor>> {
+/// `device` carries the depth geometry devices report at run time (RealSense).
+pub fn build_all(
+    cfg: &PreprocessConfig,
+    calib: &Calibration,
+    device: &crate::sources::DeviceGeometry,
+) -> Vec<Arc<dyn Preprocessor>> {
     vec![
         Arc::new(vision::VisionPrep::new(cfg.vision.clone())),
         Arc::new(audio::AudioPrep::new(cfg.audio.clone())),
-        Arc::new(vision::DepthPrep::new(
-            cfg.depth.clone(),
-            calib.depth_baseline_m,
-            calib.depth_focal_px,
-        )),
+        Arc::new(
+            vision::DepthPrep::new(cfg.depth.clone(), calib.depth_baseline_m, calib.depth_focal_px)
+                .with_device_geometry(device.clone()),
+        ),
         Arc::new(vision::ThermalPrep::new(cfg.thermal.clone()).with_radiometry(calib.thermal)),
         Arc::new(imu::ImuPrep::new(cfg.imu.clone())),
     ]

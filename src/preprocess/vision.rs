@@ -238,6 +238,8 @@ pub struct DepthPrep {
     cfg: DepthPrepConfig,
     baseline_m: f32,
     focal_px: f32,
+    /// What devices report about themselves overrides the calibration, per source.
+    device: crate::sources::DeviceGeometry,
 }
 
 impl DepthPrep {
@@ -246,12 +248,25 @@ impl DepthPrep {
             cfg,
             baseline_m,
             focal_px,
+            device: Default::default(),
         }
     }
 
-    /// Millimetre depth → disparity (pixels × scale), invalid (0) → 0.
+    /// Use the geometry devices report (a RealSense's baseline and focal length) for
+    /// their sources' windows.
+    pub fn with_device_geometry(mut self, device: crate::sources::DeviceGeometry) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// Millimetre depth → disparity (pixels × scale), invalid (0) → 0, with the
+    /// calibration's geometry.
     pub fn disparity(&self, mm: &[u16]) -> Vec<f32> {
-        let bf = self.baseline_m * self.focal_px * self.cfg.scale;
+        self.disparity_with(mm, self.baseline_m, self.focal_px)
+    }
+
+    fn disparity_with(&self, mm: &[u16], baseline_m: f32, focal_px: f32) -> Vec<f32> {
+        let bf = baseline_m * focal_px * self.cfg.scale;
         mm.iter()
             .map(|&d| {
                 if d == 0 {
@@ -274,7 +289,13 @@ impl Preprocessor for DepthPrep {
         vec![1, s, s]
     }
     fn process(&self, w: &Window) -> Result<ModelInput, PreprocessError> {
-        gray16_input(w, self.cfg.frame, self.cfg.size, "depth", |d| self.disparity(d))
+        let (b, f) = match self.device.get(&w.source) {
+            Some(g) => (g.baseline_m, g.focal_px),
+            None => (self.baseline_m, self.focal_px),
+        };
+        gray16_input(w, self.cfg.frame, self.cfg.size, "depth", |d| {
+            self.disparity_with(d, b, f)
+        })
     }
 }
 
@@ -440,6 +461,55 @@ mod tests {
         assert!((d[1] - 20.0).abs() < 1e-4);
         assert!((d[2] - 10.0).abs() < 1e-4);
         assert!((d[3] - 20.0 / 50.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn a_devices_own_depth_geometry_is_used_for_its_windows() {
+        let cfg = DepthPrepConfig {
+            size: 224,
+            frame: FramePick::Middle,
+            min_depth_m: 0.01,
+            max_depth_m: 50.0,
+            scale: 1.0,
+            invalid_disparity: 0.0,
+        };
+        let device = crate::sources::DeviceGeometry::default();
+        let p = DepthPrep::new(cfg, 0.05, 400.0).with_device_geometry(device.clone());
+        let win = |source: &str| Window {
+            source: source.into(),
+            modality: Modality::Depth,
+            seq: 0,
+            t_start_ns: 0,
+            t_end_ns: 2,
+            coverage: 1.0,
+            data: WindowData::Frames(vec![Arc::new(Frame {
+                t_ns: 0,
+                data: FrameData::Depth16 {
+                    width: 224,
+                    height: 224,
+                    data: vec![1000; 224 * 224],
+                },
+            })]),
+        };
+        let value = |w: &Window| match p.process(w).unwrap() {
+            ModelInput::F32(v) => v[0],
+            _ => unreachable!(),
+        };
+        // Calibration file: 0.05 m × 400 px / 1 m = 20 px of disparity.
+        assert!((value(&win("rs0")) - 20.0).abs() < 1e-3);
+        // The RealSense reported 0.05 m and 382.6 px at open: its windows use that.
+        device.set(
+            "rs0",
+            crate::sources::DepthGeometry {
+                baseline_m: 0.05,
+                focal_px: 382.6,
+            },
+        );
+        assert!((value(&win("rs0")) - 19.13).abs() < 1e-3);
+        assert!(
+            (value(&win("other")) - 20.0).abs() < 1e-3,
+            "other sources keep the file's"
+        );
     }
 
     #[test]

@@ -44,6 +44,30 @@ pub const MAX_SAMPLE_RATE: u32 = 384_000;
 /// Most audio channels a window accepts.
 pub const MAX_CHANNELS: u16 = 64;
 
+/// A depth camera's stereo geometry as the device itself reports it (a RealSense's
+/// baseline and depth focal length): depth → disparity uses it for that source's
+/// windows instead of the calibration file's `[depth]` values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DepthGeometry {
+    pub baseline_m: f32,
+    pub focal_px: f32,
+}
+
+/// Device-reported depth geometry by source id: written by source runners after an
+/// open, read by the depth preprocessor.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceGeometry(Arc<std::sync::RwLock<BTreeMap<String, DepthGeometry>>>);
+
+impl DeviceGeometry {
+    pub fn set(&self, source: &str, g: DepthGeometry) {
+        let mut m = self.0.write().unwrap_or_else(|p| p.into_inner());
+        m.insert(source.to_string(), g);
+    }
+    pub fn get(&self, source: &str) -> Option<DepthGeometry> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).get(source).copied()
+    }
+}
+
 /// One IMU reading.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ImuSample {
@@ -169,6 +193,11 @@ pub trait Source: Send {
     /// open and about once a second; keep it cheap.
     fn status(&self) -> serde_json::Map<String, serde_json::Value> {
         serde_json::Map::new()
+    }
+    /// The depth geometry the device reported at its last open, if it reports one
+    /// (read by the runner after each open).
+    fn depth_geometry(&self) -> Option<DepthGeometry> {
+        None
     }
 }
 

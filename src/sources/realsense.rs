@@ -461,6 +461,10 @@ impl Source for Realsense {
         m.insert("imu_held".into(), json!(self.imu.held));
         m
     }
+
+    fn depth_geometry(&self) -> Option<super::DepthGeometry> {
+        self.calibration().map(|c| c.depth_geometry())
+    }
 }
 
 impl Realsense {

@@ -426,6 +426,14 @@ pub struct RealsenseCalibration {
 }
 
 impl RealsenseCalibration {
+    /// The stereo geometry depth → disparity uses for this camera's windows.
+    pub fn depth_geometry(&self) -> super::DepthGeometry {
+        super::DepthGeometry {
+            baseline_m: self.depth_baseline_m,
+            focal_px: self.depth_focal_px,
+        }
+    }
+
     /// From what librealsense reports: colour intrinsics, depth (sensor) intrinsics,
     /// the stereo baseline (`RS2_OPTION_STEREO_BASELINE`, mm), the depth scale (m/unit),
     /// depth → colour extrinsics and, with the IMU, accel → colour extrinsics.

@@ -10,7 +10,7 @@
 //! A stopped runner returns even if it was waiting to reopen; a driver blocked inside
 //! a read is left to the pipeline's shutdown deadline (it cannot hold the exit).
 
-use super::{Frame, Source, SourceError, StopFlag, TappedFrame};
+use super::{DeviceGeometry, Frame, Source, SourceError, StopFlag, TappedFrame};
 use crate::edge::{Sender, Sent};
 use crate::ident::{clip, panic_message};
 use crate::modality::Modality;
@@ -31,6 +31,7 @@ pub struct Route {
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Run `source` on its own thread until it ends or `stop` is set.
+#[allow(clippy::too_many_arguments)] // as `runner`
 pub fn spawn(
     id: Arc<str>,
     source: Box<dyn Source>,
@@ -39,15 +40,25 @@ pub fn spawn(
     stop: StopFlag,
     restart_backoff: Duration,
     tap: Tap<TappedFrame>,
+    geometry: DeviceGeometry,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let name = format!("src-{id}");
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(runner(id, source, routes, stats, stop, restart_backoff, tap))
+    std::thread::Builder::new().name(name).spawn(runner(
+        id,
+        source,
+        routes,
+        stats,
+        stop,
+        restart_backoff,
+        tap,
+        geometry,
+    ))
 }
 
 /// The runner loop for `source`, to run on a thread of the caller's (the pipeline's
 /// supervisor). It returns when the source ends, `stop` is set, or its windowers are gone.
+/// The depth geometry a device reports at open is published in `geometry`.
+#[allow(clippy::too_many_arguments)] // the source, its edges, stats, stop, policy, tap, geometry
 pub fn runner(
     id: Arc<str>,
     mut source: Box<dyn Source>,
@@ -56,6 +67,7 @@ pub fn runner(
     stop: StopFlag,
     restart_backoff: Duration,
     tap: Tap<TappedFrame>,
+    geometry: DeviceGeometry,
 ) -> impl FnOnce() + Send + 'static {
     move || {
         let mut backoff = restart_backoff;
@@ -88,6 +100,10 @@ pub fn runner(
             let description = source.info().description;
             stats.set_description(description.clone());
             stats.set_driver_status(source.status());
+            if let Some(g) = source.depth_geometry() {
+                tracing::info!(event = names::DEPTH_GEOMETRY, source = %id, baseline_m = g.baseline_m, focal_px = g.focal_px, "depth → disparity uses the device's own geometry");
+                geometry.set(&id, g);
+            }
             let mut status_at = std::time::Instant::now();
             tracing::info!(event = names::SOURCE_STARTED, source = %id, description = %description, driver = %serde_json::Value::Object(source.status()), "source running");
             loop {
@@ -247,6 +263,7 @@ mod tests {
             StopFlag::default(),
             Duration::from_millis(5),
             Tap::new(),
+            super::super::DeviceGeometry::default(),
         )
         .unwrap();
         h.join().unwrap();
