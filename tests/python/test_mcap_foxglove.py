@@ -228,11 +228,17 @@ def test_the_live_view_streams_senses_and_readings(tmp_path):
                 import time
 
                 time.sleep(0.2)
+        # A registered query: its similarity with every window is plotted live.
+        q = subprocess.run(
+            [BIN, "query", "add", "q1", "--text", "a dog barking", "--threshold", "0.99", "--config", str(cfg)],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert q.returncode == 0, q.stderr
         seen = asyncio.run(
             foxglove_client(
                 port,
                 ["frames/vision/camera", "frames/depth/depth", "frames/thermal/thermal", "audio_level/microphone",
-                 "frames/imu/imu", "labels/vision/camera", "labels/audio/microphone"],
+                 "frames/imu/imu", "labels/vision/camera", "labels/audio/microphone", "similarity/q1"],
             )
         )
     finally:
@@ -246,3 +252,6 @@ def test_the_live_view_streams_senses_and_readings(tmp_path):
     assert schema == "sensebind.AudioLevel" and level["peak_dbfs"] <= 0.0
     schema, payload = seen["labels/vision/camera"]
     assert schema == "sensebind.Labels" and json.loads(payload)["top"]
+    schema, payload = seen["similarity/q1"]
+    sim = json.loads(payload)
+    assert schema == "sensebind.Similarity" and sim["query_id"] == "q1" and -1.0 <= sim["score"] <= 1.0
