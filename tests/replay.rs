@@ -1,7 +1,8 @@
 //! Clocks: a fast-paced replay and a real-time replay of the same recording give the
 //! same windows (seq, span) and the same embeddings, because windowing and idle
 //! flushing use the replay clock, never wall time against sensor time. And a driver
-//! whose timestamps never advance cannot make the daemon allocate without bound.
+//! whose timestamps never advance cannot make the daemon allocate without bound. A
+//! looped MCAP replay keeps its times increasing.
 
 mod common;
 
@@ -242,4 +243,66 @@ async fn a_stream_that_produces_nothing_is_degraded_not_ok() {
     assert_eq!(h["status"], "degraded", "{h}");
     assert!(h["problems"][0].as_str().unwrap().contains("mic/audio"), "{h}");
     d.stop();
+}
+
+/// `type = "mcap"` with `loop = true`: the recording plays again and again, its times
+/// shifted by the recording's span (rounded up to whole seconds), so sensor time keeps
+/// increasing and the window grid is kept; a recording's bad message is skipped.
+#[test]
+fn an_mcap_replay_loops_with_increasing_times() {
+    use sensebind::record::codec;
+    use sensebind::sources::{Frame, FrameData, ImageLimits, ImuSample, SourceContext, SourceError, StopFlag};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("imu.mcap");
+    let mut rec = sensebind::record::Recorder::create(&path).unwrap();
+    let t0 = 1_000_000_000_000i64;
+    for i in 0..20i64 {
+        let f = Frame {
+            t_ns: t0 + i * 100_000_000,
+            data: FrameData::Imu(ImuSample {
+                accel: [i as f32, 0.0, 9.81],
+                gyro: [0.0; 3],
+            }),
+        };
+        rec.write(&codec::encode_frame("imu0", &f)).unwrap();
+    }
+    // A message the replay cannot play (not an IMU sample) on the same channel.
+    rec.write(&codec::Encoded {
+        topic: "frames/imu/imu0".into(),
+        schema: codec::IMU,
+        log_time_ns: (t0 + 2_000_000_000) as u64,
+        data: b"{\"t_ns\": 1}".to_vec(),
+    })
+    .unwrap();
+    rec.finish().unwrap();
+
+    let table: toml::Table = toml::from_str(&format!(
+        "type = \"mcap\"\npath = \"{}\"\npace = \"fast\"\nloop = true",
+        path.display()
+    ))
+    .unwrap();
+    let cfg = sensebind::sources::parse("imu0", &table).unwrap();
+    let ctx = SourceContext {
+        id: "imu0".into(),
+        epoch_ns: 0,
+        image_limits: ImageLimits::default(),
+        stop: StopFlag::default(),
+    };
+    let mut src = cfg.driver.unwrap().build(&ctx).unwrap();
+    assert_eq!(src.info().streams.len(), 1);
+    src.open().unwrap();
+    let (mut times, mut bad) = (Vec::new(), 0);
+    while times.len() < 50 {
+        match src.next_frame() {
+            Ok(Some(f)) => times.push(f.t_ns),
+            Ok(None) => panic!("a looped replay does not end"),
+            Err(SourceError::BadData { .. }) => bad += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(times.windows(2).all(|w| w[1] > w[0]), "times increase across loops");
+    // The played span is 1.9 s, rounded up to whole seconds: each loop is 2 s later.
+    assert_eq!(times[20], t0 + 2_000_000_000, "{:?}", &times[15..25]);
+    assert_eq!(bad, 2, "the unplayable message is skipped (once per loop)");
+    assert_eq!(src.status()["skipped"], 2);
 }
