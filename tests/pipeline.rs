@@ -86,6 +86,19 @@ impl Source for Sim {
 }
 
 impl Sim {
+    /// A camera with `frames` frames that then ends, with no faults.
+    fn camera(frames: u64) -> Sim {
+        Sim {
+            clock: ReplayClock::new(),
+            i: 0,
+            frames,
+            block_after: false,
+            panic_at: None,
+            fail_at: None,
+            reopen_fails: 0,
+        }
+    }
+
     /// Any simulated driver, boxed for `built`.
     fn wrap(s: impl Source + 'static) -> Box<dyn Source> {
         Box::new(s)
@@ -117,13 +130,8 @@ async fn a_source_blocked_in_a_read_cannot_hold_the_exit() {
     require_ort();
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim {
-        clock: ReplayClock::new(),
-        i: 0,
-        frames: 150,
         block_after: true,
-        panic_at: None,
-        fail_at: None,
-        reopen_fails: 0,
+        ..Sim::camera(150)
     };
     let taps = Taps::default();
     let mut embeddings = taps.embeddings.listen();
@@ -159,13 +167,8 @@ async fn a_driver_that_panics_is_restarted_and_windows_go_on() {
     let dir = tempfile::tempdir().unwrap();
     // Panics at frame 70 (t ≈ 2.3 s); frames continue up to 8 s.
     let sim = Sim {
-        clock: ReplayClock::new(),
-        i: 0,
-        frames: 240,
-        block_after: false,
         panic_at: Some(70),
-        fail_at: None,
-        reopen_fails: 0,
+        ..Sim::camera(240)
     };
     let taps = Taps::default();
     let mut embeddings = taps.embeddings.listen();
@@ -199,13 +202,8 @@ async fn a_driver_that_fails_and_recovers_while_another_keeps_publishing() {
     // `flaky` loses its device at frame 60 (t = 2 s) and cannot reopen at once; `steady`
     // runs alongside. Both have 8 s of frames.
     let sim = |fail_at| Sim {
-        clock: ReplayClock::new(),
-        i: 0,
-        frames: 240,
-        block_after: false,
-        panic_at: None,
         fail_at,
-        reopen_fails: 0,
+        ..Sim::camera(240)
     };
     let taps = Taps::default();
     let mut embeddings = taps.embeddings.listen();

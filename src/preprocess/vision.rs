@@ -445,16 +445,20 @@ mod tests {
         assert_eq!(p.process(&win).unwrap(), views[1]);
     }
 
-    #[test]
-    fn depth_disparity_and_invalid() {
-        let cfg = DepthPrepConfig {
+    fn depth_cfg() -> DepthPrepConfig {
+        DepthPrepConfig {
             size: 224,
             frame: FramePick::Middle,
             min_depth_m: 0.01,
             max_depth_m: 50.0,
             scale: 1.0,
             invalid_disparity: 0.0,
-        };
+        }
+    }
+
+    #[test]
+    fn depth_disparity_and_invalid() {
+        let cfg = depth_cfg();
         let p = DepthPrep::new(cfg, 0.05, 400.0);
         let d = p.disparity(&[0, 1000, 2000, 60000]);
         assert_eq!(d[0], 0.0);
@@ -465,14 +469,7 @@ mod tests {
 
     #[test]
     fn a_devices_own_depth_geometry_is_used_for_its_windows() {
-        let cfg = DepthPrepConfig {
-            size: 224,
-            frame: FramePick::Middle,
-            min_depth_m: 0.01,
-            max_depth_m: 50.0,
-            scale: 1.0,
-            invalid_disparity: 0.0,
-        };
+        let cfg = depth_cfg();
         let device = crate::sources::DeviceGeometry::default();
         let p = DepthPrep::new(cfg, 0.05, 400.0).with_device_geometry(device.clone());
         let win = |source: &str| Window {

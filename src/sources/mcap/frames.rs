@@ -427,43 +427,29 @@ mod tests {
 
     #[test]
     fn bad_recordings_name_what_is_wrong() {
-        let img = RawImage {
-            width: 100,
-            height: 100,
-            encoding: "rgb8".into(),
-            step: 300,
-            data: vec![0u8; 10].into(),
-            ..Default::default()
+        let image_error = |w: u32, h: u32, encoding: &str, step: u32, len: usize| {
+            let img = RawImage {
+                width: w,
+                height: h,
+                encoding: encoding.into(),
+                step,
+                data: vec![0u8; len].into(),
+                ..Default::default()
+            };
+            decode_frame(
+                Modality::Vision,
+                RAW_IMAGE,
+                "protobuf",
+                &img.encode_to_vec(),
+                0,
+                ImageLimits::default(),
+            )
+            .unwrap_err()
+            .to_string()
         };
-        let e = decode_frame(
-            Modality::Vision,
-            RAW_IMAGE,
-            "protobuf",
-            &img.encode_to_vec(),
-            0,
-            ImageLimits::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = image_error(100, 100, "rgb8", 300, 10);
         assert!(e.contains("`data` has 10 bytes"), "{e}");
-        let img = RawImage {
-            width: 2,
-            height: 2,
-            encoding: "bgr8".into(),
-            step: 6,
-            data: vec![0u8; 12].into(),
-            ..Default::default()
-        };
-        let e = decode_frame(
-            Modality::Vision,
-            RAW_IMAGE,
-            "protobuf",
-            &img.encode_to_vec(),
-            0,
-            ImageLimits::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = image_error(2, 2, "bgr8", 6, 12);
         assert!(e.contains("`bgr8`") && e.contains("rgb8"), "{e}");
         let e = decode_frame(Modality::Imu, RAW_AUDIO, "protobuf", b"", 0, ImageLimits::default())
             .unwrap_err()
