@@ -125,6 +125,30 @@ fn config(dir: &std::path::Path) -> sensebind::config::Config {
     sensebind::config::Config::load(Some(&path)).unwrap()
 }
 
+/// The graph running on `sources`, with its embedding tap; send on the returned
+/// channel to stop it.
+struct Running {
+    embeddings: tokio::sync::broadcast::Receiver<Arc<sensebind::engine::worker::Embedded>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    run: tokio::task::JoinHandle<Result<(), pipeline::PipelineError>>,
+}
+
+fn start_graph(dir: &std::path::Path, sources: Vec<BuiltSource>) -> Running {
+    let taps = Taps::default();
+    let embeddings = taps.embeddings.listen();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(pipeline::run_graph(
+        config(dir),
+        sources,
+        StopFlag::default(),
+        taps,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    Running { embeddings, stop, run }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_blocked_in_a_read_cannot_hold_the_exit() {
     require_ort();
@@ -133,18 +157,11 @@ async fn a_source_blocked_in_a_read_cannot_hold_the_exit() {
         block_after: true,
         ..Sim::camera(150)
     };
-    let taps = Taps::default();
-    let mut embeddings = taps.embeddings.listen();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(pipeline::run_graph(
-        config(dir.path()),
-        vec![built("stuck", Sim::wrap(sim))],
-        StopFlag::default(),
-        taps,
-        async {
-            let _ = rx.await;
-        },
-    ));
+    let Running {
+        mut embeddings,
+        stop: tx,
+        run,
+    } = start_graph(dir.path(), vec![built("stuck", Sim::wrap(sim))]);
     // Windows flow while the driver works; then it blocks for good.
     let first = tokio::time::timeout(Duration::from_secs(30), embeddings.recv()).await;
     assert!(matches!(first, Ok(Ok(_))), "no embedding before the driver blocked");
@@ -170,18 +187,11 @@ async fn a_driver_that_panics_is_restarted_and_windows_go_on() {
         panic_at: Some(70),
         ..Sim::camera(240)
     };
-    let taps = Taps::default();
-    let mut embeddings = taps.embeddings.listen();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(pipeline::run_graph(
-        config(dir.path()),
-        vec![built("flaky", Sim::wrap(sim))],
-        StopFlag::default(),
-        taps,
-        async {
-            let _ = rx.await;
-        },
-    ));
+    let Running {
+        mut embeddings,
+        stop: tx,
+        run,
+    } = start_graph(dir.path(), vec![built("flaky", Sim::wrap(sim))]);
     let mut seqs = Vec::new();
     while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_secs(5), embeddings.recv()).await {
         assert_eq!(&*e.source, "flaky");
@@ -205,21 +215,17 @@ async fn a_driver_that_fails_and_recovers_while_another_keeps_publishing() {
         fail_at,
         ..Sim::camera(240)
     };
-    let taps = Taps::default();
-    let mut embeddings = taps.embeddings.listen();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(pipeline::run_graph(
-        config(dir.path()),
+    let Running {
+        mut embeddings,
+        stop: tx,
+        run,
+    } = start_graph(
+        dir.path(),
         vec![
             built("flaky", Sim::wrap(sim(Some(60)))),
             built("steady", Sim::wrap(sim(None))),
         ],
-        StopFlag::default(),
-        taps,
-        async {
-            let _ = rx.await;
-        },
-    ));
+    );
     let mut seqs: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
     while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_secs(6), embeddings.recv()).await {
         seqs.entry(e.source.to_string()).or_default().push(e.seq);
@@ -293,22 +299,15 @@ impl Source for TwoStreams {
 async fn one_source_with_two_streams_gives_both_on_one_grid() {
     require_ort();
     let dir = tempfile::tempdir().unwrap();
-    let taps = Taps::default();
-    let mut embeddings = taps.embeddings.listen();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let src = TwoStreams {
         clock: ReplayClock::new(),
         i: 0,
     };
-    let run = tokio::spawn(pipeline::run_graph(
-        config(dir.path()),
-        vec![built("rs0", Sim::wrap(src))],
-        StopFlag::default(),
-        taps,
-        async {
-            let _ = rx.await;
-        },
-    ));
+    let Running {
+        mut embeddings,
+        stop: tx,
+        run,
+    } = start_graph(dir.path(), vec![built("rs0", Sim::wrap(src))]);
     let mut spans: std::collections::BTreeMap<(Modality, i64), (i64, i64)> = Default::default();
     while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_secs(4), embeddings.recv()).await {
         assert_eq!(&*e.source, "rs0");
