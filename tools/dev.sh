@@ -10,9 +10,11 @@ VENV=$ROOT/.venv
 # mcap, mcap-protobuf-support, foxglove-sdk and websockets: independent readers, writers
 # and a Foxglove WebSocket client for the recording and live-view tests.
 PY_REQS=(onnxruntime==1.31.1 eclipse-zenoh==1.10.2 cbor2==5.7.1 numpy pytest==8.4.2
-  mcap==1.6.0 mcap-protobuf-support==0.6.0 foxglove-sdk==0.30.3 websockets==15.0.1)
-# libclang-dev (v4l2 bindings) and libasound2-dev (ALSA) build the `robot` drivers.
-APT_PKGS=(pkg-config python3-venv systemd libclang-dev libasound2-dev)
+  mcap==1.6.0 mcap-protobuf-support==0.6.0 foxglove-sdk==0.30.3 websockets==15.0.1
+  pillow==13.0.0)
+# libclang-dev (v4l2 bindings) and libasound2-dev (ALSA) build the `robot` drivers;
+# espeak-ng speaks the MiniBind digit world (tools/minibind).
+APT_PKGS=(pkg-config python3-venv systemd libclang-dev libasound2-dev espeak-ng)
 
 log() { printf '\033[1m[sensebind]\033[0m %s\n' "$*" >&2; }
 
