@@ -15,9 +15,10 @@
 
 use crate::config::FoxgloveConfig;
 use crate::engine::worker::Embedded;
+use crate::modality::Modality;
 use crate::outputs::Published;
 use crate::queries::Registry;
-use crate::record::codec::{self, Encoded};
+use crate::record::codec;
 use crate::sources::{Frame, FrameData, TappedFrame};
 use crate::telemetry::names;
 use foxglove::{PartialMetadata, RawChannel};
@@ -130,7 +131,9 @@ impl Feeder {
         }
     }
 
-    fn log(&mut self, topic: &str, schema: &str, log_time_ns: u64, data: &[u8]) {
+    /// The channel of `topic` (made, and so advertised, on first use), or `None` when
+    /// no client is subscribed to it: then nothing is downscaled or encoded for it.
+    fn watched(&mut self, topic: &str, schema: &str) -> Option<Arc<RawChannel>> {
         let ch = match self.channels.get(topic) {
             Some(c) => c.clone(),
             None => {
@@ -147,22 +150,25 @@ impl Feeder {
                     )),
                     s => codec::schema_of(s),
                 };
-                let Ok(c) = self
+                let c = self
                     .ctx
                     .channel_builder(topic.to_string())
                     .schema(schema_def)
                     .message_encoding(codec::message_encoding(schema))
                     .build_raw()
-                else {
-                    return;
-                };
+                    .ok()?;
                 self.channels.insert(topic.to_string(), c.clone());
                 c
             }
         };
-        if ch.has_sinks() {
+        ch.has_sinks().then_some(ch)
+    }
+
+    /// Log on `topic` what `data` builds, if anyone watches it.
+    fn log(&mut self, topic: &str, schema: &str, log_time_ns: u64, data: impl FnOnce() -> Vec<u8>) {
+        if let Some(ch) = self.watched(topic, schema) {
             ch.log_with_meta(
-                data,
+                &data(),
                 PartialMetadata {
                     log_time: Some(log_time_ns),
                 },
@@ -170,24 +176,22 @@ impl Feeder {
         }
     }
 
-    fn log_encoded(&mut self, e: &Encoded) {
-        self.log(&e.topic, e.schema, e.log_time_ns, &e.data);
-    }
-
     fn frame(&mut self, f: &TappedFrame) {
         let frame = &f.frame;
+        let t = frame.t_ns.max(0) as u64;
         match &frame.data {
             FrameData::Audio { samples, .. } => {
-                let (rms, peak) = audio_level(samples);
-                let body = serde_json::json!({"t_ns": frame.t_ns, "rms_dbfs": rms, "peak_dbfs": peak});
-                self.log(
-                    &format!("audio_level/{}", f.source),
-                    AUDIO_LEVEL,
-                    frame.t_ns.max(0) as u64,
-                    body.to_string().as_bytes(),
-                );
+                self.log(&format!("audio_level/{}", f.source), AUDIO_LEVEL, t, || {
+                    let (rms, peak) = audio_level(samples);
+                    serde_json::json!({"t_ns": frame.t_ns, "rms_dbfs": rms, "peak_dbfs": peak})
+                        .to_string()
+                        .into_bytes()
+                });
             }
-            FrameData::Imu(_) => self.log_encoded(&codec::encode_frame(&f.source, frame)),
+            FrameData::Imu(_) => {
+                let topic = codec::frame_topic(Modality::Imu, &f.source);
+                self.log(&topic, codec::IMU, t, || codec::encode_frame(&f.source, frame).data);
+            }
             _ => {
                 let topic = codec::frame_topic(frame.data.modality(), &f.source);
                 let now = Instant::now();
@@ -198,12 +202,15 @@ impl Feeder {
                 {
                     return;
                 }
-                self.last_image.insert(topic, now);
-                let small = Frame {
-                    t_ns: frame.t_ns,
-                    data: downscale(&frame.data, self.max_side),
-                };
-                self.log_encoded(&codec::encode_frame(&f.source, &small));
+                self.last_image.insert(topic.clone(), now);
+                let max_side = self.max_side;
+                self.log(&topic, codec::schema_name(&frame.data), t, || {
+                    let small = Frame {
+                        t_ns: frame.t_ns,
+                        data: downscale(&frame.data, max_side),
+                    };
+                    codec::encode_frame(&f.source, &small).data
+                });
             }
         }
     }
@@ -213,7 +220,7 @@ impl Feeder {
             return; // vectors are not something to look at; similarity is
         }
         if let Some(Ok(e)) = codec::encode_published(&p.topic, &p.payload, false) {
-            self.log_encoded(&e);
+            self.log(&e.topic, e.schema, e.log_time_ns, || e.data);
         }
     }
 
@@ -223,15 +230,18 @@ impl Feeder {
             Err(p) => p.into_inner().scores(&e.source, e.modality, &e.vector),
         };
         for (id, score, threshold) in scores {
-            let body = serde_json::json!({
-                "query_id": id, "source": &*e.source, "modality": e.modality, "seq": e.seq,
-                "t_end_ns": e.t_end_ns, "score": score, "threshold": threshold,
-            });
             self.log(
                 &format!("similarity/{id}"),
                 SIMILARITY,
                 e.t_end_ns.max(0) as u64,
-                body.to_string().as_bytes(),
+                || {
+                    serde_json::json!({
+                        "query_id": id, "source": &*e.source, "modality": e.modality, "seq": e.seq,
+                        "t_end_ns": e.t_end_ns, "score": score, "threshold": threshold,
+                    })
+                    .to_string()
+                    .into_bytes()
+                },
             );
         }
     }

@@ -92,6 +92,16 @@ struct ImuJson {
     gyro: [f32; 3],
 }
 
+/// The schema a frame is recorded with.
+pub fn schema_name(d: &FrameData) -> &'static str {
+    match d {
+        FrameData::Rgb8 { .. } | FrameData::Depth16 { .. } | FrameData::Thermal16 { .. } => RAW_IMAGE,
+        FrameData::Jpeg { .. } => COMPRESSED_IMAGE,
+        FrameData::Audio { .. } => RAW_AUDIO,
+        FrameData::Imu(_) => IMU,
+    }
+}
+
 /// A frame of `source` as a message on `frames/<modality>/<source>`.
 pub fn encode_frame(source: &str, frame: &Frame) -> Encoded {
     let m = frame.data.modality();
@@ -105,75 +115,59 @@ pub fn encode_frame(source: &str, frame: &Frame) -> Encoded {
         step,
         data: data.into(),
     };
-    let (schema, data) = match &frame.data {
-        FrameData::Rgb8 { width, height, data } => (
-            RAW_IMAGE,
-            raw(*width, *height, "rgb8", width * 3, data.clone()).encode_to_vec(),
-        ),
-        FrameData::Jpeg { data, .. } => (
-            COMPRESSED_IMAGE,
-            CompressedImage {
-                timestamp: ts,
-                frame_id: source.to_string(),
-                data: data.clone().into(),
-                format: "jpeg".into(),
-            }
-            .encode_to_vec(),
-        ),
-        FrameData::Depth16 { width, height, data } => (
-            RAW_IMAGE,
-            raw(
-                *width,
-                *height,
-                "16UC1",
-                width * 2,
-                data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            )
-            .encode_to_vec(),
-        ),
-        FrameData::Thermal16 { width, height, data } => (
-            RAW_IMAGE,
-            raw(
-                *width,
-                *height,
-                "mono16",
-                width * 2,
-                data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            )
-            .encode_to_vec(),
-        ),
+    let data = match &frame.data {
+        FrameData::Rgb8 { width, height, data } => {
+            raw(*width, *height, "rgb8", width * 3, data.clone()).encode_to_vec()
+        }
+        FrameData::Jpeg { data, .. } => CompressedImage {
+            timestamp: ts,
+            frame_id: source.to_string(),
+            data: data.clone().into(),
+            format: "jpeg".into(),
+        }
+        .encode_to_vec(),
+        FrameData::Depth16 { width, height, data } => raw(
+            *width,
+            *height,
+            "16UC1",
+            width * 2,
+            data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        )
+        .encode_to_vec(),
+        FrameData::Thermal16 { width, height, data } => raw(
+            *width,
+            *height,
+            "mono16",
+            width * 2,
+            data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        )
+        .encode_to_vec(),
         FrameData::Audio {
             sample_rate,
             channels,
             samples,
-        } => (
-            RAW_AUDIO,
-            RawAudio {
-                timestamp: ts,
-                data: samples
-                    .iter()
-                    .flat_map(|x| to_s16(*x).to_le_bytes())
-                    .collect::<Vec<u8>>()
-                    .into(),
-                format: "pcm-s16".into(),
-                sample_rate: *sample_rate,
-                number_of_channels: *channels as u32,
-            }
-            .encode_to_vec(),
-        ),
-        FrameData::Imu(s) => (
-            IMU,
-            serde_json::to_vec(&ImuJson {
-                t_ns: frame.t_ns,
-                accel: s.accel,
-                gyro: s.gyro,
-            })
-            .unwrap_or_default(),
-        ),
+        } => RawAudio {
+            timestamp: ts,
+            data: samples
+                .iter()
+                .flat_map(|x| to_s16(*x).to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
+            format: "pcm-s16".into(),
+            sample_rate: *sample_rate,
+            number_of_channels: *channels as u32,
+        }
+        .encode_to_vec(),
+        FrameData::Imu(s) => serde_json::to_vec(&ImuJson {
+            t_ns: frame.t_ns,
+            accel: s.accel,
+            gyro: s.gyro,
+        })
+        .unwrap_or_default(),
     };
     Encoded {
         topic: frame_topic(m, source),
-        schema,
+        schema: schema_name(&frame.data),
         log_time_ns: frame.t_ns.max(0) as u64,
         data,
     }
