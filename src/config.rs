@@ -318,6 +318,25 @@ pub struct QueriesConfig {
     pub default_threshold: f32,
     pub default_cooldown_s: f64,
     pub max_queries: usize,
+    /// Queries registered from config at every start (`[queries.presets.<id>]`), with
+    /// the keys of a `queries/<id>` request.
+    #[serde(default)]
+    pub presets: BTreeMap<String, PresetQuery>,
+}
+
+/// A query written in config: the same keys as a `queries/<id>` request body.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PresetQuery {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modalities: Option<Vec<Modality>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -338,8 +357,22 @@ impl Config {
         user_file: Option<&Path>,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut b =
-            config::Config::builder().add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
+        // A user file that writes `[labels.sets]` replaces the default label sets (the
+        // digits of the demo world) instead of adding to them.
+        let user_sets = user_file
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .is_some_and(|t| t.get("labels").and_then(|l| l.get("sets")).is_some());
+        let base = if user_sets {
+            let mut t: toml::Table = DEFAULT_TOML.parse().expect("configs/default.toml is valid TOML");
+            if let Some(toml::Value::Table(l)) = t.get_mut("labels") {
+                l.remove("sets");
+            }
+            toml::to_string(&t).expect("a TOML table serialises")
+        } else {
+            DEFAULT_TOML.to_string()
+        };
+        let mut b = config::Config::builder().add_source(config::File::from_str(&base, config::FileFormat::Toml));
         if let Some(p) = user_file {
             if !p.is_file() {
                 return Err(ConfigError::Invalid(format!(
@@ -621,5 +654,30 @@ mod tests {
         std::fs::write(&p, "[sources.mic]\ntype = \"synthetic\"\nsensor = \"microphone\"\n").unwrap();
         let e = Config::load_with_env(Some(&p), env).unwrap_err().to_string();
         assert!(e.contains("`sources.mic.chunk_ms`"), "{e}");
+    }
+
+    #[test]
+    fn user_label_sets_replace_the_digit_defaults_and_presets_register() {
+        let demo = Config::load_with_env(None, Vec::new()).unwrap();
+        assert_eq!(demo.labels.sets[&Modality::Audio].len(), 10, "the digits by default");
+        assert_eq!(demo.queries.presets["seven"].text, "the number seven");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[labels.sets.vision]\ndog = [\"a dog\"]\n[sources.mic]\ntype = \"synthetic\"\nsensor = \"microphone\"\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(Some(&p), Vec::new()).unwrap();
+        assert_eq!(c.labels.sets.len(), 1, "a user's sets replace all default sets");
+        assert_eq!(c.labels.sets[&Modality::Vision].keys().collect::<Vec<_>>(), ["dog"]);
+        assert!(c.queries.presets.is_empty(), "presets are the demo's, not a base layer");
+        std::fs::write(&p, "[sources.mic]\ntype = \"synthetic\"\nsensor = \"microphone\"\n").unwrap();
+        let c = Config::load_with_env(Some(&p), Vec::new()).unwrap();
+        assert_eq!(
+            c.labels.sets[&Modality::Imu].len(),
+            10,
+            "no sets written: the defaults stay"
+        );
     }
 }

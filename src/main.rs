@@ -47,6 +47,15 @@ enum Cmd {
         /// Text(s); one line each.
         #[arg(long)]
         text: Vec<String>,
+        /// 16-bit PNG depth image(s) in millimetres; one line each.
+        #[arg(long)]
+        depth: Vec<PathBuf>,
+        /// 16-bit PNG thermal image(s), raw Y16 counts; one line each.
+        #[arg(long)]
+        thermal: Vec<PathBuf>,
+        /// IMU CSV file(s) (`t_s,ax,ay,az,gx,gy,gz`); one line per window.
+        #[arg(long)]
+        imu: Vec<PathBuf>,
     },
     /// Manage text queries registered with a running daemon.
     Query {
@@ -64,6 +73,10 @@ enum Cmd {
         /// Also print a line per embedding.
         #[arg(long)]
         embeddings: bool,
+        /// Print the raw messages, one JSON object per line: {"key", "message"}
+        /// (embeddings decoded from CBOR, the vector as "embedding": [f32]).
+        #[arg(long)]
+        json: bool,
         /// Exit after this many seconds (0: run until interrupted).
         #[arg(long, default_value_t = 0.0)]
         seconds: f64,
@@ -175,13 +188,28 @@ fn real_main(cli: Cli) -> Result<()> {
             audio,
             image,
             text,
-        } => embed(cfg, pack, audio, image, text),
+            depth,
+            thermal,
+            imu,
+        } => embed(
+            cfg,
+            pack,
+            EmbedInputs {
+                audio,
+                image,
+                text,
+                depth,
+                thermal,
+                imu,
+            },
+        ),
         Cmd::Query { op, robot } => rt.block_on(query(cfg, op, robot)),
         Cmd::Listen {
             robot,
             embeddings,
+            json,
             seconds,
-        } => rt.block_on(listen(cfg, robot, embeddings, seconds)),
+        } => rt.block_on(listen(cfg, robot, embeddings, json, seconds)),
         Cmd::Check => check(cfg),
         Cmd::Record {
             out,
@@ -317,36 +345,49 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn embed(
-    mut cfg: Config,
-    pack: Option<String>,
+struct EmbedInputs {
     audio: Vec<PathBuf>,
     image: Vec<PathBuf>,
     text: Vec<String>,
-) -> Result<()> {
-    if audio.is_empty() && image.is_empty() && text.is_empty() {
-        bail!("nothing to embed: give --audio FILE, --image FILE and/or --text STRING");
+    depth: Vec<PathBuf>,
+    thermal: Vec<PathBuf>,
+    imu: Vec<PathBuf>,
+}
+
+fn embed(mut cfg: Config, pack: Option<String>, inp: EmbedInputs) -> Result<()> {
+    let files = [
+        (Modality::Audio, &inp.audio),
+        (Modality::Vision, &inp.image),
+        (Modality::Depth, &inp.depth),
+        (Modality::Thermal, &inp.thermal),
+        (Modality::Imu, &inp.imu),
+    ];
+    if inp.text.is_empty() && files.iter().all(|(_, f)| f.is_empty()) {
+        bail!("nothing to embed: give --audio, --image, --depth, --thermal or --imu FILE and/or --text STRING");
     }
     if let Some(p) = pack {
         cfg.pack.path = p;
     }
-    let mut mods = Vec::new();
-    if !audio.is_empty() {
-        mods.push(Modality::Audio);
-    }
-    if !image.is_empty() {
-        mods.push(Modality::Vision);
-    }
+    let mods: Vec<Modality> = files.iter().filter(|(_, f)| !f.is_empty()).map(|(m, _)| *m).collect();
     let models = Models::load(&cfg, &mods)?;
     let mut all = Vec::new();
-    for path in &audio {
+    for path in &inp.audio {
         all.extend(offline::embed_audio(&models, &cfg, path)?);
     }
-    for path in &image {
+    for path in &inp.image {
         all.push(offline::embed_image(&models, &cfg, path)?);
     }
-    if !text.is_empty() {
-        all.extend(offline::embed_texts(&models, &text)?);
+    for path in &inp.depth {
+        all.push(offline::embed_gray16(&models, &cfg, path, Modality::Depth)?);
+    }
+    for path in &inp.thermal {
+        all.push(offline::embed_gray16(&models, &cfg, path, Modality::Thermal)?);
+    }
+    for path in &inp.imu {
+        all.extend(offline::embed_imu(&models, &cfg, path)?);
+    }
+    if !inp.text.is_empty() {
+        all.extend(offline::embed_texts(&models, &inp.text)?);
     }
     for e in all {
         let line = json!({
@@ -532,7 +573,8 @@ async fn list_queries(session: &zenoh::Session, selector: &str) -> Result<Vec<St
     Ok(out)
 }
 
-async fn listen(cfg: Config, robot: Option<String>, embeddings: bool, seconds: f64) -> Result<()> {
+async fn listen(cfg: Config, robot: Option<String>, embeddings: bool, json: bool, seconds: f64) -> Result<()> {
+    use sensebind::bus::listen::Lines;
     let robot = robot.unwrap_or_else(|| cfg.robot_id());
     let base = format!("{}/{}", cfg.bus.prefix, robot);
     let session = tool_session(&cfg).await?;
@@ -541,31 +583,85 @@ async fn listen(cfg: Config, robot: Option<String>, embeddings: bool, seconds: f
         .await
         .map_err(|e| anyhow!("zenoh: {e}"))?;
     eprintln!(
-        "listening on {base}/** (labels, events, alerts{})",
-        if embeddings { ", embeddings" } else { "" }
+        "listening on {base}/** (labels, events, alerts, errors{}){}",
+        if embeddings { ", embeddings" } else { "" },
+        if json {
+            ""
+        } else {
+            "; one line per window: time (UTC), modality/source, top labels, ▶ event start, ■ event end, ! query alert"
+        }
     );
     let deadline = (seconds > 0.0).then(|| tokio::time::Instant::now() + Duration::from_secs_f64(seconds));
+    let mut lines = Lines::new();
     loop {
-        let next = match deadline {
-            Some(d) => match tokio::time::timeout_at(d, sub.recv_async()).await {
+        // A window's line waits briefly for its events and alerts.
+        let quiet = tokio::time::Instant::now() + Duration::from_millis(300);
+        let until = match (deadline, lines.has_pending()) {
+            (Some(d), true) => Some(d.min(quiet)),
+            (Some(d), false) => Some(d),
+            (None, true) => Some(quiet),
+            (None, false) => None,
+        };
+        let next = match until {
+            Some(u) => match tokio::time::timeout_at(u, sub.recv_async()).await {
                 Ok(s) => s,
-                Err(_) => return Ok(()),
+                Err(_) => {
+                    if let Some(l) = lines.flush() {
+                        println!("{l}");
+                    }
+                    if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                        return Ok(());
+                    }
+                    continue;
+                }
             },
             None => sub.recv_async().await,
         };
-        let Ok(sample) = next else { return Ok(()) };
+        let Ok(sample) = next else {
+            if let Some(l) = lines.flush() {
+                println!("{l}");
+            }
+            return Ok(());
+        };
         let key = sample.key_expr().as_str().to_string();
         let body = sample.payload().to_bytes();
-        if key.contains("/labels/") || key.contains("/events/") || key.contains("/alerts/") || key.contains("/errors/")
-        {
-            println!("{key} {}", String::from_utf8_lossy(&body));
-        } else if embeddings && key.contains("/embedding/") {
-            match EmbeddingMsg::from_cbor(&body) {
-                Ok(m) => println!(
-                    "{key} seq={} t=[{}, {}] dim={} coverage={:.2}",
-                    m.seq, m.t_start_ns, m.t_end_ns, m.dim, m.coverage
-                ),
-                Err(e) => println!("{key} undecodable CBOR: {e}"),
+        let is_embedding = key.contains("/embedding/");
+        if json {
+            let message = if is_embedding {
+                if !embeddings {
+                    continue;
+                }
+                match EmbeddingMsg::from_cbor(&body) {
+                    Ok(m) => {
+                        let v = m.vector();
+                        let mut o = serde_json::to_value(&m).unwrap_or_default();
+                        o["embedding"] = json!(v);
+                        o
+                    }
+                    Err(e) => json!({ "undecodable_cbor": e }),
+                }
+            } else if ["/labels/", "/events/", "/alerts/", "/errors/"]
+                .iter()
+                .any(|k| key.contains(k))
+            {
+                serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body)))
+            } else {
+                continue;
+            };
+            println!("{}", json!({ "key": key, "message": message }));
+        } else if is_embedding {
+            if embeddings {
+                match EmbeddingMsg::from_cbor(&body) {
+                    Ok(m) => println!(
+                        "{key} seq={} t=[{}, {}] dim={} coverage={:.2}",
+                        m.seq, m.t_start_ns, m.t_end_ns, m.dim, m.coverage
+                    ),
+                    Err(e) => println!("{key} undecodable CBOR: {e}"),
+                }
+            }
+        } else {
+            for l in lines.push(&key, &body) {
+                println!("{l}");
             }
         }
     }

@@ -59,12 +59,25 @@ pub fn audio_windows(cfg: &Config, path: &Path) -> Result<FileWindows, SourceErr
         // Shorter than one window: one clip, as official ImageBind.
         params.min_coverage = 0.0;
     }
-    let fcfg = FileConfig::fast(Sensor::Microphone, path, 0);
+    file_windows(cfg, path, Sensor::Microphone, params)
+}
+
+/// Cut an IMU CSV (`t_s,ax,ay,az,gx,gy,gz`, times from its first reading) into the
+/// daemon's windows (from t = 0).
+pub fn imu_windows(cfg: &Config, path: &Path) -> Result<FileWindows, SourceError> {
+    let mut params = WindowParams::from_config(&cfg.window);
+    params.origin_ns = 0;
+    file_windows(cfg, path, Sensor::Imu, params)
+}
+
+fn file_windows(cfg: &Config, path: &Path, sensor: Sensor, params: WindowParams) -> Result<FileWindows, SourceError> {
+    let modality = sensor.modality();
+    let fcfg = FileConfig::fast(sensor, path, 0);
     let mut src = file::build(&fcfg, 0, window_limits(cfg).image, StopFlag::default());
     src.open()?;
     let rate = src.info().streams[0].nominal_rate_hz;
-    let mut w = Windower::new("file", Modality::Audio, params, rate).with_limits(window_limits(cfg));
-    let stats = StreamStats::new("file", Modality::Audio);
+    let mut w = Windower::new("file", modality, params, rate).with_limits(window_limits(cfg));
+    let stats = StreamStats::new("file", modality);
     let mut limiter = LogLimiter::new(Duration::from_secs(10));
     let mut windows = Vec::new();
     while let Some(frame) = src.next_frame()? {
@@ -106,6 +119,58 @@ pub fn embed_audio(models: &Models, cfg: &Config, path: &Path) -> Result<Vec<Emb
             scale: models.scale(Modality::Audio),
         })
         .collect())
+}
+
+/// Every window of an IMU CSV that passes `window.min_coverage` (at least one).
+pub fn embed_imu(models: &Models, cfg: &Config, path: &Path) -> Result<Vec<Embedding>, OfflineError> {
+    let (windows, _) = imu_windows(cfg, path)?;
+    if windows.is_empty() {
+        return Err(OfflineError::Failed(format!(
+            "{}: no window of IMU readings covers window.min_coverage",
+            path.display()
+        )));
+    }
+    let refs: Vec<&Window> = windows.iter().collect();
+    let vectors = encode(models, Modality::Imu, &refs)?;
+    Ok(windows
+        .iter()
+        .zip(vectors)
+        .map(|(win, vector)| Embedding {
+            modality: Modality::Imu,
+            input: path.display().to_string(),
+            span: Some((win.t_start_ns, win.t_end_ns)),
+            vector,
+            scale: models.scale(Modality::Imu),
+        })
+        .collect())
+}
+
+/// One 16-bit PNG (depth in millimetres, or thermal Y16 counts) as a one-frame
+/// window, through the configured depth/thermal preprocessing.
+pub fn embed_gray16(models: &Models, cfg: &Config, path: &Path, modality: Modality) -> Result<Embedding, OfflineError> {
+    let (width, height, data) = file::load_gray16(path, window_limits(cfg).image)?;
+    let data = match modality {
+        Modality::Depth => FrameData::Depth16 { width, height, data },
+        Modality::Thermal => FrameData::Thermal16 { width, height, data },
+        m => return Err(OfflineError::Failed(format!("{m} is not a 16-bit image modality"))),
+    };
+    let length = (cfg.window.length_s * 1e9) as i64;
+    let win = Window {
+        source: "file".into(),
+        modality,
+        seq: 0,
+        t_start_ns: 0,
+        t_end_ns: length,
+        coverage: 1.0,
+        data: WindowData::Frames(vec![std::sync::Arc::new(Frame { t_ns: length / 2, data })]),
+    };
+    Ok(Embedding {
+        modality,
+        input: path.display().to_string(),
+        span: None,
+        vector: encode(models, modality, &[&win])?.remove(0),
+        scale: models.scale(modality),
+    })
 }
 
 /// One image file through the official image loader.

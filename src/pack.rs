@@ -1,6 +1,7 @@
 //! Model packs: a folder with `pack.toml` and one ONNX encoder per modality, made by
-//! `tools/export_imagebind.py`. The tiny random-init pack in `packs/tiny-random` is
-//! also compiled into the binary so the demo needs no files.
+//! `tools/export_imagebind.py`. The MiniBind pack in `packs/minibind` (trained here on
+//! the digit world, tools/minibind/) is also compiled into the binary so the demo needs
+//! no files; the tiny random-init `packs/tiny-random` serves the parity tests.
 
 use crate::modality::Modality;
 use serde::Deserialize;
@@ -65,23 +66,23 @@ pub enum ModelSource {
 
 #[derive(Debug, Clone)]
 pub struct Pack {
-    /// Directory, or `builtin:tiny-random`.
+    /// Directory, or `builtin:minibind`.
     pub location: String,
     pub manifest: Manifest,
     pub models: BTreeMap<Modality, ModelSource>,
 }
 
 mod builtin {
-    pub const MANIFEST: &str = include_str!("../packs/tiny-random/pack.toml");
-    pub const VISION: &[u8] = include_bytes!("../packs/tiny-random/vision.onnx");
-    pub const TEXT: &[u8] = include_bytes!("../packs/tiny-random/text.onnx");
-    pub const AUDIO: &[u8] = include_bytes!("../packs/tiny-random/audio.onnx");
-    pub const DEPTH: &[u8] = include_bytes!("../packs/tiny-random/depth.onnx");
-    pub const THERMAL: &[u8] = include_bytes!("../packs/tiny-random/thermal.onnx");
-    pub const IMU: &[u8] = include_bytes!("../packs/tiny-random/imu.onnx");
+    pub const MANIFEST: &str = include_str!("../packs/minibind/pack.toml");
+    pub const VISION: &[u8] = include_bytes!("../packs/minibind/vision.onnx");
+    pub const TEXT: &[u8] = include_bytes!("../packs/minibind/text.onnx");
+    pub const AUDIO: &[u8] = include_bytes!("../packs/minibind/audio.onnx");
+    pub const DEPTH: &[u8] = include_bytes!("../packs/minibind/depth.onnx");
+    pub const THERMAL: &[u8] = include_bytes!("../packs/minibind/thermal.onnx");
+    pub const IMU: &[u8] = include_bytes!("../packs/minibind/imu.onnx");
 }
 
-pub const BUILTIN: &str = "builtin:tiny-random";
+pub const BUILTIN: &str = "builtin:minibind";
 
 impl Pack {
     /// Load `dir/pack.toml` (checking every referenced file exists), or the built-in

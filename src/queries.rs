@@ -351,6 +351,7 @@ mod tests {
             default_threshold: 0.3,
             default_cooldown_s: 10.0,
             max_queries: 2,
+            presets: Default::default(),
         }
     }
 

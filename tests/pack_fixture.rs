@@ -1,5 +1,5 @@
 //! The ONNX Runtime engine reproduces the reference outputs recorded for the bundled
-//! tiny pack (tests/fixtures/tiny_pack_ref.json, made by tools/make_pack_fixture.py
+//! tiny pack packs/tiny-random (tests/fixtures/tiny_pack_ref.json, made by tools/make_pack_fixture.py
 //! with Python onnxruntime), for all six encoders.
 
 mod common;
@@ -16,7 +16,7 @@ fn engine_matches_reference_outputs_for_every_modality() {
     common::require_ort();
     let fixture: serde_json::Value = serde_json::from_str(include_str!("fixtures/tiny_pack_ref.json")).unwrap();
     let cfg = Config::load_with_env(None, Vec::new()).unwrap();
-    let pack = Pack::builtin().unwrap();
+    let pack = Pack::load(concat!(env!("CARGO_MANIFEST_DIR"), "/packs/tiny-random")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     for m in Modality::ALL {
         let f = &fixture["modalities"][m.as_str()];
@@ -69,7 +69,7 @@ fn engine_matches_reference_outputs_for_every_modality() {
 fn batched_inference_equals_one_by_one() {
     common::require_ort();
     let cfg = Config::load_with_env(None, Vec::new()).unwrap();
-    let pack = Pack::builtin().unwrap();
+    let pack = Pack::load(concat!(env!("CARGO_MANIFEST_DIR"), "/packs/tiny-random")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     for m in Modality::ALL {
         let enc = OrtEncoder::load(&pack, m, &cfg.engine, dir.path()).unwrap();

@@ -98,8 +98,11 @@ fn models(cfg: &Config) -> Models {
     Models::load(cfg, &[Modality::Vision, Modality::Audio]).unwrap()
 }
 
+/// The fixtures were recorded with the tiny random pack (packs/tiny-random).
 fn cfg() -> Config {
-    Config::load_with_env(None, Vec::new()).unwrap()
+    let mut c = Config::load_with_env(None, Vec::new()).unwrap();
+    c.pack.path = concat!(env!("CARGO_MANIFEST_DIR"), "/packs/tiny-random").into();
+    c
 }
 
 fn f32s(i: &ModelInput) -> &[f32] {

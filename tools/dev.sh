@@ -13,8 +13,9 @@ PY_REQS=(onnxruntime==1.31.1 eclipse-zenoh==1.10.2 cbor2==5.7.1 numpy pytest==8.
   mcap==1.6.0 mcap-protobuf-support==0.6.0 foxglove-sdk==0.30.3 websockets==15.0.1
   pillow==13.0.0)
 # libclang-dev (v4l2 bindings) and libasound2-dev (ALSA) build the `robot` drivers;
-# espeak-ng speaks the MiniBind digit world (tools/minibind).
-APT_PKGS=(pkg-config python3-venv systemd libclang-dev libasound2-dev espeak-ng)
+# espeak-ng speaks the MiniBind digit world (tools/minibind); its fonts are DejaVu's
+# (the pack was trained with exactly these 21 files; tests/minibind.rs draws held-out ones).
+APT_PKGS=(pkg-config python3-venv systemd libclang-dev libasound2-dev espeak-ng fonts-dejavu-core fonts-dejavu-extra)
 
 log() { printf '\033[1m[sensebind]\033[0m %s\n' "$*" >&2; }
 
@@ -76,7 +77,7 @@ case "${1:-}" in
   demo)
     shift
     setup
-    log "building (release) and starting the demo: synthetic sensors, built-in tiny pack; Ctrl-C stops"
+    log "building (release) and starting the demo: synthetic sensors playing the digit world, built-in MiniBind pack; watch with target/release/sensebind listen; Ctrl-C stops"
     cargo build --release --locked
     exec ./target/release/sensebind run "$@"
     ;;
@@ -92,7 +93,8 @@ case "${1:-}" in
     # `docs-only` bindings let the driver be type-checked against the real API.
     cargo clippy --release --locked --all-targets --features robot,realsense,realsense-rust/docs-only -- -D warnings
     log "cargo test (release, --features robot)"
-    cargo test --release --locked --features robot
+    # tests/minibind.rs writes held-out digit-world files with the venv's Python.
+    SENSEBIND_PYTHON="$VENV/bin/python" cargo test --release --locked --features robot
     log "Python tests (bus client, MCAP readers/writers, Foxglove live view)"
     SENSEBIND_BIN="$ROOT/target/release/sensebind" "$VENV/bin/python" -m pytest -q tests/python
     ;;

@@ -7,6 +7,7 @@
 //! request are published on `errors/queries/<id>`. A running daemon holds the
 //! liveliness token `alive`, so tools can tell "no daemon" from "no answer".
 
+pub mod listen;
 pub mod zenoh_bus;
 
 use crate::modality::Modality;

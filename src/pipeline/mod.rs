@@ -444,7 +444,16 @@ async fn embed_label_sets(
 /// Registered queries, reloaded from the state directory without rewriting it.
 async fn restore_queries(cfg: &Config, models: &Arc<Models>) -> Result<Registry, PipelineError> {
     let mut registry = Registry::new(&cfg.state_dir(), cfg.queries.max_queries);
-    let stored = registry.load_specs()?;
+    let mut stored = registry.load_specs()?;
+    // Presets from config come back at every start (and win over a stored query of
+    // the same id); a bad one stops the start with its key path.
+    for (id, p) in &cfg.queries.presets {
+        let body = serde_json::to_vec(p).map_err(|e| PipelineError::Setup(e.to_string()))?;
+        let spec = crate::queries::QuerySpec::from_request(id, &body, &cfg.queries)
+            .map_err(|e| PipelineError::Setup(format!("queries.presets.{id}: {e}")))?;
+        stored.retain(|s| s.id != spec.id);
+        stored.push(spec);
+    }
     if stored.is_empty() {
         return Ok(registry);
     }

@@ -15,6 +15,7 @@
 
 #[cfg(feature = "alsa")]
 pub mod alsa;
+pub mod digit_world;
 pub mod file;
 #[cfg(feature = "iio")]
 pub mod iio;

@@ -1,10 +1,13 @@
 //! Deterministic synthetic sensors for tests and demos.
 //!
 //! Each generator is a pure function of (seed, frame index), at a realistic format and
-//! rate, and its content changes over time: the scene switches every
-//! [`SCENE_PERIOD_S`] seconds (camera: moving shapes on changing backgrounds; depth: a
-//! box approaching over a floor; thermal: a warm body crossing the view; microphone:
-//! tone, chirp, noise burst, near silence; IMU: standing, walking, turning).
+//! rate, and its content changes over time. Two scenes (`scene` key):
+//! - `"digits"` (default): the MiniBind digit world ([`super::digit_world`]), one
+//!   digit at a time in every sensor, which the default MiniBind pack recognises;
+//! - `"shapes"`: abstract test content switching every [`SCENE_PERIOD_S`] seconds
+//!   (camera: moving shapes on changing backgrounds; depth: a box approaching over a
+//!   floor; thermal: a warm body crossing the view; microphone: tone, chirp, noise
+//!   burst, near silence; IMU: standing, walking, turning).
 
 use super::{
     parse_keys, DriverConfig, Frame, FrameData, ImuSample, Nanos, Pacer, Source, SourceConfigError, SourceContext,
@@ -18,11 +21,24 @@ use std::sync::Arc;
 /// Seconds between scene changes.
 pub const SCENE_PERIOD_S: f64 = 4.0;
 
+/// What a synthetic sensor shows.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Scene {
+    /// The MiniBind digit world.
+    #[default]
+    Digits,
+    /// Abstract moving shapes, tones and motions.
+    Shapes,
+}
+
 /// `type = "synthetic"` keys, as written (unset ones take the sensor's defaults).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Keys {
     sensor: Sensor,
+    #[serde(default)]
+    scene: Scene,
     width: Option<u32>,
     height: Option<u32>,
     rate_hz: Option<f64>,
@@ -43,6 +59,7 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyntheticConfig {
     pub sensor: Sensor,
+    pub scene: Scene,
     pub width: u32,
     pub height: u32,
     pub rate_hz: f64,
@@ -65,6 +82,7 @@ impl SyntheticConfig {
         };
         SyntheticConfig {
             sensor,
+            scene: Scene::default(),
             width,
             height,
             rate_hz,
@@ -90,6 +108,7 @@ pub fn parse(id: &str, keys: toml::Table) -> Result<Box<dyn DriverConfig>, Sourc
     let d = SyntheticConfig::defaults(k.sensor);
     let c = SyntheticConfig {
         sensor: k.sensor,
+        scene: k.scene,
         width: k.width.unwrap_or(d.width),
         height: k.height.unwrap_or(d.height),
         rate_hz: k.rate_hz.unwrap_or(d.rate_hz),
@@ -187,6 +206,12 @@ impl Synthetic {
         let t = (t_ns - self.epoch_ns) as f64 / 1e9;
         let scene = (t / SCENE_PERIOD_S).floor() as u64;
         let c = &self.cfg;
+        if c.scene == Scene::Digits {
+            return Frame {
+                t_ns,
+                data: self.digits(i, t_ns),
+            };
+        }
         let data = match self.sensor {
             Sensor::Camera => FrameData::Rgb8 {
                 width: c.width,
@@ -226,6 +251,48 @@ impl Synthetic {
     }
 }
 
+impl Synthetic {
+    /// Item `i` of the digit world.
+    fn digits(&self, i: u64, t_ns: Nanos) -> FrameData {
+        use super::digit_world as world;
+        let c = &self.cfg;
+        match self.sensor {
+            Sensor::Camera => FrameData::Rgb8 {
+                width: c.width,
+                height: c.height,
+                data: world::camera(c.width, c.height, t_ns, c.seed),
+            },
+            Sensor::Depth => FrameData::Depth16 {
+                width: c.width,
+                height: c.height,
+                data: world::depth(c.width, c.height, t_ns, c.seed),
+            },
+            Sensor::Thermal => FrameData::Thermal16 {
+                width: c.width,
+                height: c.height,
+                data: world::thermal(c.width, c.height, t_ns, c.seed),
+            },
+            Sensor::Microphone => {
+                let n = self.chunk_len();
+                let first = i * n;
+                let sr = c.sample_rate as i128;
+                let samples = (0..n)
+                    .map(|k| {
+                        let ts = self.epoch_ns + ((first + k) as i128 * 1_000_000_000 / sr) as Nanos;
+                        world::microphone(ts, c.seed)
+                    })
+                    .collect();
+                FrameData::Audio {
+                    sample_rate: c.sample_rate,
+                    channels: 1,
+                    samples,
+                }
+            }
+            Sensor::Imu => FrameData::Imu(world::imu(t_ns, c.seed)),
+        }
+    }
+}
+
 impl Source for Synthetic {
     fn info(&self) -> SourceInfo {
         let description = match self.sensor {
@@ -238,6 +305,10 @@ impl Source for Synthetic {
                 "synthetic {s} {}x{} @ {} Hz",
                 self.cfg.width, self.cfg.height, self.cfg.rate_hz
             ),
+        };
+        let description = match self.cfg.scene {
+            Scene::Digits => format!("{description}, digit world"),
+            Scene::Shapes => description,
         };
         SourceInfo {
             description,
@@ -440,6 +511,7 @@ mod tests {
     fn cfg(sensor: Sensor, rate: f64) -> SyntheticConfig {
         SyntheticConfig {
             sensor,
+            scene: Scene::Shapes,
             width: 64,
             height: 48,
             rate_hz: rate,

@@ -1,0 +1,355 @@
+//! The built-in MiniBind pack means something, through the real paths:
+//! - `sensebind embed` on held-out digit-world files (fonts, writers, voices and noise
+//!   never used in training, written by tools/minibind/heldout.py): emergent
+//!   zero-shot → text for every sensed modality, audio → image retrieval, and an
+//!   embedding-sum compositional query;
+//! - the daemon on the bus, playing the demo's digit world: labels name the digit on
+//!   screen, events start and end with it, the demo query fires on sevens only.
+
+mod common;
+
+use common::*;
+use sensebind::sources::digit_world::{digit_at, WORDS};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SENSED: [&str; 5] = ["image", "audio", "depth", "thermal", "imu"];
+
+/// Least held-out zero-shot top-1 per modality (chance: 0.10). Issue 8's goal is 0.90
+/// everywhere; these record what the committed pack reaches through `sensebind embed`
+/// (tools/minibind/eval, 200 per modality: image 0.60, audio 0.83, depth 0.21,
+/// thermal 0.72, IMU 0.99) less a margin for this test's 30 samples, so a regression
+/// of the pack or of the daemon's preprocessing fails here.
+const MIN_ZERO_SHOT: [(&str, f64); 5] = [
+    ("image", 0.4),
+    ("audio", 0.6),
+    ("depth", 0.15),
+    ("thermal", 0.5),
+    ("imu", 0.9),
+];
+
+/// The Python with the digit-world generator's packages (numpy, Pillow; espeak-ng on
+/// PATH): $SENSEBIND_PYTHON, else the repository's .venv made by `tools/dev.sh setup`.
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("SENSEBIND_PYTHON") {
+        return p.into();
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the MiniBind tests need the digit-world generator's Python: run `tools/dev.sh setup` or set SENSEBIND_PYTHON"
+    );
+    venv
+}
+
+fn unit(v: &[f32]) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter().map(|x| x / n).collect()
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap()
+}
+
+/// The daemon's default label of each digit: its prompts' mean, renormalised.
+fn label_embeddings(text: &BTreeMap<String, Vec<f32>>) -> Vec<Vec<f32>> {
+    (0..10)
+        .map(|d| {
+            let a = &text[&format!("the number {}", WORDS[d])];
+            let b = &text[&format!("the digit {d}")];
+            unit(&a.iter().zip(b).map(|(x, y)| x + y).collect::<Vec<_>>())
+        })
+        .collect()
+}
+
+#[test]
+fn embed_recognises_held_out_digits_in_every_modality() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let st = Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/minibind/heldout.py"))
+        .arg(dir.path())
+        .args(["--per-digit", "3", "--seed", "1"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "tools/minibind/heldout.py failed");
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("index.json")).unwrap()).unwrap();
+    let files = index["files"].as_array().unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.arg("embed");
+    for f in files {
+        let flag = match f["modality"].as_str().unwrap() {
+            "image" => "--image",
+            m => &format!("--{m}"),
+        };
+        cmd.args([flag, f["path"].as_str().unwrap()]);
+    }
+    for (d, w) in WORDS.iter().enumerate() {
+        cmd.args(["--text", &format!("the number {w}")]);
+        cmd.args(["--text", &format!("the digit {d}")]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut by_input: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let j: serde_json::Value = serde_json::from_str(line).unwrap();
+        let v: Vec<f32> = j["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        by_input
+            .entry(j["input"].as_str().unwrap().to_string())
+            .or_insert(unit(&v));
+    }
+    let labels = label_embeddings(&by_input);
+    let mut emb: BTreeMap<&str, Vec<(usize, Vec<f32>)>> = BTreeMap::new();
+    for f in files {
+        let m = f["modality"].as_str().unwrap();
+        let d = f["digit"].as_u64().unwrap() as usize;
+        let e = by_input[f["path"].as_str().unwrap()].clone();
+        emb.entry(SENSED.iter().find(|s| **s == m).unwrap())
+            .or_default()
+            .push((d, e));
+    }
+    let mut report = Vec::new();
+    let mut acc = BTreeMap::new();
+    for m in SENSED {
+        let items = &emb[m];
+        assert_eq!(items.len(), 30, "{m}: one embedding per file");
+        let right = items
+            .iter()
+            .filter(|(d, e)| argmax(&labels.iter().map(|l| dot(e, l)).collect::<Vec<_>>()) == *d)
+            .count();
+        acc.insert(m, right as f64 / items.len() as f64);
+        report.push(format!("{m} {right}/30"));
+    }
+    for (m, min) in MIN_ZERO_SHOT {
+        assert!(
+            acc[m] >= min,
+            "{m} → text zero-shot top-1 {:.2} < {min} ({report:?})",
+            acc[m]
+        );
+    }
+    // Audio → image retrieval: the nearest held-out image shows the spoken digit.
+    let images = &emb["image"];
+    let hits = emb["audio"]
+        .iter()
+        .filter(|(d, a)| {
+            let best = argmax(&images.iter().map(|(_, e)| dot(a, e)).collect::<Vec<_>>());
+            images[best].0 == *d
+        })
+        .count();
+    report.push(format!("audio→image {hits}/30"));
+    // eval: 0.56 over 200 (chance 0.10).
+    assert!(hits >= 9, "audio → image retrieval {hits}/30 ({report:?})");
+    // Compositional (embedding sum, as the seed): image of a + audio of b names a and b.
+    let (mut ok, mut n) = (0, 0);
+    for (a, ea) in images {
+        for (b, eb) in emb["audio"].iter().step_by(7) {
+            if a == b {
+                continue;
+            }
+            let q = unit(&ea.iter().zip(eb).map(|(x, y)| x + y).collect::<Vec<_>>());
+            let mut order: Vec<usize> = (0..10).collect();
+            order.sort_by(|&i, &j| dot(&q, &labels[j]).total_cmp(&dot(&q, &labels[i])));
+            ok += usize::from(order[..2].contains(a) && order[..2].contains(b));
+            n += 1;
+        }
+    }
+    report.push(format!("image+audio top-2 {ok}/{n}"));
+    // eval: 0.25 over 200 (chance of naming both in the top 2: 1/45 ≈ 0.02).
+    assert!(ok as f64 >= 0.1 * n as f64, "compositional query {ok}/{n} ({report:?})");
+    eprintln!("MiniBind held-out through `sensebind embed`: {}", report.join(", "));
+}
+
+/// Least fraction of each demo stream's windows labelled with the digit shown.
+/// (Measured with the committed pack: camera 33/60, microphone 51/60, depth 18/60,
+/// thermal 51/60, IMU 60/60.)
+const MIN_DEMO: [(&str, f64); 5] = [
+    ("vision/camera", 0.4),
+    ("audio/microphone", 0.7),
+    ("depth/depth", 0.15),
+    ("thermal/thermal", 0.7),
+    ("imu/imu", 0.9),
+];
+
+/// The demo's query (configs/demo.toml), so the test checks what users get.
+fn demo_query() -> String {
+    let t: toml::Table = sensebind::config::DEMO_TOML.parse().unwrap();
+    let mut q = toml::Table::new();
+    q.insert("seven".into(), t["queries"]["presets"]["seven"].clone());
+    let mut p = toml::Table::new();
+    p.insert("presets".into(), toml::Value::Table(q));
+    let mut root = toml::Table::new();
+    root.insert("queries".into(), toml::Value::Table(p));
+    toml::to_string(&root).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_daemon_labels_its_digits_and_the_query_fires_on_sevens() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // The client listens first and the daemon connects to it, so nothing the daemon
+    // publishes is missed. 120 s of the digit world (every digit twice), as fast as
+    // the machine goes.
+    let mut c = zenoh::Config::default();
+    c.insert_json5("mode", "\"peer\"").unwrap();
+    c.insert_json5("listen/endpoints", &format!("[\"tcp/127.0.0.1:{port}\"]"))
+        .unwrap();
+    c.insert_json5("scouting/multicast/enabled", "false").unwrap();
+    c.insert_json5("scouting/gossip/enabled", "false").unwrap();
+    let z = zenoh::open(c).await.unwrap();
+    let sub = z.declare_subscriber("sensebind/digits/**").await.unwrap();
+    let src = |id: &str, sensor: &str, extra: &str| {
+        format!("[sources.{id}]\ntype = \"synthetic\"\nsensor = \"{sensor}\"\nscene = \"digits\"\nrealtime = false\nduration_s = 120.0\n{extra}\n")
+    };
+    let cfg = dir.path().join("sensebind.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[robot]\nid = \"digits\"\nstate_dir = \"{}\"\n[bus]\nlisten = []\nconnect = [\"tcp/127.0.0.1:{port}\"]\n\
+             [daemon]\nexit_when_sources_end = true\n[engine]\nwhen_full = \"block\"\n{}\n{}{}{}{}{}",
+            dir.path().join("state").display(),
+            demo_query(),
+            src("camera", "camera", "width = 320\nheight = 240\nrate_hz = 10.0"),
+            src("depth", "depth", "width = 320\nheight = 240\nrate_hz = 10.0"),
+            src("thermal", "thermal", ""),
+            src("microphone", "microphone", ""),
+            src("imu", "imu", ""),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut d = Daemon::start(&cfg, &log);
+    let dump = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // (stream) → [(t_start, top label)]; events; alerts (t_start).
+    let mut labels: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+    let mut events = Vec::new();
+    let mut alerts = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the demo run did not finish in 240 s:\n{}",
+            dump()
+        );
+        match tokio::time::timeout(Duration::from_millis(500), sub.recv_async()).await {
+            Ok(Ok(s)) => {
+                let key = s.key_expr().as_str().to_string();
+                if key.contains("/embedding/") || key.ends_with("/health") {
+                    continue;
+                }
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&s.payload().to_bytes()) else {
+                    continue;
+                };
+                if key.contains("/labels/") {
+                    let stream = format!("{}/{}", v["modality"].as_str().unwrap(), v["source"].as_str().unwrap());
+                    let top = v["top"][0]["label"].as_str().unwrap().to_string();
+                    labels
+                        .entry(stream)
+                        .or_default()
+                        .push((v["t_start_ns"].as_i64().unwrap(), top));
+                } else if key.contains("/events/") {
+                    events.push(v);
+                } else if key.contains("/alerts/") {
+                    alerts.push(v);
+                }
+            }
+            _ => {
+                if !d.running() {
+                    break;
+                }
+            }
+        }
+    }
+    let status = d.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the daemon must exit 0 when its sources end:\n{}",
+        dump()
+    );
+
+    // Labels: the digit on screen. Issue 8's goal is ≥ 90 % of every stream's windows;
+    // MIN_DEMO records what the committed pack reaches on the demo's assets.
+    assert_eq!(labels.len(), 5, "labels from all five streams: {:?}", labels.keys());
+    let mut acc = BTreeMap::new();
+    for (stream, ws) in &labels {
+        assert!(
+            ws.len() >= 50,
+            "{stream}: only {} windows of 60 reached the bus",
+            ws.len()
+        );
+        let right = ws.iter().filter(|(t, l)| *l == WORDS[digit_at(*t) as usize]).count();
+        eprintln!("{stream}: {right}/{} windows labelled right", ws.len());
+        acc.insert(stream.clone(), right as f64 / ws.len() as f64);
+    }
+    for (stream, min) in MIN_DEMO {
+        assert!(
+            acc[stream] >= min,
+            "{stream}: {:.2} of windows labelled right < {min} ({acc:?})",
+            acc[stream]
+        );
+    }
+    // Events start and end with the digit: a start at the first window of the digit's
+    // showing, an end at its last window's end.
+    let (mut starts, mut ends, mut right) = (0, 0, 0);
+    for e in &events {
+        let label = e["label"].as_str().unwrap();
+        let start = e["start_ns"].as_i64().unwrap();
+        let ok = match e["state"].as_str().unwrap() {
+            "start" => {
+                starts += 1;
+                WORDS[digit_at(start) as usize] == label && digit_at(start - 1) as usize != digit_of(label)
+            }
+            _ => {
+                ends += 1;
+                let end = e["end_ns"].as_i64().unwrap();
+                WORDS[digit_at(end - 1) as usize] == label && digit_at(end) as usize != digit_of(label)
+            }
+        };
+        right += usize::from(ok);
+    }
+    eprintln!("events: {starts} starts, {ends} ends, {right} aligned with the digit");
+    // Every stream shows 20 digits (fewer may be complete at the run's edges); the
+    // committed pack starts ~83 events in all.
+    assert!(starts >= 60, "event starts: {starts}");
+    // Goal 0.9; measured 119–122 of ~162 with the committed pack (its weak depth and
+    // camera streams flicker between labels).
+    assert!(
+        right as f64 >= 0.6 * events.len() as f64,
+        "{right}/{} events aligned",
+        events.len()
+    );
+    // The query fires on sevens and nowhere else; each showing of 7 fires it.
+    let on_seven = alerts
+        .iter()
+        .filter(|a| digit_at(a["t_start_ns"].as_i64().unwrap()) == 7)
+        .count();
+    eprintln!("alerts: {} ({on_seven} while a 7 is shown)", alerts.len());
+    assert!(!alerts.is_empty(), "the query never fired");
+    assert!(
+        on_seven as f64 >= 0.95 * alerts.len() as f64,
+        "{on_seven}/{} alerts on sevens",
+        alerts.len()
+    );
+    let showings: std::collections::BTreeSet<i64> = alerts
+        .iter()
+        .map(|a| a["t_start_ns"].as_i64().unwrap() / 60_000_000_000)
+        .collect();
+    assert!(showings.len() >= 2, "both showings of 7 fire the query");
+}
+
+fn digit_of(word: &str) -> usize {
+    WORDS.iter().position(|w| *w == word).unwrap_or(99)
+}
