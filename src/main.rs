@@ -38,24 +38,8 @@ enum Cmd {
         /// Model pack directory (default: the `pack.path` from config, else the built-in pack).
         #[arg(long)]
         pack: Option<String>,
-        /// WAV file(s); one line per window (length/hop from config, from t = 0).
-        #[arg(long)]
-        audio: Vec<PathBuf>,
-        /// PNG/JPEG image(s); one line each.
-        #[arg(long)]
-        image: Vec<PathBuf>,
-        /// Text(s); one line each.
-        #[arg(long)]
-        text: Vec<String>,
-        /// 16-bit PNG depth image(s) in millimetres; one line each.
-        #[arg(long)]
-        depth: Vec<PathBuf>,
-        /// 16-bit PNG thermal image(s), raw Y16 counts; one line each.
-        #[arg(long)]
-        thermal: Vec<PathBuf>,
-        /// IMU CSV file(s) (`t_s,ax,ay,az,gx,gy,gz`); one line per window.
-        #[arg(long)]
-        imu: Vec<PathBuf>,
+        #[command(flatten)]
+        inputs: EmbedInputs,
     },
     /// Manage text queries registered with a running daemon.
     Query {
@@ -183,26 +167,7 @@ fn real_main(cli: Cli) -> Result<()> {
         Cmd::Run => {
             rt.block_on(async move { pipeline::run(cfg, shutdown_signal()).await.map_err(anyhow::Error::from) })
         }
-        Cmd::Embed {
-            pack,
-            audio,
-            image,
-            text,
-            depth,
-            thermal,
-            imu,
-        } => embed(
-            cfg,
-            pack,
-            EmbedInputs {
-                audio,
-                image,
-                text,
-                depth,
-                thermal,
-                imu,
-            },
-        ),
+        Cmd::Embed { pack, inputs } => embed(cfg, pack, inputs),
         Cmd::Query { op, robot } => rt.block_on(query(cfg, op, robot)),
         Cmd::Listen {
             robot,
@@ -345,12 +310,26 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// What `sensebind embed` embeds.
+#[derive(clap::Args)]
 struct EmbedInputs {
+    /// WAV file(s); one line per window (length/hop from config, from t = 0).
+    #[arg(long)]
     audio: Vec<PathBuf>,
+    /// PNG/JPEG image(s); one line each.
+    #[arg(long)]
     image: Vec<PathBuf>,
+    /// Text(s); one line each.
+    #[arg(long)]
     text: Vec<String>,
+    /// 16-bit PNG depth image(s) in millimetres; one line each.
+    #[arg(long)]
     depth: Vec<PathBuf>,
+    /// 16-bit PNG thermal image(s), raw Y16 counts; one line each.
+    #[arg(long)]
     thermal: Vec<PathBuf>,
+    /// IMU CSV file(s) (`t_s,ax,ay,az,gx,gy,gz`); one line per window.
+    #[arg(long)]
     imu: Vec<PathBuf>,
 }
 

@@ -106,19 +106,7 @@ pub fn embed_audio(models: &Models, cfg: &Config, path: &Path) -> Result<Vec<Emb
     if windows.is_empty() {
         return Err(OfflineError::Failed(format!("{}: no audio to embed", path.display())));
     }
-    let refs: Vec<&Window> = windows.iter().collect();
-    let vectors = encode(models, Modality::Audio, &refs)?;
-    Ok(windows
-        .iter()
-        .zip(vectors)
-        .map(|(win, vector)| Embedding {
-            modality: Modality::Audio,
-            input: path.display().to_string(),
-            span: Some((win.t_start_ns, win.t_end_ns)),
-            vector,
-            scale: models.scale(Modality::Audio),
-        })
-        .collect())
+    embed_file_windows(models, Modality::Audio, path, &windows)
 }
 
 /// Every window of an IMU CSV that passes `window.min_coverage` (at least one).
@@ -130,17 +118,27 @@ pub fn embed_imu(models: &Models, cfg: &Config, path: &Path) -> Result<Vec<Embed
             path.display()
         )));
     }
+    embed_file_windows(models, Modality::Imu, path, &windows)
+}
+
+/// One embedding per window of a file, with the window's span.
+fn embed_file_windows(
+    models: &Models,
+    m: Modality,
+    path: &Path,
+    windows: &[Window],
+) -> Result<Vec<Embedding>, OfflineError> {
     let refs: Vec<&Window> = windows.iter().collect();
-    let vectors = encode(models, Modality::Imu, &refs)?;
+    let vectors = encode(models, m, &refs)?;
     Ok(windows
         .iter()
         .zip(vectors)
         .map(|(win, vector)| Embedding {
-            modality: Modality::Imu,
+            modality: m,
             input: path.display().to_string(),
             span: Some((win.t_start_ns, win.t_end_ns)),
             vector,
-            scale: models.scale(Modality::Imu),
+            scale: models.scale(m),
         })
         .collect())
 }

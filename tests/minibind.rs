@@ -202,13 +202,7 @@ async fn demo_daemon_labels_its_digits_and_the_query_fires_on_sevens() {
     // The client listens first and the daemon connects to it, so nothing the daemon
     // publishes is missed. 120 s of the digit world (every digit twice), as fast as
     // the machine goes.
-    let mut c = zenoh::Config::default();
-    c.insert_json5("mode", "\"peer\"").unwrap();
-    c.insert_json5("listen/endpoints", &format!("[\"tcp/127.0.0.1:{port}\"]"))
-        .unwrap();
-    c.insert_json5("scouting/multicast/enabled", "false").unwrap();
-    c.insert_json5("scouting/gossip/enabled", "false").unwrap();
-    let z = zenoh::open(c).await.unwrap();
+    let z = listener(port).await;
     let sub = z.declare_subscriber("sensebind/digits/**").await.unwrap();
     let src = |id: &str, sensor: &str, extra: &str| {
         format!("[sources.{id}]\ntype = \"synthetic\"\nsensor = \"{sensor}\"\nscene = \"digits\"\nrealtime = false\nduration_s = 120.0\n{extra}\n")

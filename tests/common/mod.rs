@@ -141,3 +141,15 @@ pub async fn client(port: u16) -> zenoh::Session {
     c.insert_json5("scouting/gossip/enabled", "false").unwrap();
     zenoh::open(c).await.unwrap()
 }
+
+/// A zenoh peer that listens on `port` (a daemon configured to connect to it misses
+/// nothing it publishes after its session opens).
+pub async fn listener(port: u16) -> zenoh::Session {
+    let mut c = zenoh::Config::default();
+    c.insert_json5("mode", "\"peer\"").unwrap();
+    c.insert_json5("listen/endpoints", &format!("[\"tcp/127.0.0.1:{port}\"]"))
+        .unwrap();
+    c.insert_json5("scouting/multicast/enabled", "false").unwrap();
+    c.insert_json5("scouting/gossip/enabled", "false").unwrap();
+    zenoh::open(c).await.unwrap()
+}
