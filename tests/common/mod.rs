@@ -130,26 +130,30 @@ impl Drop for Daemon {
     }
 }
 
-/// A zenoh peer that connects to the daemon.
-pub async fn client(port: u16) -> zenoh::Session {
+/// A loopback zenoh peer without scouting: connecting to or listening on `port`.
+async fn peer(port: u16, role: &str) -> zenoh::Session {
+    let ep = format!("[\"tcp/127.0.0.1:{port}\"]");
+    let (connect, listen) = if role == "connect" {
+        (ep.as_str(), "[]")
+    } else {
+        ("[]", ep.as_str())
+    };
     let mut c = zenoh::Config::default();
     c.insert_json5("mode", "\"peer\"").unwrap();
-    c.insert_json5("connect/endpoints", &format!("[\"tcp/127.0.0.1:{port}\"]"))
-        .unwrap();
-    c.insert_json5("listen/endpoints", "[]").unwrap();
+    c.insert_json5("connect/endpoints", connect).unwrap();
+    c.insert_json5("listen/endpoints", listen).unwrap();
     c.insert_json5("scouting/multicast/enabled", "false").unwrap();
     c.insert_json5("scouting/gossip/enabled", "false").unwrap();
     zenoh::open(c).await.unwrap()
 }
 
+/// A zenoh peer that connects to the daemon.
+pub async fn client(port: u16) -> zenoh::Session {
+    peer(port, "connect").await
+}
+
 /// A zenoh peer that listens on `port` (a daemon configured to connect to it misses
 /// nothing it publishes after its session opens).
 pub async fn listener(port: u16) -> zenoh::Session {
-    let mut c = zenoh::Config::default();
-    c.insert_json5("mode", "\"peer\"").unwrap();
-    c.insert_json5("listen/endpoints", &format!("[\"tcp/127.0.0.1:{port}\"]"))
-        .unwrap();
-    c.insert_json5("scouting/multicast/enabled", "false").unwrap();
-    c.insert_json5("scouting/gossip/enabled", "false").unwrap();
-    zenoh::open(c).await.unwrap()
+    peer(port, "listen").await
 }
