@@ -13,9 +13,18 @@ PY_REQS=(onnxruntime==1.31.1 eclipse-zenoh==1.10.2 cbor2==5.7.1 numpy pytest==8.
   mcap==1.6.0 mcap-protobuf-support==0.6.0 foxglove-sdk==0.30.3 websockets==15.0.1
   pillow==13.0.0)
 # libclang-dev (v4l2 bindings) and libasound2-dev (ALSA) build the `robot` drivers;
-# espeak-ng speaks the MiniBind digit world (tools/minibind); its fonts are DejaVu's
-# (the pack was trained with exactly these 21 files; tests/minibind.rs draws held-out ones).
-APT_PKGS=(pkg-config python3-venv systemd libclang-dev libasound2-dev espeak-ng fonts-dejavu-core fonts-dejavu-extra)
+# espeak-ng speaks the MiniBind digit world (tools/minibind) and these font packages
+# draw it: sans, serif, mono, display and handwriting faces (the pack was trained on
+# the fonts they install, less the quarter world.py holds out; tests/minibind.rs draws
+# held-out ones, so the test needs the same set).
+MINIBIND_FONTS=(fonts-dejavu-core fonts-dejavu-extra fonts-liberation2 fonts-freefont-ttf
+  fonts-urw-base35 fonts-comic-neue fonts-humor-sans fonts-dkg-handwriting fonts-breip
+  fonts-femkeklaver fonts-sil-andika fonts-cantarell fonts-open-sans fonts-lato
+  fonts-roboto-unhinted fonts-crosextra-carlito fonts-crosextra-caladea fonts-inconsolata
+  fonts-hack fonts-firacode fonts-ebgaramond fonts-linuxlibertine fonts-cabin fonts-comfortaa
+  fonts-quicksand fonts-bebas-neue fonts-jura fonts-texgyre fonts-lobster fonts-fantasque-sans
+  fonts-staypuft fonts-dustin fonts-tlwg-purisa fonts-league-spartan fonts-sil-gentium)
+APT_PKGS=(pkg-config python3-venv systemd libclang-dev libasound2-dev espeak-ng "${MINIBIND_FONTS[@]}")
 
 log() { printf '\033[1m[sensebind]\033[0m %s\n' "$*" >&2; }
 

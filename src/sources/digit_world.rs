@@ -213,7 +213,8 @@ pub fn camera(w: u32, h: u32, t_ns: Nanos, seed: u64) -> Vec<u8> {
     })
 }
 
-/// Depth frame (mm, w×h): the relief with a few mm of noise and ~1 % invalid pixels.
+/// Depth frame (mm, w×h): the sign in front of its wall with a few mm of noise and ~1 %
+/// invalid pixels.
 pub fn depth(w: u32, h: u32, t_ns: Nanos, seed: u64) -> Vec<u16> {
     let p = &assets().depth[digit_at(t_ns) as usize];
     let mut n = Noise::new(seed ^ t_ns as u64);

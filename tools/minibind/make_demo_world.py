@@ -7,7 +7,7 @@ embeds these files in the binary):
 Per digit D (all from world.py's *held-out* split: fonts, writers and voices the
 MiniBind pack never saw in training; fixed indices, not picked by result):
     image_D_V.png    320×240 RGB, V = 0, 1 (clean: the source adds noise per frame)
-    depth_D.png      320×240 16-bit millimetres (clean relief)
+    depth_D.png      320×240 16-bit millimetres (clean: the sign and its wall)
     thermal_D.png    160×120 16-bit Y16 centikelvin (clean)
     speech_D_V.wav   the spoken word, 16 kHz mono 16-bit, V = 0, 1 (two voices)
     imu_D.csv        t_s,ax,ay,az,gx,gy,gz (m/s², rad/s): 400 rows at 200 Hz, 2 s

@@ -44,14 +44,27 @@ import prep  # noqa: E402
 import world  # noqa: E402
 
 BOUND = ("audio", "depth", "thermal", "imu")
+# Stage 2 per modality: samples per digit in the bank, and steps. Depth and thermal
+# data and steps are cheap; IMU converges early; audio data is the slowest to make.
+PER_DIGIT = {"audio": 500, "depth": 800, "thermal": 800, "imu": 300}
+STEPS2 = {"audio": 2000, "depth": 8000, "thermal": 2500, "imu": 800}
+WARPED = ("depth", "thermal")  # pictures: trained on random affine views too
 PROMPT = "the number {w}"
 
 
 # ------------------------------------------------------------------ data
 
 
+def pool(x: np.ndarray) -> np.ndarray:
+    """[C, 224, 224] → [C, 224/POOL, 224/POOL], the mean of each POOL×POOL block."""
+    c, h, w = x.shape
+    return x.astype(np.float32).reshape(c, h // POOL, POOL, w // POOL, POOL).mean((2, 4))
+
+
 def make_input(modality: str, digit: int, split: str, index: int, seed: int) -> np.ndarray:
-    """One sample of the world through the daemon's preprocessing, as float16."""
+    """One sample of the world through the daemon's preprocessing: pictures pooled to
+    what the encoders' patch embeddings see in training (see LowResPatches); images
+    as 8-bit pixels, the rest float16."""
     rng = world.rng_for("view", modality, digit, split, index, seed)
     if modality == "image":
         # Camera-like sizes and aspect ratios, and both of the daemon's resize paths.
@@ -60,13 +73,17 @@ def make_input(modality: str, digit: int, split: str, index: int, seed: int) -> 
         if rng.random() < 0.3:
             h, w = w, h
         x = prep.image(world.image(digit, split, index, seed, h=h, w=w), "image" if rng.random() < 0.6 else "video")
-        x = x[:, :1]  # both frames are the same: keep one, repeat at batch time
+        # Both frames are the same: keep one (the patch embedding repeats it), back in
+        # 8-bit pixels (the loaders' own resolution); normalised at batch time.
+        x = x[:, 0] * prep.STD[:, None, None] + prep.MEAN[:, None, None]
+        x = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+        return np.clip(np.rint(pool(x)), 0, 255).astype(np.uint8)
     elif modality == "audio":
         x = prep.audio(world.audio(digit, split, index, seed))
     elif modality == "depth":
-        x = prep.depth(world.depth(digit, split, index, seed))
+        x = pool(prep.depth(world.depth(digit, split, index, seed)).astype(np.float16))
     elif modality == "thermal":
-        x = prep.thermal(world.thermal(digit, split, index, seed))
+        x = pool(prep.thermal(world.thermal(digit, split, index, seed)).astype(np.float16))
     elif modality == "imu":
         x = prep.imu(world.imu(digit, split, index, seed))
     else:
@@ -81,16 +98,26 @@ def _job(args):
 CACHE: Path | None = None
 
 
+def cache_file(cache: Path, modality: str, per_digit: int, split: str, seed: int) -> Path:
+    """Where a bank is kept: keyed by the generator's and preprocessing's source."""
+    import hashlib
+    import inspect
+
+    jobs = [(modality, d, split, i, seed) for i in range(per_digit) for d in world.DIGITS]
+    src = ((HERE / "world.py").read_bytes() + (HERE / "prep.py").read_bytes()
+           + inspect.getsource(make_input).encode() + inspect.getsource(pool).encode()
+           + repr(jobs[:1] + [len(jobs)]).encode())
+    return cache / f"{modality}-{split}-{per_digit}-{seed}-{hashlib.sha256(src).hexdigest()[:12]}.npz"
+
+
 def bank(modality: str, per_digit: int, split: str, seed: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """per_digit samples of every digit → (inputs [N, ...] float16, digits [N]);
-    kept in --cache (keyed by the generator's source) when given."""
+    """per_digit samples of every digit → (inputs [N, ...], digits [N]): images as
+    8-bit pixels, the rest float16; kept in --cache (keyed by the generator's and the
+    preprocessing's source) when given."""
     jobs = [(modality, d, split, i, seed) for i in range(per_digit) for d in world.DIGITS]
     cached = None
     if CACHE is not None:
-        import hashlib
-
-        src = (HERE / "world.py").read_bytes() + (HERE / "prep.py").read_bytes() + repr(jobs[:1] + [len(jobs)]).encode()
-        cached = CACHE / f"{modality}-{split}-{per_digit}-{seed}-{hashlib.sha256(src).hexdigest()[:12]}.npz"
+        cached = cache_file(CACHE, modality, per_digit, split, seed)
         if cached.exists():
             z = np.load(cached)
             print(f"  {modality:8s} {split:8s} {len(z['x']):5d} samples from {cached}", flush=True)
@@ -142,30 +169,131 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def fast_still_patches(model) -> None:
-    """Training speed-up, exact for stills: an image enters the video patch embedding
-    as two identical frames, so Conv3d with a (2, p, p) kernel equals a Conv2d of one
-    frame with the kernel's two time taps summed. Autograd gives both taps the same
-    gradient, as Conv3d would. The module and its weights are unchanged (only this
-    process's forward is replaced), so the saved state dict and the export are the
-    official architecture's."""
-    import types
-
-    conv = next(m for m in model.modality_preprocessors["vision"].modules() if isinstance(m, torch.nn.Conv3d))
-    assert conv.kernel_size[0] == 2 and conv.stride[0] == 2 and conv.bias is None
-
-    def forward(self, x):
-        if x.shape[2] != 2 or not torch.equal(x[:, :, 0], x[:, :, 1]):
-            return torch.nn.functional.conv3d(x, self.weight, None, self.stride, self.padding)
-        y = F.conv2d(x[:, :, 0], self.weight.sum(2), None, self.stride[1:], self.padding[1:])
-        return y.unsqueeze(2)
-
-    conv.forward = types.MethodType(forward, conv)
+POOL = 4
+PICTURES = {"vision": "image", "depth": "depth", "thermal": "thermal"}
 
 
-def vision_batch(x: np.ndarray) -> torch.Tensor:
-    t = torch.from_numpy(x.astype(np.float32))
-    return t.expand(-1, -1, 2, -1, -1).contiguous()
+class LowResPatches:
+    """Train a picture encoder's patch embedding at 224/POOL resolution, exported
+    exactly as the official full-resolution kernel.
+
+    The kernel (k×k, stride k) is held as k/POOL × k/POOL weights, each repeated over
+    a POOL×POOL block of pixels and divided by POOL². Applied to a 224 input, that
+    kernel gives exactly the small kernel applied to the input averaged over
+    POOL×POOL blocks (what the banks hold), at a sixteenth of the weights and of the
+    pixels: a small ViT learns digit shapes from a few thousand pictures in minutes
+    instead of fitting 2 352 weights per patch to them. `commit` writes the full
+    kernel into the official module, so the state dict and the export are the
+    official architecture's.
+
+    The vision stem also takes stills as one frame: PadIm2Video would repeat it into
+    two identical frames for a Conv3d with a (2, p, p) kernel, which equals one frame
+    through the kernel's two time taps summed; both taps get half of it on commit
+    (a two-frame video clip then sees the mean of its frames)."""
+
+    def __init__(self, model, modality: str):
+        from imagebind.models.multimodal_preprocessors import PadIm2Video
+
+        mods = list(model.modality_preprocessors[modality].modules())
+        conv = next(m for m in mods if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
+        k = conv.kernel_size[-1]
+        assert k % POOL == 0 and conv.stride[-1] == k and conv.kernel_size[-2] == k
+        self.conv, self.video = conv, isinstance(conv, torch.nn.Conv3d)
+        w = conv.weight.detach()
+        if self.video:
+            assert conv.kernel_size[0] == 2 and conv.stride[0] == 2
+            w = w.sum(2)
+            pad = next(m for m in mods if isinstance(m, PadIm2Video))
+            pad.forward = lambda x: x.unsqueeze(2) if x.ndim == 4 else x
+        self.small = torch.nn.Parameter(F.avg_pool2d(w, POOL) * POOL * POOL)
+        stride = k // POOL
+        bias = conv.bias
+
+        def forward(x):
+            if x.shape[-1] != 224 // POOL:
+                raise ValueError(f"training inputs are pooled to {224 // POOL} px, got {tuple(x.shape)}")
+            if self.video:
+                return F.conv2d(x[:, :, 0], self.small, bias, stride).unsqueeze(2)
+            return F.conv2d(x, self.small, bias, stride)
+
+        conv.forward = forward
+
+    def full(self) -> torch.Tensor:
+        w = self.small.detach().repeat_interleave(POOL, -1).repeat_interleave(POOL, -2) / (POOL * POOL)
+        if self.video:
+            t = self.conv.kernel_size[0]
+            w = w.unsqueeze(2).expand(-1, -1, t, -1, -1) / t
+        return w.contiguous()
+
+    def commit(self) -> None:
+        with torch.no_grad():
+            self.conv.weight.copy_(self.full())
+
+
+MEAN = torch.from_numpy(prep.MEAN)[None, :, None, None]
+STD = torch.from_numpy(prep.STD)[None, :, None, None]
+
+
+def warp(x: torch.Tensor, g: torch.Generator, rotate: float = 10.0, scale=(0.8, 1.15), shift: float = 0.12) -> torch.Tensor:
+    """A random affine view of each image [B, C, H, W] (rotation in degrees, zoom,
+    shear, shift as a fraction of the frame), edges extended."""
+    b = x.shape[0]
+    ang = torch.randn(b, generator=g) * math.radians(rotate)
+    s = torch.empty(b).uniform_(*scale, generator=g)
+    sh = torch.empty(b).uniform_(-0.15, 0.15, generator=g)
+    cos, sin = torch.cos(ang) / s, torch.sin(ang) / s
+    theta = torch.stack([torch.stack([cos, -sin + sh, torch.empty(b).uniform_(-shift, shift, generator=g) * 2], 1),
+                         torch.stack([sin, cos, torch.empty(b).uniform_(-shift, shift, generator=g) * 2], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def colour_views(b: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image, one affine colour map (channel order, inversion, grey, contrast,
+    brightness) composed with the encoder's normalisation: pixels p in [0, 1] become
+    M @ p + o, the encoder's input."""
+    ms, os_ = [], []
+    for _ in range(b):
+        m = torch.eye(3)[torch.randperm(3, generator=g)]
+        o = torch.zeros(3)
+        if torch.rand(1, generator=g) < 0.25:  # inverted
+            m, o = -m, o + 1
+        if torch.rand(1, generator=g) < 0.2:  # grey
+            m, o = torch.full((3, 3), 1 / 3) @ m, torch.full((3, 3), 1 / 3) @ o
+        c = float(torch.empty(1).uniform_(0.6, 1.3, generator=g))
+        off = float(torch.empty(1).uniform_(-0.15, 0.15, generator=g))
+        m, o = c * m, c * (o - 0.5) + 0.5 + off
+        ms.append(m / STD.view(3, 1))
+        os_.append((o - MEAN.view(3)) / STD.view(3))
+    return torch.stack(ms), torch.stack(os_)
+
+
+_NOISE: torch.Tensor | None = None
+
+
+def vision_batch(x: np.ndarray, g: torch.Generator | None = None) -> torch.Tensor:
+    """8-bit pooled pixel images [B, 3, 56, 56] → the encoder's training input
+    (normalised; a still: see LowResPatches).
+
+    With a generator, a training view of each: most of them warped (rotation, zoom,
+    shear, shift), all recoloured (colour_views) and given sensor noise of a random
+    strength, so the encoder learns the digit's shape rather than the bank's pictures.
+    (The bank's own renderings already vary blur and noise; these views are cheap.)"""
+    global _NOISE
+    p = torch.from_numpy(x).float().div_(255.0)
+    if g is None:
+        return (p - MEAN) / STD
+    b = p.shape[0]
+    w = torch.flatten(torch.nonzero(torch.rand(b, generator=g) < 0.7))
+    if len(w):
+        p[w] = warp(p[w], g)
+    m, o = colour_views(b, g)
+    t = torch.einsum("bij,bjhw->bihw", m, p) + o[:, :, None, None]
+    if _NOISE is None:
+        _NOISE = torch.randn((16,) + tuple(p.shape[1:]), generator=g)
+    k = torch.randint(len(_NOISE), (b,), generator=g)
+    sigma = torch.empty(b, 1, 1, 1).uniform_(0, 0.03, generator=g) / STD
+    return t.add_(_NOISE[k] * sigma)
 
 
 def zero_unused_tokens(model) -> int:
@@ -203,6 +331,18 @@ def top1(emb: torch.Tensor, digits: np.ndarray, classes: torch.Tensor) -> float:
 # ------------------------------------------------------------------ main
 
 
+def per_modality(v: str) -> dict:
+    if v.isdigit():
+        return {m: int(v) for m in BOUND}
+    out = {}
+    for part in v.split(","):
+        m, _, n = part.partition("=")
+        if m not in BOUND or not n.isdigit():
+            raise argparse.ArgumentTypeError(f"expected N or m=N,… with m in {BOUND}, got {part!r}")
+        out[m] = int(n)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="state dict to write (.pth)")
@@ -210,16 +350,26 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="processes generating data")
-    p.add_argument("--images-per-digit", type=int, default=1000)
-    p.add_argument("--per-digit", type=int, default=300, help="samples per digit of each bound modality")
+    p.add_argument("--images-per-digit", type=int, default=2000)
+    p.add_argument("--per-digit", type=per_modality, default={},
+                   help=f"samples per digit of the bound modalities: N for all or m=N,… (default {PER_DIGIT})")
     p.add_argument("--heldout-per-digit", type=int, default=20)
-    p.add_argument("--groups", type=int, default=6, help="groups of ten per batch")
-    p.add_argument("--steps1", type=int, default=3500, help="image+text steps")
-    p.add_argument("--steps2", type=int, default=1200, help="steps per bound modality")
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--groups", type=int, default=8, help="groups of ten per batch")
+    p.add_argument("--steps1", type=int, default=9000, help="image+text steps")
+    p.add_argument("--steps2", type=per_modality, default={},
+                   help=f"steps of the bound modalities: N for all or m=N,… (default {STEPS2})")
+    p.add_argument("--eval-every", type=int, default=1000, help="stage 1 steps between held-out checks")
+    p.add_argument("--lr", type=float, default=1e-3, help="stage 1 peak learning rate")
+    p.add_argument("--lr2", type=float, default=2e-3, help="stage 2 peak learning rate")
     p.add_argument("--report", type=Path, help="write the figures as JSON here")
     p.add_argument("--cache", type=Path, help="keep generated data here between runs")
+    p.add_argument("--stage2-from", type=Path, metavar="PTH",
+                   help="skip stage 1: take the image and text encoders from this state dict (a previous "
+                        "run's --out with the same seed and stage-1 settings) and train stage 2 only; "
+                        "stage 2 draws from generators of its own per modality, so the result equals a full run's")
     a = p.parse_args(argv)
+    per_digit = {**PER_DIGIT, **a.per_digit}
+    steps2 = {**STEPS2, **a.steps2}
     global CACHE
     CACHE = a.cache
 
@@ -227,11 +377,18 @@ def main(argv=None) -> int:
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     rng = np.random.default_rng(a.seed)
+    aug = torch.Generator().manual_seed(a.seed)
     imagebind_model, _ = import_imagebind()
     arch = load_arch(a.arch)
     model = build_model(imagebind_model, arch)
+    if a.stage2_from:
+        state = torch.load(a.stage2_from)
+        keep = ("modality_preprocessors.vision", "modality_trunks.vision", "modality_heads.vision",
+                "modality_postprocessors.vision", "modality_preprocessors.text", "modality_trunks.text",
+                "modality_heads.text", "modality_postprocessors.text")
+        model.load_state_dict({k: v for k, v in state.items() if k.startswith(keep)}, strict=False)
     encs = {m: ModalityEncoder(model, m) for m in ("vision", "text") + BOUND}
-    fast_still_patches(model)
+    low = {m: LowResPatches(model, m) for m in PICTURES}
     for m, e in encs.items():
         print(f"{m:8s} {sum(p.numel() for p in e.parameters()) / 1e6:6.2f} M parameters")
 
@@ -239,7 +396,7 @@ def main(argv=None) -> int:
     img_x, img_d = bank("image", a.images_per_digit, "train", a.seed, a.workers)
     texts, txt_d = train_texts()
     txt_x = prep.tokenize(texts)
-    data = {m: bank(m, a.per_digit, "train", a.seed, a.workers) for m in BOUND}
+    data = {m: bank(m, per_digit[m], "train", a.seed, a.workers) for m in BOUND}
     held = {m: bank(m, a.heldout_per_digit, "heldout", a.seed, a.workers) for m in ("image",) + BOUND}
     prompts = prep.tokenize([PROMPT.format(w=w) for w in world.WORDS])
     held_texts = [world.text(d, "heldout", i, a.seed) for i in range(a.heldout_per_digit) for d in world.DIGITS]
@@ -247,16 +404,18 @@ def main(argv=None) -> int:
     figures: dict = {"seed": a.seed, "arch": str(a.arch.name)}
 
     # ---- stage 1: image + text
-    print(f"stage 1: image + text, {a.steps1} steps of {a.groups}×10 pairs", flush=True)
-    params = list(encs["vision"].parameters()) + list(encs["text"].parameters())
+    steps1 = 0 if a.stage2_from else a.steps1
+    print(f"stage 1: image + text, {steps1} steps of {a.groups}×10 pairs"
+          + (f" (encoders from {a.stage2_from})" if a.stage2_from else ""), flush=True)
+    params = list(encs["vision"].parameters()) + list(encs["text"].parameters()) + [low["vision"].small]
     opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.98), weight_decay=0.05)
     t0 = time.time()
-    for step in range(a.steps1):
+    for step in range(steps1):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, a.steps1, a.lr, 100)
         gi = groups(img_d, a.groups, rng)
         gt = groups(txt_d, a.groups, rng)
-        v = encs["vision"](vision_batch(img_x[gi]))
+        v = encs["vision"](vision_batch(img_x[gi], aug))
         t = encs["text"](torch.from_numpy(txt_x[gt]))
         loss = info_nce(v, t, a.groups)
         opt.zero_grad()
@@ -265,6 +424,14 @@ def main(argv=None) -> int:
         if step % 100 == 0 or step == a.steps1 - 1:
             scale = float(encs["text"].postprocessor[-1].log_logit_scale.detach().exp())
             print(f"  step {step:4d} loss {loss.item():.3f} text scale {scale:5.1f} ({time.time() - t0:5.0f} s)", flush=True)
+        if (step + 1) % a.eval_every == 0 and step + 1 < a.steps1:
+            for e in (encs["vision"], encs["text"]):
+                e.eval()
+            acc = top1(embed(encs["vision"], held["image"][0], "vision"), held["image"][1],
+                       embed(encs["text"], prompts, "text"))
+            print(f"  step {step + 1:4d} held-out image→text top-1 {acc:.3f}", flush=True)
+            for e in (encs["vision"], encs["text"]):
+                e.train()
     figures["stage1_s"] = round(time.time() - t0)
 
     for e in encs.values():
@@ -275,27 +442,34 @@ def main(argv=None) -> int:
     figures["image_text"] = acc
 
     # ---- stage 2: each other modality bound to the frozen image encoder
-    for prm in encs["vision"].parameters():
+    for prm in list(encs["vision"].parameters()) + [low["vision"].small]:
         prm.requires_grad_(False)
     img_emb = embed(encs["vision"], img_x, "vision")  # frozen: computed once
-    for m in BOUND:
+    for i, m in enumerate(BOUND):
+        # Generators of its own per modality: each binding is independent of the others
+        # and of how long stage 1 ran (--stage2-from gives a full run's result).
+        rng = np.random.default_rng([a.seed, 2, i])
+        aug = torch.Generator().manual_seed(a.seed * 1000 + 200 + i)
         x, d = data[m]
         enc = encs[m]
         enc.train()
-        opt = torch.optim.AdamW(enc.parameters(), lr=a.lr, betas=(0.9, 0.98), weight_decay=0.05)
-        print(f"stage 2: {m} ↔ frozen image, {a.steps2} steps", flush=True)
+        params = list(enc.parameters()) + ([low[m].small] if m in low else [])
+        opt = torch.optim.AdamW(params, lr=a.lr2, betas=(0.9, 0.98), weight_decay=0.05)
+        n = steps2[m]
+        print(f"stage 2: {m} ↔ frozen image, {n} steps", flush=True)
         t0 = time.time()
-        for step in range(a.steps2):
+        for step in range(n):
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, a.steps2, a.lr, 100)
+                g["lr"] = lr_at(step, n, a.lr2, 100)
             gm = groups(d, a.groups, rng)
             gi = groups(img_d, a.groups, rng)
-            out = enc(torch.from_numpy(x[gm].astype(np.float32)))
+            xm = torch.from_numpy(x[gm].astype(np.float32))
+            out = enc(warp(xm, aug, rotate=6.0, scale=(0.9, 1.1), shift=0.08) if m in WARPED else xm)
             loss = info_nce(out, img_emb[gi], a.groups)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if step % 100 == 0 or step == a.steps2 - 1:
+            if step % 250 == 0 or step == n - 1:
                 print(f"  step {step:4d} loss {loss.item():.3f} ({time.time() - t0:5.0f} s)", flush=True)
         enc.eval()
         figures[f"stage2_{m}_s"] = round(time.time() - t0)
@@ -311,6 +485,8 @@ def main(argv=None) -> int:
     figures["total_s"] = round(time.time() - t_start)
     print(json.dumps(figures, indent=1))
     a.out.parent.mkdir(parents=True, exist_ok=True)
+    for lr_ in low.values():
+        lr_.commit()
     torch.save(model.state_dict(), a.out)
     if a.report:
         a.report.write_text(json.dumps(figures, indent=1) + "\n")

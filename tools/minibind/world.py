@@ -120,13 +120,37 @@ def writer_strokes(digit: int, writer: str, rng: np.random.Generator) -> list[np
 # ---------------------------------------------------------------- image
 
 
+# Fonts whose digit code points hold other pictures (dingbats, keyboard keys).
+NOT_DIGIT_FONTS = ("math", "symbol", "emoji", "d050000l", "dingbat", "linbiolinum_k")
+
+
+def _draws_digits(path: str) -> bool:
+    """Whether the font draws ten different, non-empty digits (some decorative fonts
+    map them to the missing-glyph box)."""
+    try:
+        font = ImageFont.truetype(path, 48)
+    except OSError:
+        return False
+
+    def glyph(ch):
+        im = Image.new("L", (72, 72))
+        ImageDraw.Draw(im).text((36, 36), ch, font=font, fill=255, anchor="mm")
+        return (np.asarray(im) > 127).tobytes()
+
+    digits = [glyph(str(i)) for i in DIGITS]
+    missing = glyph("\U000F0000")
+    return len(set(digits)) == 10 and missing not in digits and all(g.count(1) > 20 for g in digits)
+
+
 @lru_cache(maxsize=None)
 def fonts() -> list[str]:
+    """Every installed font that draws the digits (tools/dev.sh installs a few dozen
+    Debian font packages: sans, serif, mono, display and handwriting faces)."""
     found = []
     for pat in ("/usr/share/fonts/**/*.ttf", "/usr/share/fonts/**/*.otf"):
         found += glob.glob(pat, recursive=True)
-    # Fonts that cannot draw digits (symbol, math) are left out.
-    return sorted(f for f in found if not any(k in os.path.basename(f).lower() for k in ("math", "symbol", "emoji")))
+    named = [f for f in found if not any(k in os.path.basename(f).lower() for k in NOT_DIGIT_FONTS)]
+    return sorted(f for f in named if _draws_digits(f))
 
 
 def _background(rng, h, w):
@@ -195,21 +219,32 @@ def image(digit: int, split: str, index: int, seed: int = 0, h: int = 224, w: in
 
 def depth(digit: int, split: str, index: int, seed: int = 0, h: int = 240, w: int = 320,
           clean: bool = False) -> np.ndarray:
-    """The digit as a raised relief in front of a background wall, millimetres
-    (`clean`: without sensor noise and invalid pixels)."""
+    """The digit as a cut-out sign held in front of a background wall, millimetres
+    (`clean`: without sensor noise and invalid pixels). Invalid pixels (0) are the
+    stereo shadow left of the sign's edges and a sprinkle of dropouts, as real
+    depth cameras give."""
     rng = rng_for("depth", digit, split, index, seed)
-    wall = rng.uniform(900, 3000)
+    wall = rng.uniform(1500, 4500)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     plane = wall + (xx - w / 2) * rng.normal(0, 1.5) + (yy - h / 2) * rng.normal(0, 1.5)
-    m = np.asarray(Image.fromarray((digit_mask(digit, split, rng, h, w) * 255).astype(np.uint8))
-                   .filter(ImageFilter.GaussianBlur(1.0)), np.float32) / 255.0
-    relief = rng.uniform(150, 600)
+    sign = digit_mask(digit, split, rng, h, w)
+    m = np.asarray(Image.fromarray((sign * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.0)),
+                   np.float32) / 255.0
+    near = rng.uniform(500, wall - 600)  # the sign's distance
     if clean:
-        return np.clip(plane - relief * m, 1, 65535).astype(np.uint16)
-    mm = plane - relief * m + rng.normal(0, rng.uniform(2, 10), (h, w))
+        return np.clip(plane - (plane - near) * m, 1, 65535).astype(np.uint16)
+    mm = plane - (plane - near) * m
+    mm = mm + rng.normal(0, 1, (h, w)) * rng.uniform(0.001, 0.004) * mm  # noise grows with range
     out = np.clip(mm, 1, 65535).astype(np.uint16)
-    # Invalid pixels (stereo shadows), as real depth cameras give.
-    out[rng.random((h, w)) < rng.uniform(0, 0.05)] = 0
+    fg = sign > 0.5
+    k = int(rng.integers(2, 9))
+    shadow = np.zeros_like(fg)
+    shadow[:, :-k] = fg[:, k:]
+    for j in range(1, k):
+        shadow[:, :-j] |= fg[:, j:]
+    shadow &= ~fg
+    out[shadow & (rng.random((h, w)) < rng.uniform(0.3, 0.9))] = 0
+    out[rng.random((h, w)) < rng.uniform(0, 0.01)] = 0
     return out
 
 
@@ -304,7 +339,8 @@ def audio(digit: int, split: str, index: int, seed: int = 0) -> np.ndarray:
         ir = rng.normal(0, 1, len(ir_t)) * np.exp(-6.9 * ir_t / rt)
         ir[0] = 1.0
         dry_rms = np.sqrt(np.mean(out**2)) + 1e-9
-        out = np.convolve(out, ir, mode="full")[:n].astype(np.float32)
+        size = 1 << int(np.ceil(np.log2(n + len(ir))))
+        out = np.fft.irfft(np.fft.rfft(out, size) * np.fft.rfft(ir, size), size)[:n].astype(np.float32)
         out *= dry_rms / (np.sqrt(np.mean(out**2)) + 1e-9)
     noise_kind = ("white", "brown", "hum")[int(rng.integers(3))]
     snr_db = rng.uniform(5, 35)
