@@ -170,7 +170,7 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
 
 
 POOL = 4
-PICTURES = {"vision": "image", "depth": "depth", "thermal": "thermal"}
+PICTURES = ("vision", "depth", "thermal")  # encoders trained through LowResPatches
 
 
 class LowResPatches:
