@@ -87,26 +87,24 @@ macro_rules! per_digit {
     };
 }
 
-fn rgb(bytes: &[u8]) -> Result<Picture<u8>, String> {
-    let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
-        .map_err(|e| e.to_string())?
-        .to_rgb8();
-    Ok(Picture {
+fn png(bytes: &[u8]) -> Result<image::DynamicImage, String> {
+    image::load_from_memory_with_format(bytes, image::ImageFormat::Png).map_err(|e| e.to_string())
+}
+
+fn picture<P: image::Pixel>(img: image::ImageBuffer<P, Vec<P::Subpixel>>) -> Picture<P::Subpixel> {
+    Picture {
         width: img.width(),
         height: img.height(),
         data: img.into_raw(),
-    })
+    }
+}
+
+fn rgb(bytes: &[u8]) -> Result<Picture<u8>, String> {
+    Ok(picture(png(bytes)?.to_rgb8()))
 }
 
 fn gray16(bytes: &[u8]) -> Result<Picture<u16>, String> {
-    let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
-        .map_err(|e| e.to_string())?
-        .to_luma16();
-    Ok(Picture {
-        width: img.width(),
-        height: img.height(),
-        data: img.into_raw(),
-    })
+    Ok(picture(png(bytes)?.to_luma16()))
 }
 
 fn wav(bytes: &[u8]) -> Result<Vec<f32>, String> {
