@@ -257,6 +257,7 @@ pub struct LimitsConfig {
     pub max_image_side: u32,
     pub max_aspect_ratio: f64,
     pub max_window_frames: usize,
+    pub max_time_jump_s: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -265,6 +266,9 @@ pub struct DaemonConfig {
     pub shutdown_timeout_s: f64,
     /// Exit (0) once every source has ended and its last windows are published.
     pub exit_when_sources_end: bool,
+    /// Windows waiting this long with none handled: a wedged stage (systemd watchdog
+    /// pings stop; health says so).
+    pub watchdog_stall_s: f64,
 }
 
 /// The encoder → outputs edge.
@@ -504,8 +508,24 @@ impl Config {
                 format!("expected at least 16, got {}", l.max_window_frames),
             );
         }
+        if !(l.max_time_jump_s.is_finite() && l.max_time_jump_s >= 2.0 * self.window.length_s) {
+            return bad(
+                "limits.max_time_jump_s",
+                format!(
+                    "expected seconds >= 2 × window.length_s ({}), got {}",
+                    2.0 * self.window.length_s,
+                    l.max_time_jump_s
+                ),
+            );
+        }
         if !(self.daemon.shutdown_timeout_s.is_finite() && self.daemon.shutdown_timeout_s > 0.0) {
             return bad("daemon.shutdown_timeout_s", "expected seconds > 0".into());
+        }
+        if !(self.daemon.watchdog_stall_s.is_finite() && self.daemon.watchdog_stall_s > 0.0) {
+            return bad(
+                "daemon.watchdog_stall_s",
+                format!("expected seconds > 0, got {}", self.daemon.watchdog_stall_s),
+            );
         }
         let f = &self.foxglove;
         if f.host.trim().is_empty() {

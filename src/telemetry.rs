@@ -32,6 +32,7 @@ pub mod names {
     pub const SOURCE_STUCK: &str = "source_stuck";
     pub const FRAME_REJECTED: &str = "frame_rejected";
     pub const WINDOW_DROPPED: &str = "window_dropped";
+    pub const TIME_JUMP: &str = "time_jump";
     pub const WINDOW_FAILED: &str = "window_failed";
     pub const STAGE_FAILED: &str = "stage_failed";
     pub const QUERY_REGISTERED: &str = "query_registered";
@@ -51,6 +52,9 @@ pub mod names {
     pub const REPLAY_TRUNCATED: &str = "replay_truncated";
     pub const LIVEVIEW_STARTED: &str = "liveview_started";
     pub const IMU_CORRECTED: &str = "imu_corrected";
+    pub const NOTIFY_FAILED: &str = "notify_failed";
+    pub const WATCHDOG_WITHHELD: &str = "watchdog_withheld";
+    pub const WATCHDOG_RESUMED: &str = "watchdog_resumed";
 }
 
 /// One published metric: its name in the health JSON, and what it counts.
@@ -88,6 +92,10 @@ pub const METRICS: &[Metric] = &[
     Metric {
         name: "sources.<id>.streams.<m>.late_frames",
         help: "frames that arrived after their window closed",
+    },
+    Metric {
+        name: "sources.<id>.streams.<m>.time_jumps",
+        help: "times the stream's clock jumped and windowing restarted at the new time",
     },
     Metric {
         name: "sources.<id>.streams.<m>.windows_in",
@@ -175,6 +183,8 @@ pub enum StreamEvent {
     WindowDropped(WindowDrop),
     LateFrames(u64),
     FrameRejected,
+    /// The stream's time jumped and the windower restarted its grid.
+    TimeJump,
     Embedded {
         latency: Duration,
         batch: usize,
@@ -317,11 +327,17 @@ pub struct StreamStats {
     pub dropped_shutdown: AtomicU64,
     pub late_frames: AtomicU64,
     pub frames_rejected: AtomicU64,
+    pub time_jumps: AtomicU64,
     pub batch_max: AtomicU64,
     latency: Mutex<LatencyWindow>,
     provider: Mutex<String>,
     /// When the stream last published a window (or started).
     progress_at: Mutex<Instant>,
+    /// When a closed window was last published or dropped after closing (or started):
+    /// with windows waiting, a stale time means the encoder or the outputs are wedged.
+    handled_at: Mutex<Instant>,
+    /// When the stream's windower last polled (it polls at least every 200 ms).
+    beat_at: Mutex<Instant>,
 }
 
 impl StreamStats {
@@ -337,10 +353,13 @@ impl StreamStats {
             dropped_shutdown: AtomicU64::new(0),
             late_frames: AtomicU64::new(0),
             frames_rejected: AtomicU64::new(0),
+            time_jumps: AtomicU64::new(0),
             batch_max: AtomicU64::new(0),
             latency: Mutex::new(LatencyWindow::default()),
             provider: Mutex::new(String::new()),
             progress_at: Mutex::new(Instant::now()),
+            handled_at: Mutex::new(Instant::now()),
+            beat_at: Mutex::new(Instant::now()),
         }
     }
 
@@ -350,6 +369,9 @@ impl StreamStats {
                 self.windows_in.fetch_add(1, Relaxed);
             }
             StreamEvent::WindowDropped(why) => {
+                if why != WindowDrop::Coverage {
+                    *lock(&self.handled_at) = Instant::now();
+                }
                 match why {
                     WindowDrop::Coverage => &self.dropped_coverage,
                     WindowDrop::Backpressure => &self.dropped_backpressure,
@@ -364,6 +386,9 @@ impl StreamStats {
             StreamEvent::FrameRejected => {
                 self.frames_rejected.fetch_add(1, Relaxed);
             }
+            StreamEvent::TimeJump => {
+                self.time_jumps.fetch_add(1, Relaxed);
+            }
             StreamEvent::Embedded { latency, batch } => {
                 self.batch_max.fetch_max(batch as u64, Relaxed);
                 let ms = latency.as_secs_f64() * 1000.0;
@@ -377,7 +402,9 @@ impl StreamStats {
             }
             StreamEvent::Published => {
                 self.windows_out.fetch_add(1, Relaxed);
-                *lock(&self.progress_at) = Instant::now();
+                let now = Instant::now();
+                *lock(&self.progress_at) = now;
+                *lock(&self.handled_at) = now;
             }
         }
     }
@@ -392,6 +419,44 @@ impl StreamStats {
             + self.dropped_backpressure.load(Relaxed)
             + self.dropped_error.load(Relaxed)
             + self.dropped_shutdown.load(Relaxed)
+    }
+
+    /// The windower is alive (called on every poll of its loop).
+    pub fn beat(&self) {
+        *lock(&self.beat_at) = Instant::now();
+    }
+
+    /// Windows closed and not yet published or dropped: in the encoder queue, being
+    /// encoded, or waiting for the outputs stage.
+    pub fn pending(&self) -> u64 {
+        self.windows_in
+            .load(Relaxed)
+            .saturating_sub(self.windows_out.load(Relaxed) + self.dropped())
+    }
+
+    /// Why this stream is wedged, if it is: windows wait and none has been handled for
+    /// `after`, or the windower has not polled for `after`. An idle stream (no frames:
+    /// a sensor reconnecting, a quiet bus) is not wedged.
+    pub fn wedged(&self, after: Duration) -> Option<String> {
+        let pending = self.pending();
+        let idle = lock(&self.handled_at).elapsed();
+        if pending > 0 && idle > after {
+            return Some(format!(
+                "stream {}/{}: {pending} window(s) waiting and none encoded or published for {:.0} s (encoder or outputs stage wedged)",
+                self.source,
+                self.modality,
+                idle.as_secs_f64()
+            ));
+        }
+        let quiet = lock(&self.beat_at).elapsed();
+        (quiet > after).then(|| {
+            format!(
+                "stream {}/{}: windower has not polled for {:.0} s (wedged)",
+                self.source,
+                self.modality,
+                quiet.as_secs_f64()
+            )
+        })
     }
 
     fn stalled(&self, stall: Duration) -> bool {
@@ -417,6 +482,7 @@ impl StreamStats {
             },
             "late_frames": self.late_frames.load(Relaxed),
             "frames_rejected": self.frames_rejected.load(Relaxed),
+            "time_jumps": self.time_jumps.load(Relaxed),
             "batch_max": self.batch_max.load(Relaxed),
             "latency_ms": {
                 "last": (!v.is_empty()).then(|| r(l.last)),
@@ -447,6 +513,8 @@ pub enum DaemonEvent {
 pub struct Telemetry {
     started: Instant,
     stall: Duration,
+    /// Waiting work with no progress for this long is a wedged stage.
+    wedge_after: Duration,
     sources: Mutex<BTreeMap<String, Arc<SourceStats>>>,
     streams: Mutex<BTreeMap<(String, Modality), Arc<StreamStats>>>,
     pub alerts: AtomicU64,
@@ -460,6 +528,7 @@ impl Telemetry {
         Telemetry {
             started: Instant::now(),
             stall,
+            wedge_after: Duration::from_secs(30),
             sources: Mutex::new(BTreeMap::new()),
             streams: Mutex::new(BTreeMap::new()),
             alerts: AtomicU64::new(0),
@@ -467,6 +536,59 @@ impl Telemetry {
             bus_errors: AtomicU64::new(0),
             failed: Mutex::new(Vec::new()),
         }
+    }
+
+    /// How long waiting work may go without progress before a stage counts as wedged
+    /// (`daemon.watchdog_stall_s`; default 30 s).
+    pub fn with_wedge_after(mut self, after: Duration) -> Self {
+        self.wedge_after = after;
+        self
+    }
+
+    /// What is wedged now (empty: the pipeline makes progress, or is idle). A stream
+    /// whose source has ended or stopped has no windower to watch.
+    pub fn wedged(&self) -> Vec<String> {
+        let sources = lock(&self.sources).clone();
+        self.streams()
+            .iter()
+            .filter(|st| {
+                !sources
+                    .get(&st.source)
+                    .is_some_and(|s| matches!(s.state(), "ended" | "stopped"))
+            })
+            .filter_map(|st| st.wedged(self.wedge_after))
+            .collect()
+    }
+
+    /// One line for systemd's `STATUS=`: streams up, windows published, drops.
+    pub fn status_line(&self, windows_per_s: f64) -> String {
+        let sources = lock(&self.sources).clone();
+        let streams = self.streams();
+        let up = streams
+            .iter()
+            .filter(|st| sources.get(&st.source).is_some_and(|s| s.state() == "running"))
+            .count();
+        let dropped: u64 = streams.iter().map(|st| st.dropped()).sum();
+        let frames_dropped: u64 = sources.values().map(|s| s.frames_dropped.load(Relaxed)).sum();
+        let mut line = format!(
+            "{up}/{} streams up, {windows_per_s:.1} windows/s, {dropped} windows dropped, {frames_dropped} frames dropped, {} queries",
+            streams.len(),
+            self.queries.load(Relaxed)
+        );
+        let down: Vec<String> = sources
+            .values()
+            .filter(|s| !matches!(s.state(), "running" | "ended" | "stopped"))
+            .map(|s| format!("{} {}", s.id, s.state()))
+            .collect();
+        if !down.is_empty() {
+            line.push_str(&format!("; {}", down.join(", ")));
+        }
+        line
+    }
+
+    /// Windows published so far, over every stream.
+    pub fn windows_out(&self) -> u64 {
+        self.streams().iter().map(|st| st.windows_out.load(Relaxed)).sum()
     }
 
     pub fn source(&self, id: &str, kind: &str) -> Arc<SourceStats> {
@@ -536,6 +658,8 @@ impl Telemetry {
             }
             out.insert(id.clone(), s.snapshot(per));
         }
+        let wedged = self.wedged();
+        degraded.extend(wedged.iter().cloned());
         let failed = lock(&self.failed).clone();
         let status = if !failed.is_empty() {
             "failed"

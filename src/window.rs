@@ -116,7 +116,18 @@ pub enum Outcome {
     LateFrames {
         count: u64,
     },
+    /// The stream's time moved by more than `limits.max_time_jump_s` and stayed there
+    /// ([`JUMP_CONFIRM`] frames agreed): the open windows were closed (their outcomes
+    /// come before this one) and the grid restarted at `to_ns`.
+    TimeJump {
+        from_ns: Nanos,
+        to_ns: Nanos,
+    },
 }
+
+/// Frames that must agree on a new timeline before a windower follows a jump; until
+/// then each is rejected as a bad timestamp (one wild timestamp never moves the grid).
+pub const JUMP_CONFIRM: u32 = 3;
 
 pub use crate::sources::{MAX_CHANNELS, MAX_SAMPLE_RATE};
 
@@ -129,6 +140,9 @@ pub struct WindowLimits {
     pub image: ImageLimits,
     /// Most frames (audio: chunks) buffered at once.
     pub max_frames: usize,
+    /// A frame this far before the open windows or after the stream's time is a
+    /// suspect timestamp (see [`Outcome::TimeJump`]).
+    pub max_time_jump_ns: Nanos,
 }
 
 impl Default for WindowLimits {
@@ -136,6 +150,7 @@ impl Default for WindowLimits {
         WindowLimits {
             image: ImageLimits::default(),
             max_frames: 20_000,
+            max_time_jump_ns: 60_000_000_000,
         }
     }
 }
@@ -155,6 +170,8 @@ pub struct Windower {
     watermark: Nanos,
     /// Time of the newest data point (frame time; audio: last sample).
     last_point: Nanos,
+    /// Frames off the timeline so far: the newest one's time and how many agree.
+    suspect: Option<(Nanos, u32)>,
 }
 
 impl Windower {
@@ -169,6 +186,7 @@ impl Windower {
             frames: VecDeque::new(),
             watermark: Nanos::MIN,
             last_point: Nanos::MIN,
+            suspect: None,
         }
     }
 
@@ -224,7 +242,7 @@ impl Windower {
             return out;
         }
         if let Some((w, h)) = frame.data.image_size() {
-            if let Err(e) = self.limits.image.check(w, h) {
+            if let Err(e) = self.limits.image.check(w, h).and_then(|_| frame.data.check_size()) {
                 reject(&mut out, e);
                 return out;
             }
@@ -267,6 +285,12 @@ impl Windower {
                 });
                 return out;
             }
+            if samples.iter().any(|v| !v.is_finite()) {
+                out.push(Outcome::Rejected {
+                    reason: "audio chunk holds NaN or infinite samples".into(),
+                });
+                return out;
+            }
             if samples.len() % *channels as usize != 0 {
                 out.push(Outcome::Rejected {
                     reason: format!(
@@ -275,6 +299,62 @@ impl Windower {
                     ),
                 });
                 return out;
+            }
+        }
+        if let FrameData::Imu(r) = &frame.data {
+            if r.accel.iter().chain(&r.gyro).any(|v| !v.is_finite()) {
+                reject(
+                    &mut out,
+                    format!(
+                        "IMU reading holds NaN or infinite values: accel {:?}, gyro {:?}",
+                        r.accel, r.gyro
+                    ),
+                );
+                return out;
+            }
+        }
+        if let Some(k) = self.next_k {
+            let jump = self.limits.max_time_jump_ns;
+            let now = self.last_point.max(self.watermark).max(self.p.start(k));
+            let off = if frame.t_ns < self.p.start(k).saturating_sub(jump) {
+                Some(frame.t_ns.saturating_sub(self.p.start(k)))
+            } else if frame.t_ns > now.saturating_add(jump) {
+                Some(frame.t_ns.saturating_sub(now))
+            } else {
+                None
+            };
+            match off {
+                None => self.suspect = None,
+                Some(off) => {
+                    let n = match self.suspect {
+                        Some((t, n)) if frame.t_ns >= t && frame.t_ns - t <= jump => n + 1,
+                        _ => 1,
+                    };
+                    self.suspect = Some((frame.t_ns, n));
+                    if n < JUMP_CONFIRM {
+                        reject(
+                            &mut out,
+                            format!(
+                                "timestamp {} ns is {:+.1} s off the stream's time (`limits.max_time_jump_s`); skipped unless {JUMP_CONFIRM} frames in a row agree",
+                                frame.t_ns,
+                                off as f64 / 1e9
+                            ),
+                        );
+                        return out;
+                    }
+                    // The stream's time really moved (a clock set, a device reset):
+                    // close what is open, then restart the grid at the new time.
+                    let from_ns = self.last_point;
+                    out.extend(self.flush());
+                    self.next_k = None;
+                    self.watermark = Nanos::MIN;
+                    self.last_point = Nanos::MIN;
+                    self.suspect = None;
+                    out.push(Outcome::TimeJump {
+                        from_ns,
+                        to_ns: frame.t_ns,
+                    });
+                }
             }
         }
         let k0 = *self.next_k.get_or_insert_with(|| self.p.index_at(frame.t_ns));
@@ -468,6 +548,51 @@ mod tests {
     }
 
     #[test]
+    fn one_wild_timestamp_never_moves_the_grid_but_a_real_jump_does() {
+        const S: Nanos = 1_000_000_000;
+        let mut w = Windower::new("cam", Modality::Vision, params(2.0, 2.0), 10.0);
+        let mut out = Vec::new();
+        for i in 0..30 {
+            out.extend(w.push(rgb(i * S / 10)));
+        }
+        // Three hours ahead, then an hour back: each one alone is skipped.
+        for t in [3 * 3600 * S, -3600 * S] {
+            let o = w.push(rgb(t));
+            assert!(
+                matches!(&o[..], [Outcome::Rejected { reason }] if reason.contains("off the stream's time")),
+                "{o:?}"
+            );
+        }
+        for i in 30..61 {
+            out.extend(w.push(rgb(i * S / 10)));
+        }
+        assert_eq!(
+            ready(&out).iter().map(|w| w.seq).collect::<Vec<_>>(),
+            vec![0, 1, 2],
+            "the stream went on undisturbed"
+        );
+        // The clock is set two hours ahead and stays there: after JUMP_CONFIRM frames
+        // the open window is closed and the grid restarts at the new time.
+        let base = 2 * 3600 * S;
+        let mut jumped = Vec::new();
+        for i in 0..41 {
+            jumped.extend(w.push(rgb(base + i * S / 10)));
+        }
+        let rejected = jumped.iter().filter(|o| matches!(o, Outcome::Rejected { .. })).count();
+        assert_eq!(rejected as u32, JUMP_CONFIRM - 1);
+        let pos = jumped
+            .iter()
+            .position(|o| matches!(o, Outcome::TimeJump { to_ns, .. } if *to_ns == base + 2 * S / 10))
+            .expect("a TimeJump outcome");
+        assert!(
+            ready(&jumped[..pos]).iter().all(|w| w.seq == 3),
+            "only the open window closes first"
+        );
+        let after: Vec<i64> = ready(&jumped[pos..]).iter().map(|w| w.seq).collect();
+        assert_eq!(after, vec![3600, 3601], "windows on the new timeline");
+    }
+
+    #[test]
     fn frames_split_on_grid() {
         let mut w = Windower::new("cam", Modality::Vision, params(2.0, 2.0), 10.0);
         let mut out = Vec::new();
@@ -626,8 +751,8 @@ mod tests {
     #[test]
     fn buffer_and_image_limits_reject_instead_of_growing() {
         let limits = WindowLimits {
-            image: ImageLimits::default(),
             max_frames: 100,
+            ..WindowLimits::default()
         };
         let mut w = Windower::new("imu", Modality::Imu, params(2.0, 2.0), 200.0).with_limits(limits);
         let still = |t| Frame {

@@ -15,6 +15,7 @@
 pub mod models;
 pub mod stages;
 pub mod supervise;
+pub mod systemd;
 
 pub use models::Models;
 
@@ -24,7 +25,7 @@ use crate::calibration::CalibrationError;
 use crate::config::Config;
 use crate::edge::edge;
 use crate::engine::worker::{self, Discard, Embedded, WorkerConfig, WorkerHandle};
-use crate::engine::EngineError;
+use crate::engine::{Encoder, EngineError};
 use crate::modality::Modality;
 use crate::outputs::{Outputs, Published};
 use crate::pack::PackError;
@@ -76,6 +77,26 @@ pub struct Taps {
     pub published: Tap<Published>,
 }
 
+/// What a caller plugs into the graph besides its sources: systemd's notify socket
+/// (`sensebind run` under `Type=notify`) and, for tests, a wrapper around each
+/// encoder (to make one slow, wedged or failing).
+#[derive(Clone, Default)]
+pub struct Hooks {
+    pub notifier: Option<systemd::Notifier>,
+    #[allow(clippy::type_complexity)]
+    pub wrap_encoder: Option<Arc<dyn Fn(Arc<dyn Encoder>) -> Arc<dyn Encoder> + Send + Sync>>,
+}
+
+impl Hooks {
+    /// systemd's notify socket, if the daemon was started with one.
+    pub fn from_env() -> Hooks {
+        Hooks {
+            notifier: systemd::Notifier::from_env(),
+            wrap_encoder: None,
+        }
+    }
+}
+
 /// The sources that are configured and not `off`.
 pub fn enabled_sources(cfg: &Config) -> Result<Vec<SourceConfig>, PipelineError> {
     let all = crate::sources::parse_all(&cfg.sources).map_err(|e| PipelineError::Setup(e.to_string()))?;
@@ -96,6 +117,7 @@ pub fn window_limits(cfg: &Config) -> WindowLimits {
             max_aspect_ratio: cfg.limits.max_aspect_ratio,
         },
         max_frames: cfg.limits.max_window_frames,
+        max_time_jump_ns: (cfg.limits.max_time_jump_s * 1e9) as i64,
     }
 }
 
@@ -152,12 +174,24 @@ pub async fn run_with_taps(cfg: Config, taps: Taps, shutdown: impl Future<Output
 
 /// Run the graph on sources built by the caller (from config, or simulated sources in
 /// tests: any [`Source`](crate::sources::Source) plugs in here). `stop` must be the
-/// flag the sources were built with.
+/// flag the sources were built with. systemd is notified when it started the process.
 pub async fn run_graph(
     cfg: Config,
     drivers: Vec<BuiltSource>,
     stop: StopFlag,
     taps: Taps,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), PipelineError> {
+    run_graph_with(cfg, drivers, stop, taps, Hooks::from_env(), shutdown).await
+}
+
+/// As [`run_graph`], with explicit [`Hooks`].
+pub async fn run_graph_with(
+    cfg: Config,
+    drivers: Vec<BuiltSource>,
+    stop: StopFlag,
+    taps: Taps,
+    hooks: Hooks,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PipelineError> {
     // ---- build: everything that can fail does so before anything starts
@@ -183,10 +217,18 @@ pub async fn run_graph(
             state_dir.display()
         ))
     })?;
+    if let Some(n) = &hooks.notifier {
+        n.send(&["STATUS=loading the model pack"]);
+    }
     let (cfg2, mods2) = (cfg.clone(), modalities.clone());
-    let models = tokio::task::spawn_blocking(move || Models::load(&cfg2, &mods2))
+    let mut models = tokio::task::spawn_blocking(move || Models::load(&cfg2, &mods2))
         .await
         .map_err(|e| PipelineError::Setup(format!("model loading panicked: {e}")))??;
+    if let Some(wrap) = &hooks.wrap_encoder {
+        for e in models.encoders.values_mut() {
+            *e = wrap(e.clone());
+        }
+    }
     let models = Arc::new(models);
     tracing::info!(event = names::PACK_LOADED, pack = %models.pack.location, name = %models.pack.name(), "model pack loaded");
     let labels = embed_label_sets(&cfg, &models, &modalities).await?;
@@ -201,7 +243,10 @@ pub async fn run_graph(
         .map_err(|e| BusError::Zenoh(format!("liveliness token {}: {e}", topics.alive())))?;
     tracing::info!(event = names::BUS_OPEN, base = %topics.base(), listen = ?cfg.bus.listen, connect = ?cfg.bus.connect, "zenoh session open");
     let sink = Arc::new(ZenohSink::new(session.clone(), cfg.bus.when_full));
-    let telemetry = Arc::new(Telemetry::new(Duration::from_secs_f64(cfg.health.stall_s)));
+    let telemetry = Arc::new(
+        Telemetry::new(Duration::from_secs_f64(cfg.health.stall_s))
+            .with_wedge_after(Duration::from_secs_f64(cfg.daemon.watchdog_stall_s)),
+    );
     telemetry.emit(DaemonEvent::Queries(
         registry.lock().map(|r| r.len()).unwrap_or(0) as u64
     ));
@@ -358,7 +403,19 @@ pub async fn run_graph(
             telemetry.clone(),
         ),
     );
-    tracing::info!(event = names::DAEMON_STARTED, robot = %robot, sources = ?ids, "sensebind running");
+    if let Some(n) = hooks.notifier.clone() {
+        n.ready(&format!(
+            "running: {} sources, {} streams",
+            ids.len(),
+            telemetry.streams().len()
+        ));
+        sup.task(
+            "systemd",
+            Role::Forever,
+            systemd::systemd_stage(n, telemetry.clone(), Duration::from_secs_f64(cfg.health.interval_s)),
+        );
+    }
+    tracing::info!(event = names::DAEMON_STARTED, robot = %robot, sources = ?ids, watchdog_s = ?hooks.notifier.as_ref().and_then(|n| n.watchdog).map(|w| w.as_secs_f64()), "sensebind running");
 
     // ---- run until a signal or a failure
     let exit_when_done = cfg.daemon.exit_when_sources_end;
@@ -375,6 +432,9 @@ pub async fn run_graph(
     // ---- shutdown, within the deadline
     let deadline = Instant::now() + Duration::from_secs_f64(cfg.daemon.shutdown_timeout_s);
     tracing::info!(event = names::DAEMON_STOPPING, "shutting down");
+    if let Some(n) = &hooks.notifier {
+        n.stopping();
+    }
     sup.stopping();
     stop.stop();
     // Windowers stop at their next poll; then encoders finish what is queued.

@@ -39,6 +39,10 @@ pub fn dispatch(outcomes: Vec<Outcome>, stats: &StreamStats, limiter: &mut LogLi
                 }
             }
             Outcome::LateFrames { count } => stats.emit(StreamEvent::LateFrames(count)),
+            Outcome::TimeJump { from_ns, to_ns } => {
+                stats.emit(StreamEvent::TimeJump);
+                tracing::warn!(event = names::TIME_JUMP, source = %stats.source, modality = %stats.modality, from_ns, to_ns, jump_s = (to_ns as f64 - from_ns as f64) / 1e9, "stream time jumped; windowing restarted at the new time");
+            }
         }
     }
 }
@@ -70,6 +74,7 @@ pub fn window_stage(
         }
     };
     loop {
+        stats.beat();
         match rx.recv_timeout(poll) {
             // A compressed frame (UVC MJPEG) is decoded here, off the capture thread.
             Recv::Item(frame) => match crate::sources::pixfmt::decoded(frame, w.limits().image) {

@@ -140,6 +140,25 @@ impl FrameData {
             _ => None,
         }
     }
+
+    /// An uncompressed image must hold exactly width × height pixels.
+    pub fn check_size(&self) -> Result<(), String> {
+        let (w, h, have, per) = match self {
+            FrameData::Rgb8 { width, height, data } => (*width, *height, data.len(), 3),
+            FrameData::Depth16 { width, height, data } | FrameData::Thermal16 { width, height, data } => {
+                (*width, *height, data.len(), 1)
+            }
+            _ => return Ok(()),
+        };
+        let want = w as usize * h as usize * per;
+        if w == 0 || h == 0 || have != want {
+            return Err(format!(
+                "{w}x{h} {} frame holds {have} values, expected {want}",
+                self.modality()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A raw frame as seen on the frame tap: which source it came from.

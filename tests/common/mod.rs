@@ -157,3 +157,62 @@ pub async fn client(port: u16) -> zenoh::Session {
 pub async fn listener(port: u16) -> zenoh::Session {
     peer(port, "listen").await
 }
+
+/// A stand-in for systemd's notify socket: collects every datagram the daemon sends
+/// (sd_notify(3): `KEY=value` lines) with the time it arrived.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    msgs: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>,
+}
+
+impl NotifySocket {
+    pub fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let msgs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let weak = std::sync::Arc::downgrade(&msgs);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Some(m) = weak.upgrade() {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let s = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    m.lock().unwrap().push((std::time::Instant::now(), s));
+                }
+            }
+        });
+        NotifySocket { path, msgs }
+    }
+
+    /// Every datagram so far.
+    pub fn messages(&self) -> Vec<(std::time::Instant, String)> {
+        self.msgs.lock().unwrap().clone()
+    }
+
+    /// Times of the datagrams holding the line `line` (e.g. `WATCHDOG=1`).
+    pub fn times_of(&self, line: &str) -> Vec<std::time::Instant> {
+        self.messages()
+            .into_iter()
+            .filter(|(_, m)| m.lines().any(|l| l == line))
+            .map(|(t, _)| t)
+            .collect()
+    }
+
+    /// Wait up to `within` for a datagram with a line starting with `prefix`.
+    pub fn wait_for(&self, prefix: &str, within: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some((_, m)) = self
+                .messages()
+                .into_iter()
+                .find(|(_, m)| m.lines().any(|l| l.starts_with(prefix)))
+            {
+                return Some(m);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
