@@ -322,6 +322,12 @@ pub struct QueriesConfig {
     pub default_threshold: f32,
     pub default_cooldown_s: f64,
     pub max_queries: usize,
+    /// Bounds on requests from the bus (hostile input).
+    pub max_text_chars: usize,
+    pub max_request_bytes: usize,
+    pub registrations_per_s: f64,
+    pub registration_burst: u32,
+    pub id_min_interval_s: f64,
     /// Queries registered from config at every start (`[queries.presets.<id>]`), with
     /// the keys of a `queries/<id>` request.
     #[serde(default)]
@@ -573,6 +579,31 @@ impl Config {
             || self.events.end_prob > self.events.start_prob
         {
             return bad("events.end_prob", "expected 0 <= end_prob <= start_prob <= 1".into());
+        }
+        let q = &self.queries;
+        if q.max_text_chars == 0 {
+            return bad("queries.max_text_chars", "expected at least 1".into());
+        }
+        if q.max_request_bytes < 64 {
+            return bad(
+                "queries.max_request_bytes",
+                format!("expected at least 64, got {}", q.max_request_bytes),
+            );
+        }
+        if !(q.registrations_per_s.is_finite() && q.registrations_per_s > 0.0) {
+            return bad(
+                "queries.registrations_per_s",
+                format!("expected a rate > 0, got {}", q.registrations_per_s),
+            );
+        }
+        if q.registration_burst == 0 {
+            return bad("queries.registration_burst", "expected at least 1".into());
+        }
+        if !(q.id_min_interval_s.is_finite() && q.id_min_interval_s >= 0.0) {
+            return bad(
+                "queries.id_min_interval_s",
+                format!("expected seconds >= 0, got {}", q.id_min_interval_s),
+            );
         }
         if !(-1.0..=1.0).contains(&self.queries.default_threshold) {
             return bad("queries.default_threshold", "expected a cosine in [-1, 1]".into());

@@ -142,7 +142,7 @@ mod tests {
             default_threshold: 0.3,
             default_cooldown_s: 0.0,
             max_queries: 4,
-            presets: Default::default(),
+            ..crate::config::Config::load_with_env(None, Vec::new()).unwrap().queries
         };
         reg.insert(
             QuerySpec::from_request("q", br#"{"text":"x","threshold":0.9}"#, &d).unwrap(),

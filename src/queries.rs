@@ -17,8 +17,129 @@ use std::path::{Path, PathBuf};
 pub enum QueryError {
     #[error("query `{id}`: {reason}")]
     Invalid { id: String, reason: String },
+    /// `queries.max_queries` are registered.
+    #[error("query `{id}`: at most {max} queries may be registered ({count} are)")]
+    Full { id: String, max: usize, count: usize },
     #[error("query store {path}: {reason}")]
     Store { path: PathBuf, reason: String },
+}
+
+/// Why a request on `queries/<id>` was refused: the `code` of its
+/// `errors/queries/<id>` reply, and the `reason` label of
+/// `sensebind_query_refusals_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Refusal {
+    /// The key below `queries/` is not one valid id chunk.
+    BadId,
+    /// The request body is larger than `queries.max_request_bytes`.
+    TooLarge,
+    /// Not a valid request (JSON, text length, threshold, …).
+    Invalid,
+    /// Over `queries.registrations_per_s` / `registration_burst`, or the same id
+    /// again within `queries.id_min_interval_s`.
+    RateLimited,
+    /// `queries.max_queries` are registered.
+    TooMany,
+    /// A delete of an id that is not registered.
+    NotRegistered,
+    /// The text encoder failed.
+    Encoder,
+    /// Registered, but the store could not be written: kept in memory only.
+    Store,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 8] = [
+        Refusal::BadId,
+        Refusal::TooLarge,
+        Refusal::Invalid,
+        Refusal::RateLimited,
+        Refusal::TooMany,
+        Refusal::NotRegistered,
+        Refusal::Encoder,
+        Refusal::Store,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::BadId => "bad_id",
+            Refusal::TooLarge => "too_large",
+            Refusal::Invalid => "invalid",
+            Refusal::RateLimited => "rate_limited",
+            Refusal::TooMany => "too_many",
+            Refusal::NotRegistered => "not_registered",
+            Refusal::Encoder => "encoder",
+            Refusal::Store => "store",
+        }
+    }
+}
+
+impl QueryError {
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            QueryError::Invalid { .. } => Refusal::Invalid,
+            QueryError::Full { .. } => Refusal::TooMany,
+            QueryError::Store { .. } => Refusal::Store,
+        }
+    }
+}
+
+/// Admission of requests from the bus (hostile input): an overall token bucket
+/// (`registrations_per_s`, `registration_burst`) and at most one request per id per
+/// `id_min_interval_s`, so no client can drive the text encoder or the disk at an
+/// unbounded rate. Time is passed in (tests, replays).
+#[derive(Debug)]
+pub struct Admission {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Option<std::time::Instant>,
+    id_interval: std::time::Duration,
+    /// Ids admitted within the last `id_interval` (at most burst + rate × interval).
+    recent: BTreeMap<String, std::time::Instant>,
+}
+
+impl Admission {
+    pub fn new(cfg: &QueriesConfig) -> Self {
+        Admission {
+            rate: cfg.registrations_per_s,
+            burst: cfg.registration_burst as f64,
+            tokens: cfg.registration_burst as f64,
+            last: None,
+            id_interval: std::time::Duration::from_secs_f64(cfg.id_min_interval_s),
+            recent: BTreeMap::new(),
+        }
+    }
+
+    /// Admit one request for `id` at `now`, or say why not. `put` (a registration)
+    /// also counts against the id's own interval; a removal only against the
+    /// overall rate.
+    pub fn admit(&mut self, id: &str, put: bool, now: std::time::Instant) -> Result<(), String> {
+        if let Some(last) = self.last {
+            let dt = now.saturating_duration_since(last).as_secs_f64();
+            self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        }
+        self.last = Some(now);
+        let interval = self.id_interval;
+        self.recent.retain(|_, t| now.saturating_duration_since(*t) < interval);
+        if let Some(t) = self.recent.get(id).filter(|_| put) {
+            return Err(format!(
+                "query `{id}` was registered {:.2} s ago: at most one request per id every {} s (`queries.id_min_interval_s`)",
+                now.saturating_duration_since(*t).as_secs_f64(),
+                interval.as_secs_f64()
+            ));
+        }
+        if self.tokens < 1.0 {
+            return Err(format!(
+                "too many query requests: at most {} per second, bursts of {} (`queries.registrations_per_s`, `queries.registration_burst`); try again later",
+                self.rate, self.burst
+            ));
+        }
+        self.tokens -= 1.0;
+        if put {
+            self.recent.insert(id.to_string(), now);
+        }
+        Ok(())
+    }
 }
 
 /// What a client puts on `queries/<id>` (JSON).
@@ -50,8 +171,6 @@ pub struct QuerySpec {
     pub cooldown_s: f64,
 }
 
-pub const MAX_TEXT_CHARS: usize = 1000;
-
 impl QuerySpec {
     /// Parse and validate a request body, filling defaults.
     pub fn from_request(id: &str, body: &[u8], defaults: &QueriesConfig) -> Result<QuerySpec, QueryError> {
@@ -60,6 +179,13 @@ impl QuerySpec {
             reason,
         };
         validate_chunk(id).map_err(|e| inv(format!("bad id: {e}")))?;
+        if body.len() > defaults.max_request_bytes {
+            return Err(inv(format!(
+                "request of {} bytes is larger than {} (`queries.max_request_bytes`)",
+                body.len(),
+                defaults.max_request_bytes
+            )));
+        }
         let req: QueryRequest = serde_json::from_slice(body).map_err(|e| {
             inv(format!(
                 "expected JSON {{\"text\": string, \"threshold\"?: number in [-1,1], \"modalities\"?: [\"vision\"|\"audio\"|\"depth\"|\"thermal\"|\"imu\"], \"sources\"?: [source id], \"cooldown_s\"?: number >= 0}}: {e}"
@@ -69,8 +195,11 @@ impl QuerySpec {
         if text.is_empty() {
             return Err(inv("`text` is empty".into()));
         }
-        if text.chars().count() > MAX_TEXT_CHARS {
-            return Err(inv(format!("`text` is longer than {MAX_TEXT_CHARS} characters")));
+        if text.chars().count() > defaults.max_text_chars {
+            return Err(inv(format!(
+                "`text` is longer than {} characters (`queries.max_text_chars`)",
+                defaults.max_text_chars
+            )));
         }
         let threshold = req.threshold.unwrap_or(defaults.default_threshold);
         if !(threshold.is_finite() && (-1.0..=1.0).contains(&threshold)) {
@@ -86,6 +215,9 @@ impl QuerySpec {
             ));
         }
         let sources = req.sources.unwrap_or_default();
+        if sources.len() > 64 {
+            return Err(inv(format!("`sources` lists {} ids (at most 64)", sources.len())));
+        }
         for src in &sources {
             validate_chunk(src).map_err(|e| inv(format!("`sources`: {e}")))?;
         }
@@ -128,6 +260,21 @@ pub struct Registry {
     path: PathBuf,
     max: usize,
     queries: BTreeMap<String, Registered>,
+    /// The last write of the store failed (full disk, read-only state directory): the
+    /// queries in memory are newer than the file. Cleared by the next good write.
+    store_error: Option<String>,
+    /// What was wrong with the store when it was loaded (a corrupt file kept aside).
+    load_problem: Option<String>,
+}
+
+/// Whether a change reached the store.
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub enum Persisted {
+    Saved,
+    /// The query is registered (or removed) in memory, but the store could not be
+    /// written: the change is lost at restart unless a later write succeeds.
+    MemoryOnly(String),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -142,6 +289,8 @@ impl Registry {
             path: state_dir.join("queries.json"),
             max,
             queries: BTreeMap::new(),
+            store_error: None,
+            load_problem: None,
         }
     }
 
@@ -149,23 +298,56 @@ impl Registry {
         &self.path
     }
 
-    /// Read the stored specs (the caller embeds and re-adds them).
-    pub fn load_specs(&self) -> Result<Vec<QuerySpec>, QueryError> {
-        let serr = |reason: String| QueryError::Store {
-            path: self.path.clone(),
-            reason,
-        };
-        match std::fs::read(&self.path) {
-            Ok(b) => {
-                let s: Stored =
-                    serde_json::from_slice(&b).map_err(|e| serr(format!("not a sensebind query store: {e}")))?;
-                if s.version != 1 {
-                    return Err(serr(format!("store version {} (expected 1)", s.version)));
-                }
-                Ok(s.queries)
+    /// The last store write error, while the store is behind memory.
+    pub fn store_error(&self) -> Option<&str> {
+        self.store_error.as_deref()
+    }
+
+    /// What was wrong with the store at load, if anything.
+    pub fn load_problem(&self) -> Option<&str> {
+        self.load_problem.as_deref()
+    }
+
+    /// Read the stored specs (the caller embeds and re-adds them). A store that is
+    /// not JSON, of another version, or holding bad entries does not stop the daemon:
+    /// its bytes are kept aside as `queries.json.bad-<unix time>`, every entry that
+    /// still parses is returned, and the problem is kept for health
+    /// ([`Registry::load_problem`]). Only an unreadable file is an error.
+    pub fn load_specs(&mut self) -> Result<Vec<QuerySpec>, QueryError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(QueryError::Store {
+                    path: self.path.clone(),
+                    reason: format!("cannot read: {e}"),
+                })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(serr(e.to_string())),
+        };
+        let (specs, problem) = parse_store(&bytes);
+        if let Some(problem) = problem {
+            let kept = self.keep_bad_copy(&bytes);
+            let msg = format!(
+                "{} was damaged ({problem}); {} of its queries were recovered; {kept}",
+                self.path.display(),
+                specs.len()
+            );
+            tracing::error!(event = crate::telemetry::names::QUERY_STORE_CORRUPT, path = %self.path.display(), recovered = specs.len(), problem = %crate::ident::clip(&problem, 300), "query store damaged; starting with what could be recovered");
+            self.load_problem = Some(msg);
+        }
+        Ok(specs)
+    }
+
+    /// Write `bytes` next to the store as `queries.json.bad-<unix time>`.
+    fn keep_bad_copy(&self, bytes: &[u8]) -> String {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let copy = self.path.with_extension(format!("json.bad-{secs}"));
+        match std::fs::write(&copy, bytes) {
+            Ok(()) => format!("the damaged file is kept as {}", copy.display()),
+            Err(e) => format!("a copy could not be kept ({}: {e})", copy.display()),
         }
     }
 
@@ -201,49 +383,57 @@ impl Registry {
         }
     }
 
-    /// Add or replace a query. Persists before returning. A new id is refused while
+    /// Add or replace a query, then write the store. A new id is refused while
     /// `max_queries` or more are registered (also when restored queries exceed it).
-    pub fn insert(&mut self, spec: QuerySpec, embedding: Vec<f32>) -> Result<(), QueryError> {
+    /// When the store cannot be written the query stays registered in memory
+    /// ([`Persisted::MemoryOnly`]); the next successful write catches the file up.
+    pub fn insert(&mut self, spec: QuerySpec, embedding: Vec<f32>) -> Result<Persisted, QueryError> {
         if !self.queries.contains_key(&spec.id) && self.queries.len() >= self.max {
-            return Err(QueryError::Invalid {
+            return Err(QueryError::Full {
                 id: spec.id,
-                reason: format!(
-                    "at most {} queries may be registered ({} are)",
-                    self.max,
-                    self.queries.len()
-                ),
+                max: self.max,
+                count: self.queries.len(),
             });
         }
-        let id = spec.id.clone();
-        let prev = self.queries.insert(
-            id.clone(),
+        self.queries.insert(
+            spec.id.clone(),
             Registered {
                 spec,
                 embedding,
                 last_fired_ns: None,
             },
         );
-        if let Err(e) = self.save() {
-            // Keep memory and disk in step.
-            match prev {
-                Some(p) => self.queries.insert(id, p),
-                None => self.queries.remove(&id),
-            };
-            return Err(e);
-        }
-        Ok(())
+        Ok(self.persist())
     }
 
-    /// Remove a query. Returns whether it existed.
-    pub fn remove(&mut self, id: &str) -> Result<bool, QueryError> {
-        let Some(prev) = self.queries.remove(id) else {
-            return Ok(false);
-        };
-        if let Err(e) = self.save() {
-            self.queries.insert(id.to_string(), prev);
-            return Err(e);
+    /// Remove a query and write the store; `None` if it was not registered.
+    pub fn remove(&mut self, id: &str) -> Option<Persisted> {
+        self.queries.remove(id)?;
+        Some(self.persist())
+    }
+
+    /// Write the store now if the last write failed; `true` once it is in step.
+    pub fn retry_save(&mut self) -> bool {
+        self.store_error.is_none() || self.persist() == Persisted::Saved
+    }
+
+    fn persist(&mut self) -> Persisted {
+        match self.save() {
+            Ok(()) => {
+                if self.store_error.take().is_some() {
+                    tracing::info!(event = crate::telemetry::names::QUERY_STORE_RECOVERED, path = %self.path.display(), "query store written again; it holds every registered query");
+                }
+                Persisted::Saved
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if self.store_error.is_none() {
+                    tracing::error!(event = crate::telemetry::names::QUERY_STORE_FAILED, error = %msg, "cannot write the query store; queries are kept in memory only");
+                }
+                self.store_error = Some(msg.clone());
+                Persisted::MemoryOnly(msg)
+            }
         }
-        Ok(true)
     }
 
     pub fn specs(&self) -> Vec<QuerySpec> {
@@ -342,6 +532,35 @@ impl Registry {
     }
 }
 
+/// Parse a store's bytes: every entry that parses, and what was wrong, if anything.
+fn parse_store(bytes: &[u8]) -> (Vec<QuerySpec>, Option<String>) {
+    let v: serde_json::Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => return (Vec::new(), Some(format!("not JSON: {e}"))),
+    };
+    match v.get("version").and_then(|x| x.as_u64()) {
+        Some(1) => {}
+        other => return (Vec::new(), Some(format!("store version {other:?}, expected 1"))),
+    }
+    let Some(items) = v.get("queries").and_then(|q| q.as_array()) else {
+        return (Vec::new(), Some("no `queries` list".into()));
+    };
+    let mut specs: Vec<QuerySpec> = Vec::new();
+    let mut bad = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match serde_json::from_value::<QuerySpec>(item.clone()) {
+            Ok(s) if validate_chunk(&s.id).is_ok() && !specs.iter().any(|o| o.id == s.id) => specs.push(s),
+            Ok(s) => bad.push(format!(
+                "entry {i}: bad or repeated id `{}`",
+                crate::ident::clip(&s.id, 40)
+            )),
+            Err(e) => bad.push(format!("entry {i}: {e}")),
+        }
+    }
+    let problem = (!bad.is_empty()).then(|| format!("{} bad entries: {}", bad.len(), bad.join("; ")));
+    (specs, problem)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +571,7 @@ mod tests {
             default_cooldown_s: 10.0,
             max_queries: 2,
             presets: Default::default(),
+            ..crate::config::Config::load_with_env(None, Vec::new()).unwrap().queries
         }
     }
 
@@ -386,7 +606,7 @@ mod tests {
             &d,
         )
         .unwrap();
-        r.insert(spec.clone(), vec![1.0, 0.0]).unwrap();
+        assert_eq!(r.insert(spec.clone(), vec![1.0, 0.0]).unwrap(), Persisted::Saved);
         assert!(r
             .matches("mic", Modality::Vision, &[1.0, 0.0], 0, 0, 2_000_000_000)
             .is_empty());
@@ -408,11 +628,11 @@ mod tests {
         );
         let again = Registry::new(dir.path(), 2).load_specs().unwrap();
         assert_eq!(again, vec![spec]);
-        r.insert(
+        let p = r.insert(
             QuerySpec::from_request("q2", br#"{"text":"y"}"#, &d).unwrap(),
             vec![0.0, 1.0],
-        )
-        .unwrap();
+        );
+        assert_eq!(p.unwrap(), Persisted::Saved);
         let e = r
             .insert(
                 QuerySpec::from_request("q3", br#"{"text":"z"}"#, &d).unwrap(),
@@ -420,8 +640,8 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.to_string().contains("at most 2"));
-        assert!(r.remove("q").unwrap());
-        assert!(!r.remove("q").unwrap());
+        assert_eq!(r.remove("q"), Some(Persisted::Saved));
+        assert_eq!(r.remove("q"), None);
         assert_eq!(Registry::new(dir.path(), 2).load_specs().unwrap().len(), 1);
     }
 
@@ -431,11 +651,11 @@ mod tests {
         let mut r = Registry::new(dir, n);
         for i in 0..n {
             let body = format!(r#"{{"text":"thing {i}","threshold":0.5}}"#);
-            r.insert(
+            let p = r.insert(
                 QuerySpec::from_request(&format!("q{i}"), body.as_bytes(), &d).unwrap(),
                 vec![1.0, 0.0],
-            )
-            .unwrap();
+            );
+            assert_eq!(p.unwrap(), Persisted::Saved);
         }
         std::fs::read(dir.join("queries.json")).unwrap()
     }
@@ -501,12 +721,12 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), before);
         // Replacing an existing id is allowed and keeps all the others on disk.
         let replaced = QuerySpec::from_request("q1", br#"{"text":"other"}"#, &d).unwrap();
-        r.insert(replaced.clone(), vec![0.0, 1.0]).unwrap();
+        assert_eq!(r.insert(replaced.clone(), vec![0.0, 1.0]).unwrap(), Persisted::Saved);
         let stored = Registry::new(dir.path(), 2).load_specs().unwrap();
         assert_eq!(stored.len(), 4);
         assert!(stored.contains(&replaced));
         // Removing one works and persists; still at the limit (3 > 2), so still refused.
-        assert!(r.remove("q0").unwrap());
+        assert_eq!(r.remove("q0"), Some(Persisted::Saved));
         let stored = Registry::new(dir.path(), 2).load_specs().unwrap();
         assert_eq!(
             stored.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
@@ -519,13 +739,13 @@ mod tests {
             )
             .is_err());
         // Back under the limit, registration works again.
-        assert!(r.remove("q2").unwrap());
-        assert!(r.remove("q3").unwrap());
-        r.insert(
+        assert_eq!(r.remove("q2"), Some(Persisted::Saved));
+        assert_eq!(r.remove("q3"), Some(Persisted::Saved));
+        let p = r.insert(
             QuerySpec::from_request("new", br#"{"text":"new"}"#, &d).unwrap(),
             vec![0.0, 1.0],
-        )
-        .unwrap();
+        );
+        assert_eq!(p.unwrap(), Persisted::Saved);
         let ids: Vec<String> = Registry::new(dir.path(), 2)
             .load_specs()
             .unwrap()
@@ -533,5 +753,109 @@ mod tests {
             .map(|s| s.id)
             .collect();
         assert_eq!(ids, ["new", "q1"]);
+    }
+
+    #[test]
+    fn admission_bounds_the_overall_rate_and_each_id() {
+        let cfg = QueriesConfig {
+            registrations_per_s: 2.0,
+            registration_burst: 3,
+            id_min_interval_s: 1.0,
+            ..defaults()
+        };
+        let mut a = Admission::new(&cfg);
+        let t0 = std::time::Instant::now();
+        let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
+        // A burst of 3 distinct ids passes, the 4th is refused.
+        for id in ["a", "b", "c"] {
+            a.admit(id, true, at(0)).unwrap();
+        }
+        assert!(a.admit("d", true, at(0)).unwrap_err().contains("registrations_per_s"));
+        // Tokens come back at 2/s.
+        a.admit("d", true, at(500)).unwrap();
+        assert!(a.admit("e", true, at(500)).is_err());
+        // The same id again within 1 s is refused whatever the tokens.
+        assert!(a.admit("d", true, at(1400)).unwrap_err().contains("id_min_interval_s"));
+        a.admit("d", true, at(1600)).unwrap();
+        // A removal right after is only bound by the overall rate.
+        a.admit("d", false, at(2600)).unwrap();
+        // A flood of thousands admits no more than burst + rate × time.
+        let mut a = Admission::new(&cfg);
+        let admitted = (0..5000u64)
+            .filter(|i| a.admit(&format!("q{i}"), true, at(i / 5)).is_ok())
+            .count();
+        assert!(admitted <= 3 + 2 + 1, "{admitted} admitted in 1 s");
+        assert!(a.recent.len() <= 6, "per-id memory stays bounded");
+    }
+
+    #[test]
+    fn request_size_and_text_length_are_bounded_by_config() {
+        let d = QueriesConfig {
+            max_text_chars: 10,
+            max_request_bytes: 100,
+            ..defaults()
+        };
+        let e = QuerySpec::from_request("q", br#"{"text":"eleven char"}"#, &d).unwrap_err();
+        assert!(e.to_string().contains("max_text_chars"), "{e}");
+        let big = format!(r#"{{"text":"x","sources":[{}]}}"#, vec!["\"s\""; 50].join(","));
+        let e = QuerySpec::from_request("q", big.as_bytes(), &d).unwrap_err();
+        assert!(e.to_string().contains("max_request_bytes"), "{e}");
+        assert_eq!(e.refusal(), Refusal::Invalid);
+    }
+
+    #[test]
+    fn a_damaged_store_is_kept_aside_and_what_parses_is_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queries.json");
+        // Truncated mid-write: nothing parses.
+        let good = store_with(dir.path(), 3);
+        std::fs::write(&path, &good[..good.len() / 2]).unwrap();
+        let mut r = Registry::new(dir.path(), 8);
+        assert!(r.load_specs().unwrap().is_empty());
+        let problem = r.load_problem().unwrap().to_string();
+        assert!(problem.contains("not JSON") && problem.contains("kept as"), "{problem}");
+        let copies: Vec<String> = dir_listing(dir.path())
+            .into_iter()
+            .filter(|n| n.starts_with("queries.json.bad-"))
+            .collect();
+        assert_eq!(copies.len(), 1);
+        assert_eq!(
+            std::fs::read(dir.path().join(&copies[0])).unwrap(),
+            &good[..good.len() / 2]
+        );
+        // One bad entry among good ones: the good ones come back.
+        let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        v["queries"][1] = serde_json::json!({"id": "q1", "text": 42});
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        let mut r = Registry::new(dir.path(), 8);
+        let ids: Vec<String> = r.load_specs().unwrap().into_iter().map(|s| s.id).collect();
+        assert_eq!(ids, ["q0", "q2"]);
+        assert!(r.load_problem().unwrap().contains("entry 1"), "{:?}", r.load_problem());
+    }
+
+    #[test]
+    fn an_unwritable_store_keeps_queries_in_memory_and_catches_up_later() {
+        let dir = tempfile::tempdir().unwrap();
+        // The state "directory" is a file: every write fails, as on a read-only or
+        // full file system.
+        let blocked = dir.path().join("state");
+        std::fs::write(&blocked, b"not a directory").unwrap();
+        let d = defaults();
+        let mut r = Registry::new(&blocked, 4);
+        let spec = QuerySpec::from_request("q", br#"{"text":"x"}"#, &d).unwrap();
+        let p = r.insert(spec.clone(), vec![1.0, 0.0]).unwrap();
+        assert!(
+            matches!(p, Persisted::MemoryOnly(ref e) if e.contains("state")),
+            "{p:?}"
+        );
+        assert_eq!(r.len(), 1, "kept in memory");
+        assert!(r.store_error().is_some());
+        assert_eq!(r.matches("mic", Modality::Audio, &[1.0, 0.0], 0, 0, 1).len(), 1);
+        assert!(!r.retry_save());
+        // The disk comes back: the next write holds every query.
+        std::fs::remove_file(&blocked).unwrap();
+        assert!(r.retry_save());
+        assert!(r.store_error().is_none());
+        assert_eq!(Registry::new(&blocked, 4).load_specs().unwrap(), vec![spec]);
     }
 }

@@ -40,6 +40,9 @@ pub mod names {
     pub const QUERY_REJECTED: &str = "query_rejected";
     pub const QUERIES_LOADED: &str = "queries_loaded";
     pub const QUERIES_OVER_LIMIT: &str = "queries_over_limit";
+    pub const QUERY_STORE_CORRUPT: &str = "query_store_corrupt";
+    pub const QUERY_STORE_FAILED: &str = "query_store_failed";
+    pub const QUERY_STORE_RECOVERED: &str = "query_store_recovered";
     pub const ENCODER_LOADED: &str = "encoder_loaded";
     pub const ENCODE_FAILED: &str = "encode_failed";
     pub const DEPTH_GEOMETRY: &str = "depth_geometry";
@@ -140,6 +143,14 @@ pub const METRICS: &[Metric] = &[
     Metric {
         name: "bus_errors",
         help: "publish failures",
+    },
+    Metric {
+        name: "queries_refused.<code>",
+        help: "requests on queries/<id> refused, by code (bad_id, too_large, invalid, rate_limited, too_many, not_registered, encoder, store)",
+    },
+    Metric {
+        name: "query_store.ok",
+        help: "whether the query store holds every registered query (false: kept in memory only)",
     },
 ];
 
@@ -501,6 +512,14 @@ pub enum DaemonEvent {
     Alerts(u64),
     Queries(u64),
     BusError,
+    /// A request on `queries/<id>` was refused (its code, e.g. `rate_limited`).
+    QueryRefused(&'static str),
+    /// The query store after a write: `None` = in step with memory.
+    QueryStore {
+        error: Option<String>,
+    },
+    /// The query store was damaged at start (what was found, where the copy is).
+    QueryStoreDamaged(String),
     /// A stage ended or panicked; the daemon cannot go on as configured.
     StageFailed {
         stage: String,
@@ -520,6 +539,9 @@ pub struct Telemetry {
     pub alerts: AtomicU64,
     pub queries: AtomicU64,
     pub bus_errors: AtomicU64,
+    query_refusals: Mutex<BTreeMap<&'static str, u64>>,
+    query_store_error: Mutex<Option<String>>,
+    query_store_damaged: Mutex<Option<String>>,
     failed: Mutex<Vec<Value>>,
 }
 
@@ -534,6 +556,9 @@ impl Telemetry {
             alerts: AtomicU64::new(0),
             queries: AtomicU64::new(0),
             bus_errors: AtomicU64::new(0),
+            query_refusals: Mutex::new(BTreeMap::new()),
+            query_store_error: Mutex::new(None),
+            query_store_damaged: Mutex::new(None),
             failed: Mutex::new(Vec::new()),
         }
     }
@@ -618,6 +643,17 @@ impl Telemetry {
             DaemonEvent::BusError => {
                 self.bus_errors.fetch_add(1, Relaxed);
             }
+            DaemonEvent::QueryRefused(code) => {
+                *lock(&self.query_refusals).entry(code).or_insert(0) += 1;
+            }
+            DaemonEvent::QueryStore { error } => {
+                if error.is_none() {
+                    // A good write replaced whatever was damaged at start.
+                    *lock(&self.query_store_damaged) = None;
+                }
+                *lock(&self.query_store_error) = error;
+            }
+            DaemonEvent::QueryStoreDamaged(what) => *lock(&self.query_store_damaged) = Some(what),
             DaemonEvent::StageFailed { stage, reason } => {
                 lock(&self.failed).push(json!({ "stage": stage, "reason": reason }));
             }
@@ -660,6 +696,14 @@ impl Telemetry {
         }
         let wedged = self.wedged();
         degraded.extend(wedged.iter().cloned());
+        let store_error = lock(&self.query_store_error).clone();
+        let store_damaged = lock(&self.query_store_damaged).clone();
+        if let Some(e) = &store_error {
+            degraded.push(format!("query store not written (queries kept in memory only): {e}"));
+        }
+        if let Some(d) = &store_damaged {
+            degraded.push(format!("query store: {d}"));
+        }
         let failed = lock(&self.failed).clone();
         let status = if !failed.is_empty() {
             "failed"
@@ -679,6 +723,12 @@ impl Telemetry {
             "queries": self.queries.load(Relaxed),
             "alerts": self.alerts.load(Relaxed),
             "bus_errors": self.bus_errors.load(Relaxed),
+            "queries_refused": *lock(&self.query_refusals),
+            "query_store": {
+                "ok": store_error.is_none(),
+                "error": store_error,
+                "damaged_at_start": store_damaged,
+            },
         })
     }
 }

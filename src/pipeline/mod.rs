@@ -211,12 +211,11 @@ pub async fn run_graph_with(
     }
     let modalities = modalities_of(&drivers);
     let state_dir = cfg.state_dir();
-    std::fs::create_dir_all(&state_dir).map_err(|e| {
-        PipelineError::Setup(format!(
-            "state directory {}: {e} (set `robot.state_dir`)",
-            state_dir.display()
-        ))
-    })?;
+    // The state directory holds registered queries and engine caches; without it the
+    // daemon still runs (queries are kept in memory, health says so).
+    if let Err(e) = std::fs::create_dir_all(&state_dir) {
+        tracing::error!(event = names::QUERY_STORE_FAILED, path = %state_dir.display(), error = %e, "cannot create the state directory (`robot.state_dir`); registered queries will be kept in memory only");
+    }
     if let Some(n) = &hooks.notifier {
         n.send(&["STATUS=loading the model pack"]);
     }
@@ -247,9 +246,12 @@ pub async fn run_graph_with(
         Telemetry::new(Duration::from_secs_f64(cfg.health.stall_s))
             .with_wedge_after(Duration::from_secs_f64(cfg.daemon.watchdog_stall_s)),
     );
-    telemetry.emit(DaemonEvent::Queries(
-        registry.lock().map(|r| r.len()).unwrap_or(0) as u64
-    ));
+    if let Ok(r) = registry.lock() {
+        telemetry.emit(DaemonEvent::Queries(r.len() as u64));
+        if let Some(p) = r.load_problem() {
+            telemetry.emit(DaemonEvent::QueryStoreDamaged(p.to_string()));
+        }
+    }
     let mut sup = Supervisor::new(telemetry.clone());
     let rt = tokio::runtime::Handle::current();
     let discard = Discard::default();

@@ -10,7 +10,7 @@ use crate::edge::{Receiver, Recv};
 use crate::engine::worker::{Embedded, Submit, WorkerHandle};
 use crate::ident::clip;
 use crate::outputs::{Outputs, Published};
-use crate::queries::{QuerySpec, Registry};
+use crate::queries::{Admission, Persisted, QuerySpec, Refusal, Registry};
 use crate::sources::{Frame, FrameData, ImuSample, StopFlag};
 use crate::telemetry::{names, DaemonEvent, LogLimiter, StreamEvent, StreamStats, Telemetry, WindowDrop};
 use crate::window::{Outcome, Window, Windower};
@@ -176,9 +176,20 @@ pub async fn health_stage<S: Sink>(
 /// What the query service needs to embed a query's text.
 pub type EmbedText = Arc<dyn Fn(String) -> Result<Vec<f32>, String> + Send + Sync>;
 
-/// `queries/<id>`: put registers, delete removes; `get queries/**` lists. Errors go
-/// to `errors/queries/<id>` as JSON `{query_id, key, error}`, including a put on a
-/// key that is not a valid id (`queries/a/b`).
+/// A refusal (or a memory-only registration) answered on `errors/queries/<id>` as
+/// JSON `{query_id, key, code, error}` and counted by its code.
+struct Answer {
+    id: String,
+    key: String,
+    code: Refusal,
+    error: String,
+}
+
+/// `queries/<id>`: put registers, delete removes; `get queries/**` lists. Every
+/// request from the bus passes [`Admission`] (overall rate, per-id rate) and the size
+/// bounds of `[queries]` before it can reach the text encoder or the disk; every
+/// refusal is answered on `errors/queries/<id>` and counted. Requests are handled one
+/// at a time, so at most one text encoding runs for the bus at any moment.
 pub async fn query_service(
     session: zenoh::Session,
     topics: Topics,
@@ -202,26 +213,53 @@ pub async fn query_service(
         }
     };
     let reg = || registry.lock().unwrap_or_else(|p| p.into_inner());
-    let publish_error = |id: String, key: String, error: String| {
-        let session = session.clone();
-        let topics = topics.clone();
+    let mut admission = Admission::new(&qcfg);
+    let mut limiter = LogLimiter::new(Duration::from_secs(10));
+    let answer = |a: Answer, limiter: &mut LogLimiter| {
+        telemetry.emit(DaemonEvent::QueryRefused(a.code.as_str()));
+        if let Some(suppressed) = limiter.allow() {
+            tracing::warn!(event = names::QUERY_REJECTED, query_id = %clip(&a.id, 80), code = a.code.as_str(), error = %clip(&a.error, 300), suppressed, "query request refused");
+        }
+        let body = json!({ "query_id": a.id, "key": a.key, "code": a.code.as_str(), "error": a.error }).to_string();
+        let (session, topic) = (session.clone(), topics.query_error(&a.id));
         async move {
-            tracing::warn!(event = names::QUERY_REJECTED, query_id = %clip(&id, 80), error = %clip(&error, 300), "bad query");
-            let body = json!({ "query_id": id, "key": key, "error": error }).to_string();
             let _ = session
-                .put(topics.query_error(&id), body)
+                .put(topic, body)
                 .encoding(zenoh::bytes::Encoding::APPLICATION_JSON)
+                .congestion_control(zenoh::qos::CongestionControl::Drop)
                 .await;
         }
     };
+    let report_store = |r: &Registry| {
+        telemetry.emit(DaemonEvent::QueryStore {
+            error: r.store_error().map(str::to_string),
+        })
+    };
+    // A store that could not be written is retried now and then (the disk may have
+    // been freed), not only at the next change.
+    let mut retry = tokio::time::interval(Duration::from_secs(10));
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             s = sub.recv_async() => {
                 let Ok(sample) = s else { break };
                 let key = sample.key_expr().as_str().to_string();
                 let Some(id) = topics.query_id(&key).map(str::to_string) else { continue };
+                let refuse = |code: Refusal, error: String| Answer { id: id.clone(), key: key.clone(), code, error };
                 if let Err(e) = crate::ident::validate_chunk(&id) {
-                    publish_error(id, key, format!("bad query id: {e} (one key chunk: queries/<id>)")).await;
+                    answer(refuse(Refusal::BadId, format!("bad query id: {e} (one key chunk: queries/<id>)")), &mut limiter).await;
+                    continue;
+                }
+                let size = sample.payload().len();
+                if size > qcfg.max_request_bytes {
+                    answer(refuse(Refusal::TooLarge, format!(
+                        "request of {size} bytes is larger than {} (`queries.max_request_bytes`)", qcfg.max_request_bytes
+                    )), &mut limiter).await;
+                    continue;
+                }
+                let put = sample.kind() == zenoh::sample::SampleKind::Put;
+                if let Err(e) = admission.admit(&id, put, std::time::Instant::now()) {
+                    answer(refuse(Refusal::RateLimited, e), &mut limiter).await;
                     continue;
                 }
                 match sample.kind() {
@@ -229,39 +267,52 @@ pub async fn query_service(
                         let body = sample.payload().to_bytes().to_vec();
                         let spec = match QuerySpec::from_request(&id, &body, &qcfg) {
                             Ok(s) => s,
-                            Err(e) => { publish_error(id, key, e.to_string()).await; continue; }
+                            Err(e) => { answer(refuse(e.refusal(), e.to_string()), &mut limiter).await; continue; }
                         };
                         let embed = embed.clone();
                         let text = spec.text.clone();
                         let emb = match tokio::task::spawn_blocking(move || embed(text)).await {
                             Ok(Ok(v)) => v,
-                            Ok(Err(e)) => { publish_error(id, key, e).await; continue; }
-                            Err(_) => { publish_error(id, key, "text encoder failed".into()).await; continue; }
+                            Ok(Err(e)) => { answer(refuse(Refusal::Encoder, e), &mut limiter).await; continue; }
+                            Err(_) => { answer(refuse(Refusal::Encoder, "text encoder failed".into()), &mut limiter).await; continue; }
                         };
                         let result = {
                             let mut r = reg();
-                            r.insert(spec.clone(), emb).map(|_| r.len())
+                            let res = r.insert(spec.clone(), emb).map(|p| (p, r.len()));
+                            report_store(&r);
+                            res
                         };
                         match result {
-                            Ok(n) => {
+                            Ok((persisted, n)) => {
                                 telemetry.emit(DaemonEvent::Queries(n as u64));
                                 tracing::info!(event = names::QUERY_REGISTERED, query_id = %id, text = %clip(&spec.text, 200), threshold = spec.threshold, "query registered");
+                                if let Persisted::MemoryOnly(e) = persisted {
+                                    answer(refuse(Refusal::Store, format!(
+                                        "registered in memory only, it will be lost at restart unless the store can be written: {e}"
+                                    )), &mut limiter).await;
+                                }
                             }
-                            Err(e) => publish_error(id, key, e.to_string()).await,
+                            Err(e) => answer(refuse(e.refusal(), e.to_string()), &mut limiter).await,
                         }
                     }
                     zenoh::sample::SampleKind::Delete => {
                         let result = {
                             let mut r = reg();
-                            r.remove(&id).map(|existed| (existed, r.len()))
+                            let res = r.remove(&id).map(|p| (p, r.len()));
+                            report_store(&r);
+                            res
                         };
                         match result {
-                            Ok((true, n)) => {
+                            Some((persisted, n)) => {
                                 telemetry.emit(DaemonEvent::Queries(n as u64));
                                 tracing::info!(event = names::QUERY_REMOVED, query_id = %id, "query removed");
+                                if let Persisted::MemoryOnly(e) = persisted {
+                                    answer(refuse(Refusal::Store, format!(
+                                        "removed in memory only, it comes back at restart unless the store can be written: {e}"
+                                    )), &mut limiter).await;
+                                }
                             }
-                            Ok((false, _)) => publish_error(id.clone(), key, format!("query `{id}` is not registered")).await,
-                            Err(e) => publish_error(id, key, e.to_string()).await,
+                            None => answer(refuse(Refusal::NotRegistered, format!("query `{id}` is not registered")), &mut limiter).await,
                         }
                     }
                 }
@@ -279,6 +330,13 @@ pub async fn query_service(
                     if let Err(e) = query.reply(ke, body).encoding(zenoh::bytes::Encoding::APPLICATION_JSON).await {
                         tracing::warn!(event = names::BUS_ERROR, error = %e, "query reply failed");
                     }
+                }
+            }
+            _ = retry.tick() => {
+                let mut r = reg();
+                if r.store_error().is_some() {
+                    let _ = r.retry_save();
+                    report_store(&r);
                 }
             }
         }
