@@ -144,11 +144,11 @@ mod tests {
             max_queries: 4,
             ..crate::config::Config::load_with_env(None, Vec::new()).unwrap().queries
         };
-        reg.insert(
+        let saved = reg.insert(
             QuerySpec::from_request("q", br#"{"text":"x","threshold":0.9}"#, &d).unwrap(),
             vec![1.0, 0.0],
-        )
-        .unwrap();
+        );
+        assert_eq!(saved.unwrap(), crate::queries::Persisted::Saved);
         let e = Embedded {
             source: "mic".into(),
             modality: Modality::Audio,
