@@ -59,6 +59,15 @@ pub struct Config {
     pub queries: QueriesConfig,
     pub health: HealthConfig,
     pub foxglove: FoxgloveConfig,
+    pub prometheus: PrometheusConfig,
+}
+
+/// `[prometheus]`: the metrics endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// `host:port` to serve `/metrics` on; empty: off.
+    pub listen: String,
 }
 
 /// `[foxglove]`: the live view (Foxglove WebSocket server).

@@ -21,6 +21,7 @@ pub mod outputs;
 pub mod pack;
 pub mod pipeline;
 pub mod preprocess;
+pub mod prometheus;
 pub mod queries;
 pub mod record;
 pub mod sources;

@@ -54,6 +54,7 @@ pub mod names {
     pub const REPLAY_SKIPPED: &str = "replay_skipped";
     pub const REPLAY_TRUNCATED: &str = "replay_truncated";
     pub const LIVEVIEW_STARTED: &str = "liveview_started";
+    pub const PROMETHEUS_STARTED: &str = "prometheus_started";
     pub const IMU_CORRECTED: &str = "imu_corrected";
     pub const NOTIFY_FAILED: &str = "notify_failed";
     pub const WATCHDOG_WITHHELD: &str = "watchdog_withheld";
@@ -321,7 +322,14 @@ struct LatencyWindow {
     recent: VecDeque<f64>,
     max: f64,
     last: f64,
+    /// Cumulative histogram for Prometheus: counts per [`LATENCY_BUCKETS_S`] bound
+    /// (plus +Inf), sum of seconds.
+    buckets: [u64; LATENCY_BUCKETS_S.len() + 1],
+    sum_s: f64,
 }
+
+/// Upper bounds (seconds) of the window latency histogram.
+pub const LATENCY_BUCKETS_S: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 const LATENCY_SAMPLES: usize = 200;
 
@@ -410,6 +418,13 @@ impl StreamStats {
                 l.recent.push_back(ms);
                 l.max = l.max.max(ms);
                 l.last = ms;
+                let s = latency.as_secs_f64();
+                let b = LATENCY_BUCKETS_S
+                    .iter()
+                    .position(|ub| s <= *ub)
+                    .unwrap_or(LATENCY_BUCKETS_S.len());
+                l.buckets[b] += 1;
+                l.sum_s += s;
             }
             StreamEvent::Published => {
                 self.windows_out.fetch_add(1, Relaxed);
@@ -806,5 +821,283 @@ mod tests {
         assert_eq!(l.allow(), None);
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(l.allow(), Some(2));
+    }
+}
+
+/// Every Prometheus metric `[prometheus] listen` serves on `/metrics`: name, type
+/// and help. Names follow `sensebind_<noun>_<unit>[_total]`; they are rendered by
+/// [`Telemetry::prometheus`] from the same counters as the health JSON.
+pub const PROMETHEUS: &[(&str, &str, &str)] = &[
+    ("sensebind_uptime_seconds", "gauge", "seconds since the daemon started"),
+    (
+        "sensebind_source_up",
+        "gauge",
+        "1 while the source's driver is running, 0 while it is reconnecting, ended or stopped",
+    ),
+    (
+        "sensebind_source_frames_total",
+        "counter",
+        "frames the driver delivered",
+    ),
+    (
+        "sensebind_source_frames_dropped_total",
+        "counter",
+        "frames discarded by the source to windower queue policy",
+    ),
+    (
+        "sensebind_source_errors_total",
+        "counter",
+        "open failures, read failures and bad frames",
+    ),
+    (
+        "sensebind_source_reconnects_total",
+        "counter",
+        "times the driver was reopened after a failure",
+    ),
+    (
+        "sensebind_source_panics_total",
+        "counter",
+        "driver panics (each one restarts the driver)",
+    ),
+    (
+        "sensebind_stream_frames_rejected_total",
+        "counter",
+        "frames refused by the windower (limits, bad formats, NaN, wild timestamps)",
+    ),
+    (
+        "sensebind_stream_late_frames_total",
+        "counter",
+        "frames that arrived after their window closed",
+    ),
+    (
+        "sensebind_stream_time_jumps_total",
+        "counter",
+        "times the stream's clock jumped and windowing restarted",
+    ),
+    (
+        "sensebind_stream_windows_total",
+        "counter",
+        "windows closed by the windower (= published + dropped + pending)",
+    ),
+    (
+        "sensebind_stream_windows_published_total",
+        "counter",
+        "windows embedded and published",
+    ),
+    (
+        "sensebind_stream_windows_dropped_total",
+        "counter",
+        "windows dropped after closing, by reason (coverage, backpressure, error, shutdown)",
+    ),
+    (
+        "sensebind_stream_windows_pending",
+        "gauge",
+        "windows closed and not yet published or dropped (queued, encoding, publishing)",
+    ),
+    (
+        "sensebind_stream_wedged",
+        "gauge",
+        "1 while the stream's windows wait unhandled for daemon.watchdog_stall_s",
+    ),
+    (
+        "sensebind_stream_latency_seconds",
+        "histogram",
+        "window queued to embedding ready: queue, preprocessing, inference",
+    ),
+    ("sensebind_queries_registered", "gauge", "registered text queries"),
+    (
+        "sensebind_query_refusals_total",
+        "counter",
+        "requests on queries/<id> refused, by reason",
+    ),
+    (
+        "sensebind_query_store_ok",
+        "gauge",
+        "1 while the query store holds every registered query, 0 while they are in memory only",
+    ),
+    ("sensebind_alerts_total", "counter", "alerts published"),
+    ("sensebind_publish_errors_total", "counter", "bus publish failures"),
+    (
+        "sensebind_stage_failures_total",
+        "counter",
+        "pipeline stages that failed (the daemon then exits)",
+    ),
+];
+
+/// A Prometheus label value, escaped.
+fn prom_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Telemetry {
+    /// The Prometheus text exposition (format 0.0.4) of every counter.
+    pub fn prometheus(&self) -> String {
+        use std::fmt::Write;
+        let sources = lock(&self.sources).clone();
+        let streams = lock(&self.streams).clone();
+        let mut samples: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut put = |name: &'static str, labels: String, v: String| {
+            let l = if labels.is_empty() {
+                String::new()
+            } else {
+                format!("{{{labels}}}")
+            };
+            samples.entry(name).or_default().push(format!("{name}{l} {v}"));
+        };
+        put(
+            "sensebind_uptime_seconds",
+            String::new(),
+            format!("{:.3}", self.started.elapsed().as_secs_f64()),
+        );
+        for (id, s) in &sources {
+            let l = format!("source=\"{}\",type=\"{}\"", prom_label(id), prom_label(&s.kind));
+            put(
+                "sensebind_source_up",
+                l.clone(),
+                ((s.state() == "running") as u8).to_string(),
+            );
+            put(
+                "sensebind_source_frames_total",
+                l.clone(),
+                s.frames.load(Relaxed).to_string(),
+            );
+            put(
+                "sensebind_source_frames_dropped_total",
+                l.clone(),
+                s.frames_dropped.load(Relaxed).to_string(),
+            );
+            put(
+                "sensebind_source_errors_total",
+                l.clone(),
+                s.errors.load(Relaxed).to_string(),
+            );
+            put(
+                "sensebind_source_reconnects_total",
+                l.clone(),
+                s.reconnects.load(Relaxed).to_string(),
+            );
+            put("sensebind_source_panics_total", l, s.panics.load(Relaxed).to_string());
+        }
+        for ((id, m), st) in &streams {
+            let l = format!("source=\"{}\",modality=\"{m}\"", prom_label(id));
+            put(
+                "sensebind_stream_frames_rejected_total",
+                l.clone(),
+                st.frames_rejected.load(Relaxed).to_string(),
+            );
+            put(
+                "sensebind_stream_late_frames_total",
+                l.clone(),
+                st.late_frames.load(Relaxed).to_string(),
+            );
+            put(
+                "sensebind_stream_time_jumps_total",
+                l.clone(),
+                st.time_jumps.load(Relaxed).to_string(),
+            );
+            put(
+                "sensebind_stream_windows_total",
+                l.clone(),
+                st.windows_in.load(Relaxed).to_string(),
+            );
+            put(
+                "sensebind_stream_windows_published_total",
+                l.clone(),
+                st.windows_out.load(Relaxed).to_string(),
+            );
+            for (reason, c) in [
+                ("coverage", &st.dropped_coverage),
+                ("backpressure", &st.dropped_backpressure),
+                ("error", &st.dropped_error),
+                ("shutdown", &st.dropped_shutdown),
+            ] {
+                put(
+                    "sensebind_stream_windows_dropped_total",
+                    format!("{l},reason=\"{reason}\""),
+                    c.load(Relaxed).to_string(),
+                );
+            }
+            put("sensebind_stream_windows_pending", l.clone(), st.pending().to_string());
+            let ended = sources
+                .get(id)
+                .is_some_and(|s| matches!(s.state(), "ended" | "stopped"));
+            let wedged = !ended && st.wedged(self.wedge_after).is_some();
+            put("sensebind_stream_wedged", l.clone(), (wedged as u8).to_string());
+            let h = lock(&st.latency);
+            let mut cum = 0;
+            for (i, ub) in LATENCY_BUCKETS_S.iter().enumerate() {
+                cum += h.buckets[i];
+                put(
+                    "sensebind_stream_latency_seconds",
+                    format!("{l},le=\"{ub}\""),
+                    cum.to_string(),
+                );
+            }
+            cum += h.buckets[LATENCY_BUCKETS_S.len()];
+            put(
+                "sensebind_stream_latency_seconds",
+                format!("{l},le=\"+Inf\""),
+                cum.to_string(),
+            );
+            put(
+                "sensebind_stream_latency_seconds",
+                format!("sum|{l}"),
+                format!("{}", h.sum_s),
+            );
+            put(
+                "sensebind_stream_latency_seconds",
+                format!("count|{l}"),
+                cum.to_string(),
+            );
+        }
+        put(
+            "sensebind_queries_registered",
+            String::new(),
+            self.queries.load(Relaxed).to_string(),
+        );
+        for (code, n) in lock(&self.query_refusals).iter() {
+            put(
+                "sensebind_query_refusals_total",
+                format!("reason=\"{code}\""),
+                n.to_string(),
+            );
+        }
+        put(
+            "sensebind_query_store_ok",
+            String::new(),
+            (lock(&self.query_store_error).is_none() as u8).to_string(),
+        );
+        put(
+            "sensebind_alerts_total",
+            String::new(),
+            self.alerts.load(Relaxed).to_string(),
+        );
+        put(
+            "sensebind_publish_errors_total",
+            String::new(),
+            self.bus_errors.load(Relaxed).to_string(),
+        );
+        put(
+            "sensebind_stage_failures_total",
+            String::new(),
+            lock(&self.failed).len().to_string(),
+        );
+        let mut out = String::new();
+        for (name, kind, help) in PROMETHEUS {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for line in samples.get(name).into_iter().flatten() {
+                // Histogram sum/count lines carry their suffix before the labels.
+                let line = match line.split_once("{sum|").or_else(|| line.split_once("{count|")) {
+                    Some((base, rest)) => {
+                        let suffix = if line.contains("{sum|") { "_sum" } else { "_count" };
+                        format!("{base}{suffix}{{{rest}")
+                    }
+                    None => line.clone(),
+                };
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        out
     }
 }

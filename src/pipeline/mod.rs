@@ -256,6 +256,18 @@ pub async fn run_graph_with(
     let rt = tokio::runtime::Handle::current();
     let discard = Discard::default();
 
+    // ---- Prometheus endpoint (optional), from the same counters as health
+    if !cfg.prometheus.listen.is_empty() {
+        let listener = crate::prometheus::bind(&cfg.prometheus.listen)
+            .await
+            .map_err(PipelineError::Setup)?;
+        sup.task(
+            "prometheus",
+            Role::Forever,
+            crate::prometheus::serve(listener, telemetry.clone()),
+        );
+    }
+
     // ---- live view (optional): listens on the taps, never slows the graph
     let liveview = if cfg.foxglove.enabled {
         let inputs = crate::liveview::LiveInputs {
