@@ -780,50 +780,6 @@ impl LogLimiter {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_comes_from_progress_not_a_state_string() {
-        let t = Telemetry::new(Duration::from_millis(30));
-        let s = t.source("mic", "file");
-        s.emit(SourceEvent::Opened);
-        let st = t.stream("mic", Modality::Audio);
-        st.emit(StreamEvent::FrameRejected);
-        assert_eq!(t.snapshot("r", 0)["status"], "ok");
-        std::thread::sleep(Duration::from_millis(50));
-        // Running, but nothing published for longer than the stall time.
-        let h = t.snapshot("r", 0);
-        assert_eq!(h["status"], "degraded", "{h}");
-        assert_eq!(h["sources"]["mic"]["streams"]["audio"]["state"], "stalled");
-        assert_eq!(h["sources"]["mic"]["streams"]["audio"]["frames_rejected"], 1);
-        assert!(
-            h["sources"]["mic"]["streams"]["audio"]["clock"].is_null(),
-            "not described yet"
-        );
-        st.emit(StreamEvent::Published);
-        assert_eq!(t.snapshot("r", 0)["status"], "ok");
-        t.emit(DaemonEvent::StageFailed {
-            stage: "encoder/audio".into(),
-            reason: "panicked".into(),
-        });
-        let h = t.snapshot("r", 0);
-        assert_eq!(h["status"], "failed");
-        assert_eq!(h["failed_stages"][0]["stage"], "encoder/audio");
-    }
-
-    #[test]
-    fn limiter_suppresses_and_counts() {
-        let mut l = LogLimiter::new(Duration::from_millis(40));
-        assert_eq!(l.allow(), Some(0));
-        assert_eq!(l.allow(), None);
-        assert_eq!(l.allow(), None);
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(l.allow(), Some(2));
-    }
-}
-
 /// Every Prometheus metric `[prometheus] listen` serves on `/metrics`: name, type
 /// and help. Names follow `sensebind_<noun>_<unit>[_total]`; they are rendered by
 /// [`Telemetry::prometheus`] from the same counters as the health JSON.
@@ -1099,5 +1055,49 @@ impl Telemetry {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_comes_from_progress_not_a_state_string() {
+        let t = Telemetry::new(Duration::from_millis(30));
+        let s = t.source("mic", "file");
+        s.emit(SourceEvent::Opened);
+        let st = t.stream("mic", Modality::Audio);
+        st.emit(StreamEvent::FrameRejected);
+        assert_eq!(t.snapshot("r", 0)["status"], "ok");
+        std::thread::sleep(Duration::from_millis(50));
+        // Running, but nothing published for longer than the stall time.
+        let h = t.snapshot("r", 0);
+        assert_eq!(h["status"], "degraded", "{h}");
+        assert_eq!(h["sources"]["mic"]["streams"]["audio"]["state"], "stalled");
+        assert_eq!(h["sources"]["mic"]["streams"]["audio"]["frames_rejected"], 1);
+        assert!(
+            h["sources"]["mic"]["streams"]["audio"]["clock"].is_null(),
+            "not described yet"
+        );
+        st.emit(StreamEvent::Published);
+        assert_eq!(t.snapshot("r", 0)["status"], "ok");
+        t.emit(DaemonEvent::StageFailed {
+            stage: "encoder/audio".into(),
+            reason: "panicked".into(),
+        });
+        let h = t.snapshot("r", 0);
+        assert_eq!(h["status"], "failed");
+        assert_eq!(h["failed_stages"][0]["stage"], "encoder/audio");
+    }
+
+    #[test]
+    fn limiter_suppresses_and_counts() {
+        let mut l = LogLimiter::new(Duration::from_millis(40));
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), None);
+        assert_eq!(l.allow(), None);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(l.allow(), Some(2));
     }
 }
