@@ -308,6 +308,9 @@ pub struct BusConfig {
     pub zenoh_config: String,
     /// Publishing when the network is congested: `drop_newest` or `block`.
     pub when_full: WhenFull,
+    /// Longest an alert may wait for a slow peer before zenoh closes that peer's
+    /// session (alerts are published with congestion control Block).
+    pub alert_block_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -560,6 +563,12 @@ impl Config {
         }
         if self.outputs.queue == 0 {
             return bad("outputs.queue", "expected at least 1".into());
+        }
+        if !(10..=60_000).contains(&self.bus.alert_block_ms) {
+            return bad(
+                "bus.alert_block_ms",
+                format!("expected milliseconds in 10..=60000, got {}", self.bus.alert_block_ms),
+            );
         }
         if self.bus.when_full == WhenFull::DropOldest {
             return bad(

@@ -31,6 +31,13 @@ pub fn zenoh_config(cfg: &BusConfig) -> Result<zenoh::Config, BusError> {
         .map_err(|e| zerr("`bus.multicast_scouting`", e))?;
     z.insert_json5("scouting/gossip/enabled", &cfg.gossip_scouting.to_string())
         .map_err(|e| zerr("`bus.gossip_scouting`", e))?;
+    // Alerts are published with congestion control Block: a peer that cannot take
+    // one for this long has its session closed, so it never holds the daemon longer.
+    z.insert_json5(
+        "transport/link/tx/queue/congestion_control/block/wait_before_close",
+        &((cfg.alert_block_ms * 1000).to_string()),
+    )
+    .map_err(|e| zerr("`bus.alert_block_ms`", e))?;
     Ok(z)
 }
 
@@ -45,20 +52,27 @@ pub async fn open(cfg: &BusConfig) -> Result<zenoh::Session, BusError> {
 }
 
 /// Publishing through a zenoh session, with the congestion control `bus.when_full`
-/// names: `drop_newest` → `Drop` (a slow subscriber never stalls the pipeline),
-/// `block` → `Block`.
+/// names for embeddings, labels, events and health: `drop_newest` → `Drop` (a slow
+/// subscriber never stalls the pipeline), `block` → `Block`. Alerts (keys under
+/// `alerts_prefix`) are always published with `Block` at priority `DataHigh`: a slow
+/// peer may hold them at most `bus.alert_block_ms`, then zenoh closes its session.
 pub struct ZenohSink {
     pub session: zenoh::Session,
     pub congestion: CongestionControl,
+    pub alerts_prefix: String,
 }
 
 impl ZenohSink {
-    pub fn new(session: zenoh::Session, when_full: crate::edge::WhenFull) -> Self {
+    pub fn new(session: zenoh::Session, when_full: crate::edge::WhenFull, topics: &super::Topics) -> Self {
         let congestion = match when_full {
             crate::edge::WhenFull::Block => CongestionControl::Block,
             _ => CongestionControl::Drop,
         };
-        ZenohSink { session, congestion }
+        ZenohSink {
+            session,
+            congestion,
+            alerts_prefix: format!("{}/alerts/", topics.base()),
+        }
     }
 }
 
@@ -70,10 +84,16 @@ impl Sink for ZenohSink {
                 Enc::Cbor => Encoding::APPLICATION_CBOR,
                 Enc::Json => Encoding::APPLICATION_JSON,
             };
+            let (congestion, priority) = if key.starts_with(&self.alerts_prefix) {
+                (CongestionControl::Block, zenoh::qos::Priority::DataHigh)
+            } else {
+                (self.congestion, zenoh::qos::Priority::Data)
+            };
             self.session
                 .put(&key, payload)
                 .encoding(encoding)
-                .congestion_control(self.congestion)
+                .congestion_control(congestion)
+                .priority(priority)
                 .await
                 .map_err(|e| BusError::Zenoh(format!("put {key}: {e}")))
         }

@@ -241,7 +241,7 @@ pub async fn run_graph_with(
         .await
         .map_err(|e| BusError::Zenoh(format!("liveliness token {}: {e}", topics.alive())))?;
     tracing::info!(event = names::BUS_OPEN, base = %topics.base(), listen = ?cfg.bus.listen, connect = ?cfg.bus.connect, "zenoh session open");
-    let sink = Arc::new(ZenohSink::new(session.clone(), cfg.bus.when_full));
+    let sink = Arc::new(ZenohSink::new(session.clone(), cfg.bus.when_full, &topics));
     let telemetry = Arc::new(
         Telemetry::new(Duration::from_secs_f64(cfg.health.stall_s))
             .with_wedge_after(Duration::from_secs_f64(cfg.daemon.watchdog_stall_s)),
