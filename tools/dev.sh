@@ -24,7 +24,7 @@ MINIBIND_FONTS=(fonts-dejavu-core fonts-dejavu-extra fonts-liberation2 fonts-fre
   fonts-hack fonts-firacode fonts-ebgaramond fonts-linuxlibertine fonts-cabin fonts-comfortaa
   fonts-quicksand fonts-bebas-neue fonts-jura fonts-texgyre fonts-lobster fonts-fantasque-sans
   fonts-staypuft fonts-dustin fonts-tlwg-purisa fonts-league-spartan fonts-sil-gentium)
-APT_PKGS=(pkg-config python3-venv systemd libclang-dev libasound2-dev espeak-ng "${MINIBIND_FONTS[@]}")
+APT_PKGS=(pkg-config python3-venv systemd openssl libclang-dev libasound2-dev espeak-ng "${MINIBIND_FONTS[@]}")
 
 log() { printf '\033[1m[sensebind]\033[0m %s\n' "$*" >&2; }
 

@@ -1,0 +1,262 @@
+//! Bus security with the shipped zenoh configs (configs/zenoh/): TLS, mutual TLS and
+//! access control. Certificates are made here with openssl, as docs/security.md
+//! tells an operator to. An authorised operator (client certificate CN=operator) is
+//! served; a peer with a valid certificate but another name is refused (it receives
+//! nothing and cannot register queries); peers without a certificate from the robot's
+//! CA, or without TLS, cannot connect at all.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and certificates for `names` signed by it, in `dir` (`<name>.pem/.key`).
+fn make_pki(dir: &Path, ca: &str, names: &[&str]) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut args = vec!["req", "-x509"];
+    args.extend(ec);
+    let (key, pem, subj) = (format!("{ca}.key"), format!("{ca}.pem"), format!("/CN={ca}"));
+    args.extend(["-keyout", &key, "-out", &pem, "-days", "30", "-subj", &subj]);
+    openssl(dir, &args);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    for n in names {
+        let (k, csr, crt, subj) = (
+            format!("{n}.key"),
+            format!("{n}.csr"),
+            format!("{n}.pem"),
+            format!("/CN={n}"),
+        );
+        let mut args = vec!["req"];
+        args.extend(ec);
+        args.extend(["-keyout", &k, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &args);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &pem,
+                "-CAkey",
+                &key,
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "30",
+                "-extfile",
+                "san.ext",
+            ],
+        );
+    }
+}
+
+/// A zenoh client of the daemon at `endpoint`, with TLS settings `tls` (JSON5).
+async fn tls_client(endpoint: &str, tls: &str) -> zenoh::Result<zenoh::Session> {
+    let mut c = zenoh::Config::default();
+    c.insert_json5("mode", "\"client\"").unwrap();
+    c.insert_json5("connect/endpoints", &format!("[\"{endpoint}\"]"))
+        .unwrap();
+    c.insert_json5("scouting/multicast/enabled", "false").unwrap();
+    c.insert_json5("scouting/gossip/enabled", "false").unwrap();
+    if !tls.is_empty() {
+        c.insert_json5("transport/link/tls", tls).unwrap();
+    }
+    zenoh::open(c).await
+}
+
+fn client_tls(pki: &Path, ca: &str, name: &str) -> String {
+    format!(
+        r#"{{ root_ca_certificate: "{d}/{ca}.pem", connect_certificate: "{d}/{name}.pem", connect_private_key: "{d}/{name}.key", enable_mtls: true, verify_name_on_connect: true }}"#,
+        d = pki.display()
+    )
+}
+
+/// Labels received within `within` by `z`.
+async fn labels_seen(z: &zenoh::Session, within: Duration) -> usize {
+    let sub = z.declare_subscriber("sensebind/secure/labels/**").await.unwrap();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut n = 0;
+    while let Ok(Ok(_)) = tokio::time::timeout_at(deadline, sub.recv_async()).await {
+        n += 1;
+    }
+    n
+}
+
+async fn listed(z: &zenoh::Session) -> Vec<String> {
+    let mut ids = Vec::new();
+    if let Ok(replies) = z.get("sensebind/secure/queries/**").await {
+        while let Ok(r) = replies.recv_async().await {
+            if let Ok(s) = r.result() {
+                let v: serde_json::Value = serde_json::from_slice(&s.payload().to_bytes()).unwrap();
+                ids.push(v["id"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_and_access_control_serve_operators_and_refuse_everyone_else() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("tls");
+    std::fs::create_dir_all(&pki).unwrap();
+    make_pki(&pki, "ca", &["sensebind", "operator", "stranger"]);
+    make_pki(&pki, "other-ca", &["intruder"]);
+    // The shipped config, pointed at this test's certificates.
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/zenoh/mtls-acl.json5")).unwrap();
+    let zcfg = dir.path().join("zenoh.json5");
+    std::fs::write(&zcfg, shipped.replace("/etc/sensebind/tls", &pki.display().to_string())).unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("sensebind.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[robot]\nid = \"secure\"\nstate_dir = \"{}\"\n[bus]\nlisten = [\"tls/127.0.0.1:{port}\"]\nzenoh_config = \"{}\"\n[health]\ninterval_s = 1.0\n{DEMO_SOURCES}",
+            dir.path().join("state").display(),
+            zcfg.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut daemon = Daemon::start(&cfg, &log);
+    let dump = || std::fs::read_to_string(&log).unwrap_or_default();
+    let endpoint = format!("tls/127.0.0.1:{port}");
+
+    // The operator is served: labels, query registration, listing, alerts.
+    let mut operator = None;
+    for _ in 0..60 {
+        if let Ok(z) = tls_client(&endpoint, &client_tls(&pki, "ca", "operator")).await {
+            operator = Some(z);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let operator = operator.unwrap_or_else(|| panic!("the operator cannot connect; log:\n{}", dump()));
+    assert!(
+        labels_seen(&operator, Duration::from_secs(8)).await >= 5,
+        "the operator receives labels; log:\n{}",
+        dump()
+    );
+    let alerts = operator.declare_subscriber("sensebind/secure/alerts/op").await.unwrap();
+    operator
+        .put(
+            "sensebind/secure/queries/op",
+            r#"{"text":"anything","threshold":-1,"cooldown_s":0}"#,
+        )
+        .await
+        .unwrap();
+    let a = tokio::time::timeout(Duration::from_secs(15), alerts.recv_async()).await;
+    assert!(matches!(a, Ok(Ok(_))), "the operator's query fires; log:\n{}", dump());
+    assert!(listed(&operator).await.contains(&"op".to_string()));
+
+    // A peer with a valid certificate of another name connects, but is refused
+    // everything: it receives nothing, and its registration never reaches the daemon.
+    let stranger = tls_client(&endpoint, &client_tls(&pki, "ca", "stranger"))
+        .await
+        .expect("TLS itself lets a CA-signed peer in");
+    assert_eq!(
+        labels_seen(&stranger, Duration::from_secs(4)).await,
+        0,
+        "ACL must hide labels"
+    );
+    stranger
+        .put("sensebind/secure/queries/evil", r#"{"text":"x"}"#)
+        .await
+        .unwrap();
+    assert!(listed(&stranger).await.is_empty(), "ACL must refuse listing");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ids = listed(&operator).await;
+    assert!(
+        !ids.contains(&"evil".to_string()),
+        "the stranger's query was registered: {ids:?}"
+    );
+
+    // Without a certificate from the robot's CA, or without TLS: no session at all.
+    assert!(
+        tls_client(&endpoint, &client_tls(&pki, "other-ca", "intruder"))
+            .await
+            .is_err(),
+        "a certificate from another CA must be refused"
+    );
+    assert!(
+        tls_client(&format!("tcp/127.0.0.1:{port}"), "").await.is_err(),
+        "plain TCP must be refused"
+    );
+    // The operator is still served.
+    assert!(labels_seen(&operator, Duration::from_secs(4)).await >= 2);
+    assert!(daemon.running());
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_encrypts_the_bus_and_clients_check_the_daemon() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("tls");
+    std::fs::create_dir_all(&pki).unwrap();
+    make_pki(&pki, "ca", &["sensebind"]);
+    make_pki(&pki, "other-ca", &["impostor"]);
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/zenoh/tls.json5")).unwrap();
+    let zcfg = dir.path().join("zenoh.json5");
+    std::fs::write(&zcfg, shipped.replace("/etc/sensebind/tls", &pki.display().to_string())).unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("sensebind.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[robot]\nid = \"secure\"\nstate_dir = \"{}\"\n[bus]\nlisten = [\"tls/127.0.0.1:{port}\"]\nzenoh_config = \"{}\"\n{DEMO_SOURCES}",
+            dir.path().join("state").display(),
+            zcfg.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut daemon = Daemon::start(&cfg, &log);
+    let endpoint = format!("tls/127.0.0.1:{port}");
+    let server_only = |ca: &str| {
+        format!(
+            r#"{{ root_ca_certificate: "{}/{ca}.pem", verify_name_on_connect: true }}"#,
+            pki.display()
+        )
+    };
+    // A client trusting the robot's CA (no client certificate needed) is served.
+    let mut z = None;
+    for _ in 0..60 {
+        if let Ok(s) = tls_client(&endpoint, &server_only("ca")).await {
+            z = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let z = z.unwrap_or_else(|| {
+        panic!(
+            "no TLS session; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    assert!(labels_seen(&z, Duration::from_secs(8)).await >= 5);
+    // A client that trusts another CA refuses the daemon; plain TCP is refused.
+    assert!(tls_client(&endpoint, &server_only("other-ca")).await.is_err());
+    assert!(tls_client(&format!("tcp/127.0.0.1:{port}"), "").await.is_err());
+    daemon.stop();
+}
