@@ -379,11 +379,40 @@ impl Config {
         user_file: Option<&Path>,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        let user = match user_file {
+            Some(p) => {
+                if !p.is_file() {
+                    return Err(ConfigError::Invalid(format!(
+                        "config file {} does not exist or is not a file",
+                        p.display()
+                    )));
+                }
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::File {
+                    path: p.to_path_buf(),
+                    cause: e.to_string(),
+                })?;
+                Some((p.to_path_buf(), text))
+            }
+            None => None,
+        };
+        Self::layered(user, vars)
+    }
+
+    /// A user config given as TOML text (named `name` in errors), over the built-in
+    /// defaults, without the environment: what `load` does with a file.
+    pub fn from_toml_str(name: &str, text: &str) -> Result<Config, ConfigError> {
+        Self::layered(Some((PathBuf::from(name), text.to_string())), Vec::new())
+    }
+
+    fn layered(
+        user: Option<(PathBuf, String)>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         // A user file that writes `[labels.sets]` replaces the default label sets (the
         // digits of the demo world) instead of adding to them.
-        let user_sets = user_file
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|t| t.parse::<toml::Table>().ok())
+        let user_sets = user
+            .as_ref()
+            .and_then(|(_, t)| t.parse::<toml::Table>().ok())
             .is_some_and(|t| t.get("labels").and_then(|l| l.get("sets")).is_some());
         let base = if user_sets {
             let mut t: toml::Table = DEFAULT_TOML.parse().expect("configs/default.toml is valid TOML");
@@ -395,22 +424,16 @@ impl Config {
             DEFAULT_TOML.to_string()
         };
         let mut b = config::Config::builder().add_source(config::File::from_str(&base, config::FileFormat::Toml));
-        if let Some(p) = user_file {
-            if !p.is_file() {
-                return Err(ConfigError::Invalid(format!(
-                    "config file {} does not exist or is not a file",
-                    p.display()
-                )));
-            }
+        if let Some((path, text)) = &user {
             // Parse the file alone first so a syntax error names the file.
             config::Config::builder()
-                .add_source(config::File::from(p).format(config::FileFormat::Toml))
+                .add_source(config::File::from_str(text, config::FileFormat::Toml))
                 .build()
                 .map_err(|e| ConfigError::File {
-                    path: p.to_path_buf(),
+                    path: path.clone(),
                     cause: e.to_string(),
                 })?;
-            b = b.add_source(config::File::from(p).format(config::FileFormat::Toml));
+            b = b.add_source(config::File::from_str(text, config::FileFormat::Toml));
         } else {
             b = b.add_source(config::File::from_str(DEMO_TOML, config::FileFormat::Toml));
         }

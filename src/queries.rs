@@ -533,7 +533,7 @@ impl Registry {
 }
 
 /// Parse a store's bytes: every entry that parses, and what was wrong, if anything.
-fn parse_store(bytes: &[u8]) -> (Vec<QuerySpec>, Option<String>) {
+pub fn parse_store(bytes: &[u8]) -> (Vec<QuerySpec>, Option<String>) {
     let v: serde_json::Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
         Err(e) => return (Vec::new(), Some(format!("not JSON: {e}"))),
@@ -852,6 +852,17 @@ mod tests {
         assert!(r.store_error().is_some());
         assert_eq!(r.matches("mic", Modality::Audio, &[1.0, 0.0], 0, 0, 1).len(), 1);
         assert!(!r.retry_save());
+        // A full disk: every write fails with ENOSPC (the temp file is /dev/full).
+        let full_dir = dir.path().join("full");
+        std::fs::create_dir(&full_dir).unwrap();
+        std::os::unix::fs::symlink("/dev/full", full_dir.join("queries.json.tmp")).unwrap();
+        let mut full = Registry::new(&full_dir, 4);
+        let p = full.insert(spec.clone(), vec![1.0, 0.0]).unwrap();
+        assert!(
+            matches!(p, Persisted::MemoryOnly(ref e) if e.contains("No space left")),
+            "{p:?}"
+        );
+        assert_eq!(full.len(), 1);
         // The disk comes back: the next write holds every query.
         std::fs::remove_file(&blocked).unwrap();
         assert!(r.retry_save());

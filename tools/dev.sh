@@ -106,6 +106,10 @@ case "${1:-}" in
     SENSEBIND_PYTHON="$VENV/bin/python" cargo test --release --locked --features robot
     log "Python tests (bus client, MCAP readers/writers, Foxglove live view)"
     SENSEBIND_BIN="$ROOT/target/release/sensebind" "$VENV/bin/python" -m pytest -q tests/python
+    # Every parser and converter that reads outside data, fuzzed from the committed
+    # corpus (fuzz/corpus) for a few seconds each; a crash fails the run.
+    log "fuzz (tools/fuzz.sh, ${FUZZ_SECONDS:-8} s per target)"
+    FUZZ_SECONDS="${FUZZ_SECONDS:-8}" tools/fuzz.sh
     ;;
   *)
     echo "usage: tools/dev.sh setup|demo|test|ort-path" >&2

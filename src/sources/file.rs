@@ -250,21 +250,27 @@ impl FrameFolder {
 /// Decode an image file whose header declares a size within `limits` (a tiny PNG can
 /// declare 20000×20000 pixels: the decoder refuses it before allocating).
 fn checked_decode(path: &Path, limits: ImageLimits, what: &str) -> Result<image::DynamicImage, SourceError> {
-    let mut reader = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| bad(path, format!("expected {what}: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| bad(path, format!("expected {what}: {e}")))?;
+    decode_image(&bytes, limits, what).map_err(|e| bad(path, e))
+}
+
+/// Decode an image held in memory (PNG or JPEG, format guessed from its bytes),
+/// checking its size against `limits` from the header, before any pixel is decoded.
+pub fn decode_image(bytes: &[u8], limits: ImageLimits, what: &str) -> Result<image::DynamicImage, String> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| format!("expected {what}: {e}"))?;
     let mut l = image::Limits::default();
     l.max_image_width = Some(limits.max_side);
     l.max_image_height = Some(limits.max_side);
     reader.limits(l);
     let img = reader.decode().map_err(|e| match e {
-        image::ImageError::Limits(_) => bad(
-            path,
-            format!("image larger than `limits.max_image_side` = {} pixels", limits.max_side),
-        ),
-        e => bad(path, format!("expected {what}: {e}")),
+        image::ImageError::Limits(_) => {
+            format!("image larger than `limits.max_image_side` = {} pixels", limits.max_side)
+        }
+        e => format!("expected {what}: {e}"),
     })?;
-    limits.check(img.width(), img.height()).map_err(|e| bad(path, e))?;
+    limits.check(img.width(), img.height())?;
     Ok(img)
 }
 
@@ -364,14 +370,38 @@ pub struct Wav {
 
 /// Read a whole WAV file (integer 8–32 bit or 32-bit float).
 pub fn read_wav(path: &Path) -> Result<Wav, SourceError> {
-    let reader = hound::WavReader::open(path).map_err(|e| open_err(path, format!("expected a WAV file: {e}")))?;
+    let f = std::fs::File::open(path).map_err(|e| open_err(path, format!("expected a WAV file: {e}")))?;
+    parse_wav(std::io::BufReader::new(f)).map_err(|e| match e {
+        WavError::Header(e) => open_err(path, e),
+        WavError::Data(e) => bad(path, e),
+    })
+}
+
+/// Why a WAV stream could not be read: its header, or its data.
+#[derive(Debug)]
+pub enum WavError {
+    Header(String),
+    Data(String),
+}
+
+/// Parse a WAV stream (integer 8–32 bit or 32-bit float) into normalised samples.
+pub fn parse_wav(r: impl std::io::Read) -> Result<Wav, WavError> {
+    let reader = hound::WavReader::new(r).map_err(|e| WavError::Header(format!("expected a WAV file: {e}")))?;
     let spec = reader.spec();
     if spec.channels == 0 || spec.sample_rate == 0 {
-        return Err(bad(path, "WAV header has 0 channels or a 0 Hz sample rate"));
+        return Err(WavError::Header(
+            "WAV header has 0 channels or a 0 Hz sample rate".into(),
+        ));
     }
     let samples: Result<Vec<f32>, hound::Error> = match spec.sample_format {
         hound::SampleFormat::Float => reader.into_samples::<f32>().collect(),
         hound::SampleFormat::Int => {
+            if !(1..=32).contains(&spec.bits_per_sample) {
+                return Err(WavError::Header(format!(
+                    "WAV header has {} bits per sample",
+                    spec.bits_per_sample
+                )));
+            }
             let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
             reader
                 .into_samples::<i32>()
@@ -379,7 +409,7 @@ pub fn read_wav(path: &Path) -> Result<Wav, SourceError> {
                 .collect()
         }
     };
-    let samples = samples.map_err(|e| bad(path, format!("WAV data unreadable: {e}")))?;
+    let samples = samples.map_err(|e| WavError::Data(format!("WAV data unreadable: {e}")))?;
     Ok(Wav {
         sample_rate: spec.sample_rate,
         channels: spec.channels,
