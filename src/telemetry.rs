@@ -985,14 +985,14 @@ impl Telemetry {
                 cum += h.buckets[i];
                 put(
                     "sensebind_stream_latency_seconds",
-                    format!("{l},le=\"{ub}\""),
+                    format!("bucket|{l},le=\"{ub}\""),
                     cum.to_string(),
                 );
             }
             cum += h.buckets[LATENCY_BUCKETS_S.len()];
             put(
                 "sensebind_stream_latency_seconds",
-                format!("{l},le=\"+Inf\""),
+                format!("bucket|{l},le=\"+Inf\""),
                 cum.to_string(),
             );
             put(
@@ -1043,14 +1043,15 @@ impl Telemetry {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
             for line in samples.get(name).into_iter().flatten() {
-                // Histogram sum/count lines carry their suffix before the labels.
-                let line = match line.split_once("{sum|").or_else(|| line.split_once("{count|")) {
-                    Some((base, rest)) => {
-                        let suffix = if line.contains("{sum|") { "_sum" } else { "_count" };
-                        format!("{base}{suffix}{{{rest}")
-                    }
-                    None => line.clone(),
-                };
+                // Histogram lines carry their suffix (`_bucket`, `_sum`, `_count`) before
+                // the labels.
+                let line = ["bucket", "sum", "count"]
+                    .iter()
+                    .find_map(|suffix| {
+                        let (base, rest) = line.split_once(&format!("{{{suffix}|"))?;
+                        Some(format!("{base}_{suffix}{{{rest}"))
+                    })
+                    .unwrap_or_else(|| line.clone());
                 let _ = writeln!(out, "{line}");
             }
         }
