@@ -143,7 +143,10 @@ async fn a_flood_of_requests_is_bounded_answered_and_counted_and_the_store_never
             sent += 1;
         }
         if i % 30 == 0 {
-            z.put(format!("sensebind/hostile/queries/bad/{i}"), "{}").await.unwrap();
+            z.put(format!("sensebind/hostile/queries/bad/{i}"), "{}")
+                .congestion_control(zenoh::qos::CongestionControl::Block)
+                .await
+                .unwrap();
             sent += 1;
         }
     }
@@ -165,8 +168,9 @@ async fn a_flood_of_requests_is_bounded_answered_and_counted_and_the_store_never
     assert_eq!(
         answered.len() as u64 + registered.len() as u64,
         sent,
-        "every request answered: {by_code:?}, {} registered; log:\n{}",
+        "every request answered: {by_code:?}, {} registered; health counted {}; log:\n{}",
         registered.len(),
+        health(&z).await["queries_refused"],
         dump()
     );
     // Registrations held to burst + rate × time (the flood and the answers).

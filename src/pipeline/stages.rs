@@ -226,7 +226,9 @@ pub async fn query_service(
             let _ = session
                 .put(topic, body)
                 .encoding(zenoh::bytes::Encoding::APPLICATION_JSON)
-                .congestion_control(zenoh::qos::CongestionControl::Drop)
+                // Every refusal is answered: Block, bounded like alerts (a peer that
+                // cannot take it for `bus.alert_block_ms` has its session closed).
+                .congestion_control(zenoh::qos::CongestionControl::Block)
                 .await;
         }
     };
