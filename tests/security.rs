@@ -100,48 +100,48 @@ async fn labels_seen(z: &zenoh::Session, within: Duration) -> usize {
     n
 }
 
-async fn listed(z: &zenoh::Session) -> Vec<String> {
-    let mut ids = Vec::new();
-    if let Ok(replies) = z.get("sensebind/secure/queries/**").await {
-        while let Ok(r) = replies.recv_async().await {
-            if let Ok(s) = r.result() {
-                let v: serde_json::Value = serde_json::from_slice(&s.payload().to_bytes()).unwrap();
-                ids.push(v["id"].as_str().unwrap_or_default().to_string());
-            }
-        }
-    }
-    ids
+/// A daemon on `tls/127.0.0.1:<port>` with the shipped `configs/zenoh/<shipped>`,
+/// pointed at a PKI made in `dir/tls`: the robot's CA (`ca`) signing the daemon's
+/// certificate and `clients`, and another CA (`other-ca`) signing `outsider`.
+fn secure_daemon(
+    dir: &Path,
+    shipped: &str,
+    clients: &[&str],
+    outsider: &str,
+) -> (std::path::PathBuf, Daemon, std::path::PathBuf, u16) {
+    let pki = dir.join("tls");
+    std::fs::create_dir_all(&pki).unwrap();
+    let mut names = vec!["sensebind"];
+    names.extend(clients);
+    make_pki(&pki, "ca", &names);
+    make_pki(&pki, "other-ca", &[outsider]);
+    let text = std::fs::read_to_string(format!("{}/configs/zenoh/{shipped}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let zcfg = dir.join("zenoh.json5");
+    std::fs::write(&zcfg, text.replace("/etc/sensebind/tls", &pki.display().to_string())).unwrap();
+    let port = free_port();
+    let cfg = dir.join("sensebind.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[robot]\nid = \"secure\"\nstate_dir = \"{}\"\n[bus]\nlisten = [\"tls/127.0.0.1:{port}\"]\nzenoh_config = \"{}\"\n[health]\ninterval_s = 1.0\n{DEMO_SOURCES}",
+            dir.join("state").display(),
+            zcfg.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("daemon.log");
+    let daemon = Daemon::start(&cfg, &log);
+    (pki, daemon, log, port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_and_access_control_serve_operators_and_refuse_everyone_else() {
     require_ort();
     let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("tls");
-    std::fs::create_dir_all(&pki).unwrap();
-    make_pki(&pki, "ca", &["sensebind", "operator", "stranger"]);
-    make_pki(&pki, "other-ca", &["intruder"]);
-    // The shipped config, pointed at this test's certificates.
-    let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/zenoh/mtls-acl.json5")).unwrap();
-    let zcfg = dir.path().join("zenoh.json5");
-    std::fs::write(&zcfg, shipped.replace("/etc/sensebind/tls", &pki.display().to_string())).unwrap();
-    let port = free_port();
-    let cfg = dir.path().join("sensebind.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[robot]\nid = \"secure\"\nstate_dir = \"{}\"\n[bus]\nlisten = [\"tls/127.0.0.1:{port}\"]\nzenoh_config = \"{}\"\n[health]\ninterval_s = 1.0\n{DEMO_SOURCES}",
-            dir.path().join("state").display(),
-            zcfg.display()
-        ),
-    )
-    .unwrap();
-    let log = dir.path().join("daemon.log");
-    let mut daemon = Daemon::start(&cfg, &log);
+    let (pki, mut daemon, log, port) =
+        secure_daemon(dir.path(), "mtls-acl.json5", &["operator", "stranger"], "intruder");
     let dump = || std::fs::read_to_string(&log).unwrap_or_default();
     let endpoint = format!("tls/127.0.0.1:{port}");
-
     // The operator is served: labels, query registration, listing, alerts.
     let mut operator = None;
     for _ in 0..60 {
@@ -167,7 +167,7 @@ async fn mutual_tls_and_access_control_serve_operators_and_refuse_everyone_else(
         .unwrap();
     let a = tokio::time::timeout(Duration::from_secs(15), alerts.recv_async()).await;
     assert!(matches!(a, Ok(Ok(_))), "the operator's query fires; log:\n{}", dump());
-    assert!(listed(&operator).await.contains(&"op".to_string()));
+    assert!(query_ids(&operator, "secure").await.contains(&"op".to_string()));
 
     // A peer with a valid certificate of another name connects, but is refused
     // everything: it receives nothing, and its registration never reaches the daemon.
@@ -183,9 +183,12 @@ async fn mutual_tls_and_access_control_serve_operators_and_refuse_everyone_else(
         .put("sensebind/secure/queries/evil", r#"{"text":"x"}"#)
         .await
         .unwrap();
-    assert!(listed(&stranger).await.is_empty(), "ACL must refuse listing");
+    assert!(
+        query_ids(&stranger, "secure").await.is_empty(),
+        "ACL must refuse listing"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let ids = listed(&operator).await;
+    let ids = query_ids(&operator, "secure").await;
     assert!(
         !ids.contains(&"evil".to_string()),
         "the stranger's query was registered: {ids:?}"
@@ -212,26 +215,7 @@ async fn mutual_tls_and_access_control_serve_operators_and_refuse_everyone_else(
 async fn tls_encrypts_the_bus_and_clients_check_the_daemon() {
     require_ort();
     let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("tls");
-    std::fs::create_dir_all(&pki).unwrap();
-    make_pki(&pki, "ca", &["sensebind"]);
-    make_pki(&pki, "other-ca", &["impostor"]);
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/zenoh/tls.json5")).unwrap();
-    let zcfg = dir.path().join("zenoh.json5");
-    std::fs::write(&zcfg, shipped.replace("/etc/sensebind/tls", &pki.display().to_string())).unwrap();
-    let port = free_port();
-    let cfg = dir.path().join("sensebind.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[robot]\nid = \"secure\"\nstate_dir = \"{}\"\n[bus]\nlisten = [\"tls/127.0.0.1:{port}\"]\nzenoh_config = \"{}\"\n{DEMO_SOURCES}",
-            dir.path().join("state").display(),
-            zcfg.display()
-        ),
-    )
-    .unwrap();
-    let log = dir.path().join("daemon.log");
-    let mut daemon = Daemon::start(&cfg, &log);
+    let (pki, mut daemon, log, port) = secure_daemon(dir.path(), "tls.json5", &[], "impostor");
     let endpoint = format!("tls/127.0.0.1:{port}");
     let server_only = |ca: &str| {
         format!(

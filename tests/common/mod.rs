@@ -158,6 +158,22 @@ pub async fn listener(port: u16) -> zenoh::Session {
     peer(port, "listen").await
 }
 
+/// The ids of the queries `robot`'s daemon lists on `get queries/**` (empty when the
+/// get is refused or unanswered).
+pub async fn query_ids(z: &zenoh::Session, robot: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    if let Ok(replies) = z.get(format!("sensebind/{robot}/queries/**")).await {
+        while let Ok(r) = replies.recv_async().await {
+            if let Ok(s) = r.result() {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&s.payload().to_bytes()) {
+                    ids.push(v["id"].as_str().unwrap_or_default().to_string());
+                }
+            }
+        }
+    }
+    ids
+}
+
 /// A stand-in for systemd's notify socket: collects every datagram the daemon sends
 /// (sd_notify(3): `KEY=value` lines) with the time it arrived.
 pub struct NotifySocket {
