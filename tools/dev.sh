@@ -109,8 +109,8 @@ case "${1:-}" in
     SENSEBIND_BIN="$ROOT/target/release/sensebind" "$VENV/bin/python" -m pytest -q tests/python
     # Every parser and converter that reads outside data, fuzzed from the committed
     # corpus (fuzz/corpus) for a few seconds each; a crash fails the run.
-    log "fuzz (tools/fuzz.sh, ${FUZZ_SECONDS:-8} s per target)"
-    FUZZ_SECONDS="${FUZZ_SECONDS:-8}" tools/fuzz.sh
+    log "fuzz (tools/fuzz.sh, ${FUZZ_SECONDS:-5} s per target)"
+    FUZZ_SECONDS="${FUZZ_SECONDS:-5}" tools/fuzz.sh
     ;;
   *)
     echo "usage: tools/dev.sh setup|demo|test|ort-path" >&2
