@@ -591,13 +591,16 @@ impl Telemetry {
         let sources = lock(&self.sources).clone();
         self.streams()
             .iter()
-            .filter(|st| {
-                !sources
-                    .get(&st.source)
-                    .is_some_and(|s| matches!(s.state(), "ended" | "stopped"))
-            })
-            .filter_map(|st| st.wedged(self.wedge_after))
+            .filter_map(|st| self.stream_wedged(&sources, st))
             .collect()
+    }
+
+    /// Why `st` is wedged, if it is (never once its source has ended or stopped).
+    fn stream_wedged(&self, sources: &BTreeMap<String, Arc<SourceStats>>, st: &StreamStats) -> Option<String> {
+        let done = sources
+            .get(&st.source)
+            .is_some_and(|s| matches!(s.state(), "ended" | "stopped"));
+        (!done).then(|| st.wedged(self.wedge_after)).flatten()
     }
 
     /// One line for systemd's `STATUS=`: streams up, windows published, drops.
@@ -974,10 +977,7 @@ impl Telemetry {
                 );
             }
             put("sensebind_stream_windows_pending", l.clone(), st.pending().to_string());
-            let ended = sources
-                .get(id)
-                .is_some_and(|s| matches!(s.state(), "ended" | "stopped"));
-            let wedged = !ended && st.wedged(self.wedge_after).is_some();
+            let wedged = self.stream_wedged(&sources, st).is_some();
             put("sensebind_stream_wedged", l.clone(), (wedged as u8).to_string());
             let h = lock(&st.latency);
             let mut cum = 0;

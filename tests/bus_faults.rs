@@ -144,23 +144,8 @@ async fn the_router_going_away_and_coming_back() {
         "labels resume after the router returns; log:\n{}",
         dump()
     );
-    let alerts = watcher
-        .declare_subscriber("sensebind/roaming/alerts/back")
-        .await
-        .unwrap();
-    watcher
-        .put(
-            "sensebind/roaming/queries/back",
-            r#"{"text":"anything","threshold":-1,"cooldown_s":0}"#,
-        )
-        .await
-        .unwrap();
-    let a = tokio::time::timeout(Duration::from_secs(15), alerts.recv_async()).await;
-    assert!(
-        matches!(a, Ok(Ok(_))),
-        "a query registered after the return fires; log:\n{}",
-        dump()
-    );
+    let fired = a_query_fires(&watcher, "roaming", "back").await;
+    assert!(fired, "a query registered after the return fires; log:\n{}", dump());
     assert!(!dump().contains("panicked"));
     daemon.stop();
 }

@@ -174,6 +174,25 @@ pub async fn query_ids(z: &zenoh::Session, robot: &str) -> Vec<String> {
     ids
 }
 
+/// Register query `id` on `robot`'s daemon through `z` with a threshold that every
+/// window passes, and wait up to 15 s for its first alert.
+pub async fn a_query_fires(z: &zenoh::Session, robot: &str, id: &str) -> bool {
+    let alerts = z
+        .declare_subscriber(format!("sensebind/{robot}/alerts/{id}"))
+        .await
+        .unwrap();
+    z.put(
+        format!("sensebind/{robot}/queries/{id}"),
+        r#"{"text":"anything","threshold":-1,"cooldown_s":0}"#,
+    )
+    .await
+    .unwrap();
+    matches!(
+        tokio::time::timeout(Duration::from_secs(15), alerts.recv_async()).await,
+        Ok(Ok(_))
+    )
+}
+
 /// A stand-in for systemd's notify socket: collects every datagram the daemon sends
 /// (sd_notify(3): `KEY=value` lines) with the time it arrived.
 pub struct NotifySocket {
