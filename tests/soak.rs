@@ -1,5 +1,5 @@
 //! Soak: the five synthetic streams unpaced (sensor time runs as fast as the
-//! encoders allow, faster than real time) for `SENSEBIND_SOAK_S` seconds (60 by
+//! encoders allow, faster than real time) for `SENSEBIND_SOAK_S` seconds (30 by
 //! default in CI; an hour by hand: `SENSEBIND_SOAK_S=3600 cargo test --release --test
 //! soak -- --nocapture`). Read through the Prometheus endpoint, it asserts flat
 //! memory (RSS), no growth of any queue (windows pending) and counters that add up
@@ -48,7 +48,7 @@ fn five_unpaced_streams_run_flat_and_their_counters_add_up() {
     let soak_s: f64 = std::env::var("SENSEBIND_SOAK_S")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(60.0);
+        .unwrap_or(30.0);
     let dir = tempfile::tempdir().unwrap();
     let metrics_port = free_port();
     let unpaced: String = DEMO_SOURCES

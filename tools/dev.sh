@@ -96,11 +96,12 @@ case "${1:-}" in
     log "cargo fmt --check"
     cargo fmt --all -- --check
     # Drivers sit behind cargo features; `robot` enables every one that builds here.
-    log "cargo clippy -D warnings (default features, and --features robot)"
+    log "cargo clippy -D warnings (default features, and every driver)"
     cargo clippy --release --locked --all-targets -- -D warnings
-    cargo clippy --release --locked --all-targets --features robot -- -D warnings
-    # RealSense cannot link here (no librealsense2 in Debian); realsense-sys's
-    # `docs-only` bindings let the driver be type-checked against the real API.
+    # Every driver at once (no code is compiled only *without* a feature, so this covers
+    # `--features robot` too). RealSense cannot link here (no librealsense2 in Debian);
+    # realsense-sys's `docs-only` bindings let the driver be type-checked against the
+    # real API.
     cargo clippy --release --locked --all-targets --features robot,realsense,realsense-rust/docs-only -- -D warnings
     log "cargo test (release, --features robot)"
     # tests/minibind.rs writes held-out digit-world files with the venv's Python.
