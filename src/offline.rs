@@ -177,7 +177,9 @@ pub fn embed_image(models: &Models, cfg: &Config, path: &Path) -> Result<Embeddi
         return Err(OfflineError::Failed("decoder returned no RGB image".into()));
     };
     let vprep = crate::preprocess::vision::VisionPrep::new(models.vision_config.clone());
-    let input = vprep.still(width, height, &data);
+    let input = vprep
+        .still(width, height, &data)
+        .map_err(|e| OfflineError::Failed(format!("{}: {e}", path.display())))?;
     let enc = models
         .encoders
         .get(&Modality::Vision)

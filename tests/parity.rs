@@ -194,7 +194,7 @@ fn images_match_official_loader() {
         else {
             panic!()
         };
-        let ModelInput::F32(ours) = vp.still(width, height, &data) else {
+        let ModelInput::F32(ours) = vp.still(width, height, &data).unwrap() else {
             panic!()
         };
         // Official tensor = Normalize(crop / 255), stored losslessly as the u8 crop.

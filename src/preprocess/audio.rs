@@ -36,6 +36,21 @@ pub struct Resampler {
     kernel: Vec<f32>,
 }
 
+/// Dot product with 8 independent sums, so the compiler can keep them in SIMD lanes
+/// (a single running f32 sum must be added in order, one add latency per element).
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {
         a
@@ -94,8 +109,7 @@ impl Resampler {
                 if out.len() == target {
                     break 'outer;
                 }
-                let k = &self.kernel[p * taps..(p + 1) * taps];
-                out.push(seg.iter().zip(k).map(|(a, b)| a * b).sum());
+                out.push(dot(seg, &self.kernel[p * taps..(p + 1) * taps]));
             }
         }
         out
@@ -110,8 +124,10 @@ pub struct Fbank {
     shift: usize,
     padded: usize,
     window: Vec<f32>,
-    /// `num_bins` × `padded/2 + 1` (last column, Nyquist, is zero as in torchaudio).
-    mel: Vec<f32>,
+    /// Each mel bin's triangle: the first FFT bin it covers and its non-zero weights
+    /// (torchaudio's dense `num_bins × (padded/2 + 1)` matrix without its zeros; the
+    /// Nyquist column is zero there too).
+    mel: Vec<(usize, Vec<f32>)>,
     fft: Arc<dyn realfft::RealToComplex<f32>>,
 }
 
@@ -133,17 +149,22 @@ impl Fbank {
         let bin_width = sample_rate as f64 / padded as f64;
         let (mlo, mhi) = (mel_scale(LOW_FREQ), mel_scale(nyquist));
         let delta = (mhi - mlo) / (num_bins + 1) as f64;
-        let mut mel = vec![0.0f32; num_bins * (nfft + 1)];
+        let mut mel = Vec::with_capacity(num_bins);
         for b in 0..num_bins {
             let left = mlo + b as f64 * delta;
             let center = mlo + (b + 1) as f64 * delta;
             let right = mlo + (b + 2) as f64 * delta;
-            for k in 0..nfft {
-                let m = mel_scale(bin_width * k as f64);
-                let up = (m - left) / (center - left);
-                let down = (right - m) / (right - center);
-                mel[b * (nfft + 1) + k] = up.min(down).max(0.0) as f32;
-            }
+            let row: Vec<f32> = (0..nfft)
+                .map(|k| {
+                    let m = mel_scale(bin_width * k as f64);
+                    let up = (m - left) / (center - left);
+                    let down = (right - m) / (right - center);
+                    up.min(down).max(0.0) as f32
+                })
+                .collect();
+            let first = row.iter().position(|&w| w != 0.0).unwrap_or(0);
+            let last = row.iter().rposition(|&w| w != 0.0).map_or(first, |l| l + 1);
+            mel.push((first, row[first..last].to_vec()));
         }
         let fft = RealFftPlanner::<f32>::new().plan_fft_forward(padded);
         Fbank {
@@ -173,23 +194,27 @@ impl Fbank {
 
     /// Log mel energies, `[frames][num_bins]`.
     pub fn compute(&self, x: &[f32]) -> Vec<Vec<f32>> {
+        let flat = self.compute_flat(x);
+        flat.chunks_exact(self.num_bins).map(|r| r.to_vec()).collect()
+    }
+
+    /// Log mel energies, frame-major `frames × num_bins`, in one allocation.
+    pub fn compute_flat(&self, x: &[f32]) -> Vec<f32> {
         let nframes = self.num_frames(x.len());
-        let nbins = self.padded / 2 + 1;
         let mut buf = self.fft.make_input_vec();
         let mut spec = self.fft.make_output_vec();
         let mut scratch = self.fft.make_scratch_vec();
-        let mut power = vec![0.0f32; nbins];
+        let mut power = vec![0.0f32; self.padded / 2 + 1];
         let eps = f32::EPSILON;
-        let mut out = Vec::with_capacity(nframes);
-        for f in 0..nframes {
+        let mut out = vec![0.0f32; nframes * self.num_bins];
+        for (f, row) in out.chunks_exact_mut(self.num_bins.max(1)).enumerate().take(nframes) {
             let frame = &x[f * self.shift..f * self.shift + self.window_size];
             let mean = frame.iter().sum::<f32>() / self.window_size as f32;
             // Remove DC, pre-emphasis (first sample uses itself), window, zero pad.
-            buf.iter_mut().for_each(|v| *v = 0.0);
-            for i in 0..self.window_size {
-                let cur = frame[i] - mean;
-                let prev = if i == 0 { cur } else { frame[i - 1] - mean };
-                buf[i] = (cur - PREEMPH * prev) * self.window[i];
+            buf[self.window_size..].iter_mut().for_each(|v| *v = 0.0);
+            buf[0] = (frame[0] - mean) * (1.0 - PREEMPH) * self.window[0];
+            for i in 1..self.window_size {
+                buf[i] = ((frame[i] - mean) - PREEMPH * (frame[i - 1] - mean)) * self.window[i];
             }
             self.fft
                 .process_with_scratch(&mut buf, &mut spec, &mut scratch)
@@ -197,14 +222,9 @@ impl Fbank {
             for (p, c) in power.iter_mut().zip(&spec) {
                 *p = c.norm_sqr();
             }
-            let row = (0..self.num_bins)
-                .map(|b| {
-                    let w = &self.mel[b * nbins..(b + 1) * nbins];
-                    let e: f32 = w.iter().zip(&power).map(|(a, b)| a * b).sum();
-                    e.max(eps).ln()
-                })
-                .collect();
-            out.push(row);
+            for (v, (first, w)) in row.iter_mut().zip(&self.mel) {
+                *v = dot(w, &power[*first..*first + w.len()]).max(eps).ln();
+            }
         }
         out
     }
@@ -265,10 +285,10 @@ impl AudioPrep {
             chans.iter().flatten().map(|&v| v as f64).sum::<f64>() / total as f64
         } as f32;
         let ch0: Vec<f32> = chans[0].iter().map(|v| v - mean).collect();
-        let fb = self.fbank.compute(&ch0);
+        let fb = self.fbank.compute_flat(&ch0);
         let (bins, target) = (self.cfg.num_mel_bins, self.cfg.target_length);
         let mut out = vec![0.0f32; bins * target];
-        for (t, row) in fb.iter().take(target).enumerate() {
+        for (t, row) in fb.chunks_exact(bins.max(1)).take(target).enumerate() {
             for (b, v) in row.iter().enumerate() {
                 out[b * target + t] = *v;
             }

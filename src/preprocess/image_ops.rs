@@ -1,8 +1,62 @@
 //! Image helpers shared by vision, depth and thermal preprocessing: PIL-compatible
-//! antialiased bicubic resize (Catmull-Rom, a = −0.5, on f32), torchvision's resize
-//! size rule and centre crop.
+//! antialiased bicubic resize (Catmull-Rom, a = −0.5), torchvision's resize size rule
+//! and centre crop.
+//!
+//! The hot paths never resize a whole frame: a resize followed by a crop is computed as
+//! one resize of the crop's *box* in source coordinates, which PIL defines (and
+//! `fast_image_resize` implements) so that the filter still reads the pixels around
+//! the box. The result equals resize-then-crop up to rounding, and only the source
+//! rows and columns under the crop are touched (1080p: the centre 1080×1080, not all
+//! 1920 columns). RGB frames stay u8 throughout (fixed-point filters, as PIL itself
+//! runs on 8-bit images); only the final 224×224 is normalised to f32.
 
-use fast_image_resize::{images::Image, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::{
+    images::{Image, ImageRef},
+    FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+};
+use std::cell::RefCell;
+
+thread_local! {
+    /// One resizer per thread: it keeps its scratch buffers between frames.
+    static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
+}
+
+fn bicubic() -> ResizeOptions {
+    ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom))
+}
+
+/// The options that make a `size`×`size` output equal the crop at `(left, top)` of the
+/// image resized from `w`×`h` to `rw`×`rh`: the crop's box in source coordinates.
+fn crop_box(w: u32, h: u32, (rw, rh): (u32, u32), (left, top): (u32, u32), size: u32) -> ResizeOptions {
+    let (sx, sy) = (w as f64 / rw as f64, h as f64 / rh as f64);
+    let (l, t) = (left as f64 * sx, top as f64 * sy);
+    // min(): float rounding must not push the box past the image edge.
+    let (bw, bh) = (
+        (size as f64 * sx).min(w as f64 - l),
+        (size as f64 * sy).min(h as f64 - t),
+    );
+    bicubic().crop(l, t, bw, bh)
+}
+
+/// PIL `Image.resize((rw, rh), BICUBIC)` of interleaved u8 RGB, then the `size`×`size`
+/// crop at `(left, top)` of that, written interleaved into `dst` (resized to fit).
+/// Requires `left + size <= rw`, `top + size <= rh` and `rgb.len() == w·h·3`.
+pub fn resize_crop_rgb8(
+    rgb: &[u8],
+    w: u32,
+    h: u32,
+    resized: (u32, u32),
+    offset: (u32, u32),
+    size: u32,
+    dst: &mut Vec<u8>,
+) -> Result<(), String> {
+    let src = ImageRef::new(w, h, rgb, PixelType::U8x3).map_err(|e| format!("RGB frame {w}x{h}: {e}"))?;
+    dst.resize(size as usize * size as usize * 3, 0);
+    let mut out =
+        Image::from_slice_u8(size, size, dst, PixelType::U8x3).map_err(|e| format!("crop {size}x{size}: {e}"))?;
+    let opts = crop_box(w, h, resized, offset, size);
+    RESIZER.with(|r| r.borrow_mut().resize(&src, &mut out, &opts).map_err(|e| e.to_string()))
+}
 
 /// torchvision `Resize(size)` with an int: the short side becomes `size`, the long side
 /// `int(size * long / short)` (truncated). Returns (new_w, new_h).
@@ -48,9 +102,8 @@ pub fn center_crop_offsets(w: u32, h: u32, crop: u32) -> (u32, u32) {
     (off(w), off(h))
 }
 
-/// Resize short side to `size`, centre crop `size`×`size`, output planar
-/// `[channels, size, size]`; `post` maps each resized value (e.g. PIL's u8 rounding and
-/// normalisation).
+/// Resize short side to `size`, centre crop `size`×`size` (one resize of the crop's
+/// box), output planar `[channels, size, size]`; `post` maps each resized value.
 pub fn resize_crop_planar(
     src: &[f32],
     w: u32,
@@ -60,9 +113,71 @@ pub fn resize_crop_planar(
     post: impl FnMut(usize, f32) -> f32,
 ) -> Vec<f32> {
     let (rw, rh) = short_side_size(w, h, size);
-    let resized = resize_f32(src, w, h, channels, rw, rh);
     let offsets = center_crop_offsets(rw, rh, size);
-    crop_planar(&resized, rw, rh, channels, size, offsets, post)
+    if (w, h) == (rw, rh) {
+        return crop_planar(src, w, h, channels, size, offsets, post);
+    }
+    let pt = if channels == 3 {
+        PixelType::F32x3
+    } else {
+        PixelType::F32
+    };
+    let mut s = Image::new(w, h, pt);
+    for (dst, v) in s.buffer_mut().chunks_exact_mut(4).zip(src) {
+        dst.copy_from_slice(&v.to_ne_bytes());
+    }
+    let mut d = Image::new(size, size, pt);
+    let opts = crop_box(w, h, (rw, rh), offsets, size);
+    RESIZER
+        .with(|r| r.borrow_mut().resize(&s, &mut d, &opts))
+        .expect("same pixel type, non-empty sizes, box inside the image");
+    let cropped: Vec<f32> = d
+        .buffer()
+        .chunks_exact(4)
+        .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    crop_planar(&cropped, size, size, channels, size, (0, 0), post)
+}
+
+/// `resize_bilinear_torch` then the `size`×`size` crop at `(left, top)`, computing only
+/// the cropped pixels, straight from u8 RGB (`/255` applied) into planar
+/// `post(channel, v)` values written at `dst[c·plane_stride + y·size + x]`.
+#[allow(clippy::too_many_arguments)]
+pub fn bilinear_torch_crop_rgb8(
+    rgb: &[u8],
+    w: u32,
+    h: u32,
+    (dw, dh): (u32, u32),
+    (left, top): (u32, u32),
+    size: u32,
+    dst: &mut [f32],
+    plane_stride: usize,
+    post: impl Fn(usize, f32) -> f32,
+) {
+    let (w, h, s) = (w as usize, h as usize, size as usize);
+    let axis = |n_in: usize, n_out: usize, from: usize| -> Vec<(usize, usize, f32)> {
+        let scale = n_in as f32 / n_out as f32;
+        (from..from + s)
+            .map(|d| {
+                let p = (scale * (d as f32 + 0.5) - 0.5).max(0.0);
+                let i0 = (p as usize).min(n_in - 1);
+                let i1 = (i0 + 1).min(n_in - 1);
+                (i0, i1, p - i0 as f32)
+            })
+            .collect()
+    };
+    let xs = axis(w, dw as usize, left as usize);
+    let ys = axis(h, dh as usize, top as usize);
+    for (oy, &(y0, y1, ly)) in ys.iter().enumerate() {
+        for (ox, &(x0, x1, lx)) in xs.iter().enumerate() {
+            for c in 0..3 {
+                let p = |x: usize, y: usize| rgb[(y * w + x) * 3 + c] as f32 / 255.0;
+                let top = (1.0 - lx) * p(x0, y0) + lx * p(x1, y0);
+                let bottom = (1.0 - lx) * p(x0, y1) + lx * p(x1, y1);
+                dst[c * plane_stride + oy * s + ox] = post(c, (1.0 - ly) * top + ly * bottom);
+            }
+        }
+    }
 }
 
 /// pytorchvideo `short_side_scale` output size: `floor(long/short · size)` for the
