@@ -5,8 +5,10 @@
 //! connected by [`edge`]s and wired into one supervised graph by [`pipeline`]. Each
 //! stage has one trait or one pure type and is tested alone. At the bottom:
 //! [`clock`] (clock domains), [`telemetry`] (events → counters → health), [`taps`],
-//! [`ident`], [`modality`] and [`config`].
+//! [`ident`], [`modality`] and [`config`]. Tools on top: [`offline`] (`embed`) and
+//! [`bench`].
 
+pub mod bench;
 pub mod bus;
 pub mod calibration;
 pub mod clock;

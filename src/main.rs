@@ -80,6 +80,36 @@ enum Cmd {
         #[arg(long)]
         embeddings: bool,
     },
+    /// Benchmark the daemon's own preprocessing and encoders on windows of what robots
+    /// deliver (vision 2×1920×1080 RGB, audio 2 s at 48 kHz, depth 848×480, thermal
+    /// 160×120, IMU 400 samples), as fast as they go.
+    Bench {
+        /// Model pack directory (default: the `pack.path` from config, else the built-in pack).
+        #[arg(long)]
+        pack: Option<String>,
+        /// Comma-separated modalities (default: every one the pack has).
+        #[arg(long, value_delimiter = ',')]
+        modalities: Option<Vec<String>>,
+        /// Seconds per modality (a quarter preprocessing, a quarter inference, half end to end).
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
+        /// Windows per encoder call.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// ONNX Runtime intra-op threads per encoder (default: `engine.intra_threads`,
+        /// else every CPU).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// One JSON object per modality: modality, preprocess_ms, infer_ms,
+        /// windows_per_s, batch, provider, threads.
+        #[arg(long)]
+        json: bool,
+        /// Instead of benchmarking, write the vision and audio inputs and the daemon's
+        /// preprocessed tensors of them to this directory (tools/bench_vs_official.py
+        /// times the official transforms on the same bytes).
+        #[arg(long, value_name = "DIR")]
+        write_inputs: Option<PathBuf>,
+    },
     /// Play a recording's frames through the pipeline, publishing on the bus as `run`
     /// does; exits when the recording ends.
     Replay {
@@ -182,6 +212,32 @@ fn real_main(cli: Cli) -> Result<()> {
             embeddings,
         } => rt.block_on(record(cfg, out, seconds, embeddings)),
         Cmd::Replay { file, pace, out } => rt.block_on(replay(cfg, file, pace, out)),
+        Cmd::Bench {
+            pack,
+            modalities,
+            seconds,
+            batch,
+            threads,
+            json,
+            write_inputs: Some(dir),
+        } => {
+            let _ = (pack, modalities, seconds, batch, threads, json);
+            let calib = sensebind::calibration::Calibration::load(&cfg.calibration.file)?;
+            let preps = sensebind::preprocess::build_all(&cfg.preprocess, &calib, &Default::default())
+                .into_iter()
+                .map(|p| (p.modality(), p))
+                .collect();
+            sensebind::bench::write_inputs(&dir, &preps).map_err(|e| anyhow!("bench --write-inputs: {e}"))
+        }
+        Cmd::Bench {
+            pack,
+            modalities,
+            seconds,
+            batch,
+            threads,
+            json,
+            write_inputs: None,
+        } => bench(cfg, pack, modalities, seconds, batch, threads, json),
     }
 }
 
@@ -331,6 +387,93 @@ struct EmbedInputs {
     /// IMU CSV file(s) (`t_s,ax,ay,az,gx,gy,gz`); one line per window.
     #[arg(long)]
     imu: Vec<PathBuf>,
+}
+
+fn bench(
+    mut cfg: Config,
+    pack: Option<String>,
+    modalities: Option<Vec<String>>,
+    seconds: f64,
+    batch: usize,
+    threads: Option<usize>,
+    json: bool,
+) -> Result<()> {
+    use sensebind::bench;
+    if let Some(p) = pack {
+        cfg.pack.path = p;
+    }
+    if !(seconds.is_finite() && seconds > 0.0) {
+        bail!("--seconds must be a positive number of seconds, got {seconds}");
+    }
+    if batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    // Run with an explicit thread count, so the one reported is the one that ran.
+    let threads = threads.unwrap_or(if cfg.engine.intra_threads > 0 {
+        cfg.engine.intra_threads
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    });
+    cfg.engine.intra_threads = threads;
+    let pack_has = sensebind::pack::Pack::load(&cfg.pack.path)?;
+    let mods: Vec<Modality> = match modalities {
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                n.trim()
+                    .parse::<Modality>()
+                    .map_err(|e| anyhow!("--modalities: {e}"))
+                    .and_then(|m| {
+                        if pack_has.spec(m).is_some() {
+                            Ok(m)
+                        } else {
+                            Err(anyhow!(
+                                "--modalities: the pack {} has no {m} encoder",
+                                pack_has.location
+                            ))
+                        }
+                    })
+            })
+            .collect::<Result<_>>()?,
+        None => bench::DEFAULT_MODALITIES
+            .into_iter()
+            .filter(|m| pack_has.spec(*m).is_some())
+            .collect(),
+    };
+    drop(pack_has);
+    let sensed: Vec<Modality> = mods.iter().copied().filter(|m| *m != Modality::Text).collect();
+    let models = Models::load(&cfg, &sensed)?;
+    let opt = bench::BenchOptions {
+        seconds,
+        batch,
+        threads,
+    };
+    if !json {
+        println!(
+            "pack {} · batch {batch} · {threads} threads · {seconds} s per modality",
+            models.pack.location
+        );
+        println!(
+            "{:<8} {:>14} {:>20} {:>10}  provider",
+            "modality", "preprocess ms", "infer ms per window", "windows/s"
+        );
+    }
+    for m in mods {
+        let r = bench::bench_modality(&models, m, &opt).map_err(|e| anyhow!("bench {m}: {e}"))?;
+        if json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "{:<8} {:>14.3} {:>20.3} {:>10.2}  {}",
+                r.modality.to_string(),
+                r.preprocess_ms,
+                r.infer_ms,
+                r.windows_per_s,
+                r.provider
+            );
+        }
+    }
+    Ok(())
 }
 
 fn embed(mut cfg: Config, pack: Option<String>, inp: EmbedInputs) -> Result<()> {
