@@ -248,6 +248,33 @@ pub fn write_inputs(
     io(dir.join("inputs.json"), info.to_string().as_bytes())
 }
 
+/// Each modality's embedding of its benchmark window (seq 0; text: [`PROMPT`]), to
+/// compare providers, threads or packs (`bench --vectors`; cosine in
+/// tools/gpu-check.sh and tools/quantize_pack.py).
+pub fn vectors(models: &Models, mods: &[Modality]) -> Result<Vec<(Modality, Vec<f32>)>, String> {
+    let mut out = Vec::new();
+    for &m in mods {
+        let enc = models
+            .encoders
+            .get(&m)
+            .ok_or_else(|| format!("the pack has no {m} encoder"))?;
+        let v = if m == Modality::Text {
+            enc.encode(&[models.text.input(PROMPT)])
+                .map_err(|e| e.to_string())?
+                .remove(0)
+        } else {
+            let prep = models
+                .preprocessors
+                .get(&m)
+                .ok_or_else(|| format!("no {m} preprocessor"))?;
+            let w = robot_window(m, 0).expect("sensed modality");
+            embed_windows(prep.as_ref(), enc.as_ref(), &[&w]).remove(0)?
+        };
+        out.push((m, v));
+    }
+    Ok(out)
+}
+
 /// Median of durations, in ms.
 pub fn p50_ms(v: &mut [Duration]) -> f64 {
     percentile_ms(v, 0.5)

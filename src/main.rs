@@ -109,6 +109,11 @@ enum Cmd {
         /// times the official transforms on the same bytes).
         #[arg(long, value_name = "DIR")]
         write_inputs: Option<PathBuf>,
+        /// Also write each modality's embedding of its benchmark window to this file,
+        /// one JSON line each: {"modality", "embedding", "provider", "provider_nodes"}
+        /// (to compare providers or packs).
+        #[arg(long, value_name = "FILE")]
+        vectors: Option<PathBuf>,
     },
     /// Play a recording's frames through the pipeline, publishing on the bus as `run`
     /// does; exits when the recording ends.
@@ -213,15 +218,9 @@ fn real_main(cli: Cli) -> Result<()> {
         } => rt.block_on(record(cfg, out, seconds, embeddings)),
         Cmd::Replay { file, pace, out } => rt.block_on(replay(cfg, file, pace, out)),
         Cmd::Bench {
-            pack,
-            modalities,
-            seconds,
-            batch,
-            threads,
-            json,
             write_inputs: Some(dir),
+            ..
         } => {
-            let _ = (pack, modalities, seconds, batch, threads, json);
             let calib = sensebind::calibration::Calibration::load(&cfg.calibration.file)?;
             let preps = sensebind::preprocess::build_all(&cfg.preprocess, &calib, &Default::default())
                 .into_iter()
@@ -237,7 +236,8 @@ fn real_main(cli: Cli) -> Result<()> {
             threads,
             json,
             write_inputs: None,
-        } => bench(cfg, pack, modalities, seconds, batch, threads, json),
+            vectors,
+        } => bench(cfg, pack, modalities, seconds, batch, threads, json, vectors),
     }
 }
 
@@ -397,6 +397,7 @@ fn bench(
     batch: usize,
     threads: Option<usize>,
     json: bool,
+    vectors: Option<PathBuf>,
 ) -> Result<()> {
     use sensebind::bench;
     if let Some(p) = pack {
@@ -443,6 +444,19 @@ fn bench(
     drop(pack_has);
     let sensed: Vec<Modality> = mods.iter().copied().filter(|m| *m != Modality::Text).collect();
     let models = Models::load(&cfg, &sensed)?;
+    if let Some(path) = vectors {
+        let lines: Vec<String> = bench::vectors(&models, &mods)
+            .map_err(|e| anyhow!("bench --vectors: {e}"))?
+            .into_iter()
+            .map(|(m, v)| {
+                let e = &models.encoders[&m];
+                let nodes: serde_json::Map<String, serde_json::Value> =
+                    e.nodes_per_provider().into_iter().map(|(p, n)| (p, json!(n))).collect();
+                json!({"modality": m, "embedding": v, "provider": e.provider(), "provider_nodes": nodes}).to_string()
+            })
+            .collect();
+        std::fs::write(&path, lines.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
     let opt = bench::BenchOptions {
         seconds,
         batch,
@@ -813,11 +827,16 @@ fn check(cfg: Config) -> Result<()> {
     println!("pack: {} ({})", models.pack.name(), models.pack.location);
     for (m, e) in &models.encoders {
         println!(
-            "  {m:<8} dim={} scale={} input={:?} provider={}",
+            "  {m:<8} dim={} scale={} input={:?} provider={} nodes={}",
             e.dim(),
             e.logit_scale(),
             e.input_shape(),
-            e.provider()
+            e.provider(),
+            e.nodes_per_provider()
+                .iter()
+                .map(|(p, n)| format!("{p}:{n}"))
+                .collect::<Vec<_>>()
+                .join(",")
         );
     }
     // Open every enabled source once, so a missing file or device is reported now

@@ -44,6 +44,7 @@ pub mod names {
     pub const QUERY_STORE_FAILED: &str = "query_store_failed";
     pub const QUERY_STORE_RECOVERED: &str = "query_store_recovered";
     pub const ENCODER_LOADED: &str = "encoder_loaded";
+    pub const ENCODER_WARMUP: &str = "encoder_warmup";
     pub const ENCODE_FAILED: &str = "encode_failed";
     pub const DEPTH_GEOMETRY: &str = "depth_geometry";
     pub const SOURCES_ENDED: &str = "sources_ended";
@@ -350,6 +351,8 @@ pub struct StreamStats {
     pub batch_max: AtomicU64,
     latency: Mutex<LatencyWindow>,
     provider: Mutex<String>,
+    /// Graph nodes per execution provider (from the encoder's warm-up run).
+    provider_nodes: Mutex<Vec<(String, usize)>>,
     /// When the stream last published a window (or started).
     progress_at: Mutex<Instant>,
     /// When a closed window was last published or dropped after closing (or started):
@@ -376,6 +379,7 @@ impl StreamStats {
             batch_max: AtomicU64::new(0),
             latency: Mutex::new(LatencyWindow::default()),
             provider: Mutex::new(String::new()),
+            provider_nodes: Mutex::new(Vec::new()),
             progress_at: Mutex::new(Instant::now()),
             handled_at: Mutex::new(Instant::now()),
             beat_at: Mutex::new(Instant::now()),
@@ -437,6 +441,11 @@ impl StreamStats {
 
     pub fn set_provider(&self, p: &str) {
         *lock(&self.provider) = p.to_string();
+    }
+
+    /// Which provider runs how many of the encoder's graph nodes.
+    pub fn set_provider_nodes(&self, nodes: Vec<(String, usize)>) {
+        *lock(&self.provider_nodes) = nodes;
     }
 
     /// Windows dropped for any reason.
@@ -517,6 +526,10 @@ impl StreamStats {
                 "max": (!v.is_empty()).then(|| r(l.max)),
             },
             "provider": *lock(&self.provider),
+            "provider_nodes": lock(&self.provider_nodes)
+                .iter()
+                .map(|(p, n)| (p.clone(), serde_json::json!(n)))
+                .collect::<serde_json::Map<_, _>>(),
         })
     }
 }

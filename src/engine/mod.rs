@@ -3,7 +3,7 @@
 //!
 //! [`Encoder`] is what the rest of the daemon sees: a batch of preprocessed inputs in,
 //! unit-L2-normalised vectors out. [`ort_backend`] implements it with ONNX Runtime
-//! (TensorRT fp16 → CUDA → CPU, as configured). [`worker`] gives each modality its own
+//! (TensorRT fp16, CUDA and CPU registered together in priority order, as configured). [`worker`] gives each modality its own
 //! thread that drains its queue into batches, so a slow encoder never blocks a source.
 
 pub mod ort_backend;
@@ -39,8 +39,14 @@ pub trait Encoder: Send + Sync {
     fn logit_scale(&self) -> f32;
     /// Per-item input shape.
     fn input_shape(&self) -> &[usize];
-    /// Execution provider the encoder runs on, e.g. "CPUExecutionProvider".
+    /// The execution providers the encoder was given, in priority order,
+    /// comma-separated, e.g. "CUDAExecutionProvider,CPUExecutionProvider".
     fn provider(&self) -> &str;
+    /// How many graph nodes each provider runs (from the warm-up run), most first;
+    /// empty when unknown.
+    fn nodes_per_provider(&self) -> Vec<(String, usize)> {
+        Vec::new()
+    }
     /// Encode a batch; returns one unit-L2-normalised vector per input.
     fn encode(&self, batch: &[ModelInput]) -> Result<Vec<Vec<f32>>, EngineError>;
 }

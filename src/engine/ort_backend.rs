@@ -3,7 +3,7 @@
 use super::{l2_normalise, Encoder, EngineError};
 use crate::config::{EngineConfig, Provider};
 use crate::modality::Modality;
-use crate::pack::{EncoderSpec, ModelSource, Pack};
+use crate::pack::{Dtype, EncoderSpec, ModelSource, Pack};
 use crate::preprocess::ModelInput;
 use ort::ep::{ExecutionProvider, TensorRT, CPU, CUDA};
 use ort::session::Session;
@@ -102,7 +102,10 @@ fn gather<T: Clone>(
 pub struct OrtEncoder {
     modality: Modality,
     spec: EncoderSpec,
+    /// The providers registered, in priority order, comma-separated.
     provider: String,
+    /// Graph nodes per provider in the warm-up run.
+    nodes: Vec<(String, usize)>,
     session: Mutex<Session>,
 }
 
@@ -132,7 +135,10 @@ impl OrtEncoder {
                 .with_intra_threads(cfg.intra_threads)
                 .map_err(|e| lerr(e.to_string()))?;
         }
-        let mut provider = String::from("CPUExecutionProvider");
+        // Every configured provider that registers is kept, in priority order: ONNX
+        // Runtime gives each node to the first provider that can run it (TensorRT takes
+        // what it can, CUDA the rest, the CPU whatever neither has a kernel for).
+        let mut registered: Vec<&'static str> = Vec::new();
         for p in &cfg.providers {
             let (name, dispatch) = match p {
                 Provider::Tensorrt => {
@@ -141,13 +147,17 @@ impl OrtEncoder {
                     } else {
                         PathBuf::from(&cfg.trt_engine_cache)
                     };
+                    let (min, opt, max) = trt_profile_shapes(&spec, modality, cfg.max_batch);
                     let ep = TensorRT::default()
                         .with_device_id(cfg.device_id)
                         .with_fp16(cfg.trt_fp16)
                         .with_engine_cache(true)
                         .with_engine_cache_path(dir.display())
                         .with_timing_cache(true)
-                        .with_timing_cache_path(dir.display());
+                        .with_timing_cache_path(dir.display())
+                        .with_profile_min_shapes(min)
+                        .with_profile_opt_shapes(opt)
+                        .with_profile_max_shapes(max);
                     if TensorRT::is_available().unwrap_or(false) {
                         let _ = std::fs::create_dir_all(&dir);
                     }
@@ -169,15 +179,21 @@ impl OrtEncoder {
                 continue;
             }
             match dispatch.register(&mut builder) {
-                Ok(()) => {
-                    provider = name.to_string();
-                    break;
-                }
-                Err(e) => {
-                    warn_fallback_once(name, &e.to_string());
-                }
+                Ok(()) => registered.push(name),
+                Err(e) => warn_fallback_once(name, &e.to_string()),
             }
         }
+        // ONNX Runtime always keeps the CPU provider as the last resort.
+        if !registered.contains(&"CPUExecutionProvider") {
+            registered.push("CPUExecutionProvider");
+        }
+        let provider = registered.join(",");
+        // Profile the warm-up run only: its trace says which provider got each node.
+        let profile_prefix = std::env::temp_dir().join(format!("sensebind-ort-{}-{modality}", std::process::id()));
+        let (mut builder, profiling) = match builder.with_profiling(&profile_prefix) {
+            Ok(b) => (b, true),
+            Err(e) => (e.recover(), false),
+        };
         let session = match pack.models.get(&modality) {
             Some(ModelSource::File(f)) => builder.commit_from_file(f),
             Some(ModelSource::Embedded(bytes)) => builder.commit_from_memory(bytes),
@@ -198,14 +214,117 @@ impl OrtEncoder {
                 spec.output
             )));
         }
-        tracing::info!(event = crate::telemetry::names::ENCODER_LOADED, modality = %modality, provider = %provider, dim = spec.dim, "encoder ready");
-        Ok(OrtEncoder {
+        let mut enc = OrtEncoder {
             modality,
             spec,
             provider,
+            nodes: Vec::new(),
             session: Mutex::new(session),
-        })
+        };
+        enc.warm_up(profiling).map_err(lerr)?;
+        let nodes: Vec<String> = enc.nodes.iter().map(|(p, n)| format!("{p}={n}")).collect();
+        tracing::info!(
+            event = crate::telemetry::names::ENCODER_LOADED,
+            modality = %modality,
+            provider = %enc.provider,
+            nodes = %nodes.join(","),
+            dim = enc.spec.dim,
+            "encoder ready"
+        );
+        Ok(enc)
     }
+
+    /// One batch-1 run on zeros before the first window: ONNX Runtime sizes its arena,
+    /// TensorRT builds its engines (minutes the first time; its engine cache makes the
+    /// next start fast), and the profiled run tells which provider got how many nodes.
+    fn warm_up(&mut self, profiling: bool) -> Result<(), String> {
+        let per: usize = self.spec.input_shape.iter().product();
+        let input = match self.spec.input_dtype {
+            Dtype::Int64 => ModelInput::I64(vec![0; per]),
+            Dtype::Float32 => ModelInput::F32(vec![0.0; per]),
+        };
+        let gpu = self.provider.contains("Tensorrt") || self.provider.contains("CUDA");
+        let started = std::time::Instant::now();
+        tracing::info!(
+            event = crate::telemetry::names::ENCODER_WARMUP,
+            modality = %self.modality,
+            provider = %self.provider,
+            "warming up the encoder{}",
+            if self.provider.contains("Tensorrt") { " (TensorRT builds its engines now: minutes on a first start, cached after)" } else { "" }
+        );
+        // While it runs, say so every 30 s (TensorRT engine builds are long and silent).
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let modality = self.modality;
+        let ticker = gpu.then(|| {
+            std::thread::spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    done_rx.recv_timeout(std::time::Duration::from_secs(30))
+                {
+                    tracing::info!(
+                        event = crate::telemetry::names::ENCODER_WARMUP,
+                        modality = %modality,
+                        elapsed_s = started.elapsed().as_secs(),
+                        "still warming up (building GPU engines)"
+                    );
+                }
+            })
+        });
+        let result = self.encode(std::slice::from_ref(&input));
+        drop(done_tx);
+        if let Some(t) = ticker {
+            let _ = t.join();
+        }
+        result.map_err(|e| format!("warm-up run failed: {e}"))?;
+        if profiling {
+            let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+            if let Ok(path) = session.end_profiling() {
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    self.nodes = nodes_per_provider(&text);
+                }
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        tracing::debug!(modality = %self.modality, ms = started.elapsed().as_millis() as u64, "warm-up done");
+        Ok(())
+    }
+}
+
+/// TensorRT optimisation profiles for the batch sizes the daemon sends: 1 (a window at
+/// a time, the usual real-time case, optimised for) up to `max_batch` windows (three
+/// crops each for vision), so a batch never makes TensorRT rebuild an engine.
+fn trt_profile_shapes(spec: &EncoderSpec, modality: Modality, max_batch: usize) -> (String, String, String) {
+    let dims: Vec<String> = spec.input_shape.iter().map(|d| d.to_string()).collect();
+    let max = max_batch.max(1) * if modality == Modality::Vision { 3 } else { 1 };
+    let shape = |b: usize| format!("{}:{}x{}", spec.input, b, dims.join("x"));
+    (shape(1), shape(1), shape(max))
+}
+
+/// From an ONNX Runtime profile (Chrome trace JSON): how many graph nodes each
+/// provider ran, most first. A TensorRT engine counts as one node.
+pub fn nodes_per_provider(trace: &str) -> Vec<(String, usize)> {
+    let Ok(serde_json::Value::Array(events)) = serde_json::from_str::<serde_json::Value>(trace) else {
+        return Vec::new();
+    };
+    let mut seen: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    for e in &events {
+        if e.get("cat").and_then(|c| c.as_str()) != Some("Node") {
+            continue;
+        }
+        let (Some(name), Some(p)) = (
+            e.get("name").and_then(|n| n.as_str()),
+            e.pointer("/args/provider").and_then(|p| p.as_str()),
+        ) else {
+            continue;
+        };
+        let node = name
+            .trim_end_matches("_kernel_time")
+            .trim_end_matches("_fence_before")
+            .trim_end_matches("_fence_after");
+        seen.entry(p.to_string()).or_default().insert(node.to_string());
+    }
+    let mut v: Vec<(String, usize)> = seen.into_iter().map(|(p, s)| (p, s.len())).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
 }
 
 impl Encoder for OrtEncoder {
@@ -223,6 +342,9 @@ impl Encoder for OrtEncoder {
     }
     fn provider(&self) -> &str {
         &self.provider
+    }
+    fn nodes_per_provider(&self) -> Vec<(String, usize)> {
+        self.nodes.clone()
     }
 
     fn encode(&self, batch: &[ModelInput]) -> Result<Vec<Vec<f32>>, EngineError> {
@@ -281,5 +403,57 @@ impl Encoder for OrtEncoder {
                 v
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_are_counted_per_provider_from_a_profile() {
+        let trace = r#"[
+            {"cat":"Session","name":"model_loading_uri","args":{}},
+            {"cat":"Node","name":"/blocks.0/MatMul_fence_before","args":{"provider":"CUDAExecutionProvider"}},
+            {"cat":"Node","name":"/blocks.0/MatMul_kernel_time","args":{"op_name":"MatMul","provider":"CUDAExecutionProvider"}},
+            {"cat":"Node","name":"/blocks.0/MatMul_fence_after","args":{"provider":"CUDAExecutionProvider"}},
+            {"cat":"Node","name":"/blocks.0/Add_kernel_time","args":{"op_name":"Add","provider":"CUDAExecutionProvider"}},
+            {"cat":"Node","name":"/Shape_kernel_time","args":{"op_name":"Shape","provider":"CPUExecutionProvider"}},
+            {"cat":"Node","name":"TRTKernel_graph_main_0_kernel_time","args":{"provider":"TensorrtExecutionProvider"}}
+        ]"#;
+        assert_eq!(
+            nodes_per_provider(trace),
+            vec![
+                ("CUDAExecutionProvider".to_string(), 2),
+                ("CPUExecutionProvider".to_string(), 1),
+                ("TensorrtExecutionProvider".to_string(), 1)
+            ]
+        );
+        assert!(nodes_per_provider("not json").is_empty());
+    }
+
+    #[test]
+    fn tensorrt_profiles_cover_every_batch_the_daemon_sends() {
+        let spec = EncoderSpec {
+            file: "vision.onnx".into(),
+            input: "vision".into(),
+            output: "emb".into(),
+            dim: 1024,
+            logit_scale: 1.0,
+            input_shape: vec![3, 2, 224, 224],
+            input_dtype: Dtype::Float32,
+        };
+        let (min, opt, max) = trt_profile_shapes(&spec, Modality::Vision, 8);
+        assert_eq!(min, "vision:1x3x2x224x224");
+        assert_eq!(opt, "vision:1x3x2x224x224");
+        // Three crops per window at most.
+        assert_eq!(max, "vision:24x3x2x224x224");
+        let text = EncoderSpec {
+            input: "text".into(),
+            input_shape: vec![77],
+            input_dtype: Dtype::Int64,
+            ..spec
+        };
+        assert_eq!(trt_profile_shapes(&text, Modality::Text, 8).2, "text:8x77");
     }
 }

@@ -349,6 +349,7 @@ pub async fn run_graph_with(
         for st in &info.streams {
             let stats = telemetry.stream(&s.id, st.modality);
             stats.set_provider(models.encoders[&st.modality].provider());
+            stats.set_provider_nodes(models.encoders[&st.modality].nodes_per_provider());
             let (tx, rx) = edge(format!("source/{}/{}", s.id, st.modality), s.queue, s.when_full);
             let w = Windower::new(&s.id, st.modality, params, st.nominal_rate_hz).with_limits(window_limits(&cfg));
             let (worker, clock, stats2, stop) = (
