@@ -255,9 +255,11 @@ def section_pytorch(args, rows, pack: str, mods: list[str]):
 
     def pipeline(m):
         if m == "vision":
-            return lambda: {m: torch.stack([fv() for _ in range(B)])}
+            # [B, 1 clip, 3, T, 224, 224]: the official video layout (ImageBind folds
+            # a 5-D+ input's second axis as clips and averages them).
+            return lambda: {m: torch.stack([fv() for _ in range(B)])[:, None]}
         if m == "audio":
-            return lambda: {m: torch.stack([fa() for _ in range(B)])[:, None]}  # [B,1,1,128,204]
+            return lambda: {m: torch.stack([fa() for _ in range(B)])[:, None]}  # [B, 1 clip, 1, 128, 204]
         if m == "text":
             return lambda: {m: ibdata.load_and_transform_text([prompt] * B, "cpu")}
         shape = [B, *manifest[m]["input_shape"]]
