@@ -4,15 +4,19 @@
 //! Each group holds its baseline, measured in the same run: the vision group times the
 //! daemon's crop-box u8 path against the whole-frame f32 path it replaced
 //! (`VisionPrep::clip_views_reference`); the audio group times the whole window next
-//! to its two stages. The ratio against the official Python transforms comes from
+//! to its two stages; the batch group times a batch's parallel preprocessing against
+//! one thread. The ratio against the official Python transforms comes from
 //! `tools/bench_preprocess.py`, which runs both on the same inputs.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sensebind::bench::robot_window;
 use sensebind::config::{Config, Crops, VisionMode};
+use sensebind::engine::worker::{embed_windows_with, preprocess_threads};
+use sensebind::engine::{Encoder, EngineError};
 use sensebind::modality::Modality;
 use sensebind::preprocess::audio::{AudioPrep, Fbank, Resampler};
 use sensebind::preprocess::vision::VisionPrep;
+use sensebind::preprocess::ModelInput;
 use sensebind::preprocess::Preprocessor;
 use sensebind::sources::FrameData;
 use sensebind::window::WindowData;
@@ -77,5 +81,47 @@ fn audio(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, vision, audio);
+/// An encoder that costs nothing, so a group times preprocessing and plumbing alone.
+struct NoopEncoder(Vec<usize>);
+impl Encoder for NoopEncoder {
+    fn modality(&self) -> Modality {
+        Modality::Vision
+    }
+    fn dim(&self) -> usize {
+        4
+    }
+    fn logit_scale(&self) -> f32 {
+        1.0
+    }
+    fn input_shape(&self) -> &[usize] {
+        &self.0
+    }
+    fn provider(&self) -> &str {
+        "none"
+    }
+    fn encode(&self, batch: &[ModelInput]) -> Result<Vec<Vec<f32>>, EngineError> {
+        Ok(batch.iter().map(|_| vec![1.0, 0.0, 0.0, 0.0]).collect())
+    }
+}
+
+fn batch(c: &mut Criterion) {
+    let cfg = Config::load(None).expect("built-in config");
+    let prep = VisionPrep::new(cfg.preprocess.vision.clone());
+    let enc = NoopEncoder(vec![3, 2, 224, 224]);
+    let windows: Vec<_> = (0..8).map(|i| robot_window(Modality::Vision, i).unwrap()).collect();
+    let refs: Vec<_> = windows.iter().collect();
+    let mut g = c.benchmark_group("vision batch of 8 windows, embed_windows, no-op encoder");
+    g.throughput(Throughput::Elements(8));
+    g.sample_size(20);
+    let auto = preprocess_threads(8);
+    g.bench_function(format!("daemon ({auto} preprocessing threads)"), |b| {
+        b.iter(|| black_box(embed_windows_with(&prep, &enc, &refs, auto)))
+    });
+    g.bench_function("baseline (1 thread)", |b| {
+        b.iter(|| black_box(embed_windows_with(&prep, &enc, &refs, 1)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, vision, audio, batch);
 criterion_main!(benches);

@@ -83,38 +83,7 @@ enum Cmd {
     /// Benchmark the daemon's own preprocessing and encoders on windows of what robots
     /// deliver (vision 2×1920×1080 RGB, audio 2 s at 48 kHz, depth 848×480, thermal
     /// 160×120, IMU 400 samples), as fast as they go.
-    Bench {
-        /// Model pack directory (default: the `pack.path` from config, else the built-in pack).
-        #[arg(long)]
-        pack: Option<String>,
-        /// Comma-separated modalities (default: every one the pack has).
-        #[arg(long, value_delimiter = ',')]
-        modalities: Option<Vec<String>>,
-        /// Seconds per modality (a quarter preprocessing, a quarter inference, half end to end).
-        #[arg(long, default_value_t = 4.0)]
-        seconds: f64,
-        /// Windows per encoder call.
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-        /// ONNX Runtime intra-op threads per encoder (default: `engine.intra_threads`,
-        /// else every CPU).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// One JSON object per modality: modality, preprocess_ms, infer_ms,
-        /// windows_per_s, batch, provider, threads.
-        #[arg(long)]
-        json: bool,
-        /// Instead of benchmarking, write the vision and audio inputs and the daemon's
-        /// preprocessed tensors of them to this directory (tools/bench_vs_official.py
-        /// times the official transforms on the same bytes).
-        #[arg(long, value_name = "DIR")]
-        write_inputs: Option<PathBuf>,
-        /// Also write each modality's embedding of its benchmark window to this file,
-        /// one JSON line each: {"modality", "embedding", "provider", "provider_nodes"}
-        /// (to compare providers or packs).
-        #[arg(long, value_name = "FILE")]
-        vectors: Option<PathBuf>,
-    },
+    Bench(BenchCli),
     /// Play a recording's frames through the pipeline, publishing on the bus as `run`
     /// does; exits when the recording ends.
     Replay {
@@ -127,6 +96,41 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// `sensebind bench` arguments.
+#[derive(clap::Args)]
+struct BenchCli {
+    /// Model pack directory (default: the `pack.path` from config, else the built-in pack).
+    #[arg(long)]
+    pack: Option<String>,
+    /// Comma-separated modalities (default: every one the pack has).
+    #[arg(long, value_delimiter = ',')]
+    modalities: Option<Vec<String>>,
+    /// Seconds per modality (a quarter preprocessing, a quarter inference, half end to end).
+    #[arg(long, default_value_t = 4.0)]
+    seconds: f64,
+    /// Windows per encoder call.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// ONNX Runtime intra-op threads per encoder (default: `engine.intra_threads`,
+    /// else every CPU).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// One JSON object per modality: modality, preprocess_ms, infer_ms,
+    /// windows_per_s, batch, provider, threads.
+    #[arg(long)]
+    json: bool,
+    /// Instead of benchmarking, write the vision and audio inputs and the daemon's
+    /// preprocessed tensors of them to this directory (tools/bench_vs_official.py
+    /// times the official transforms on the same bytes).
+    #[arg(long, value_name = "DIR")]
+    write_inputs: Option<PathBuf>,
+    /// Also write each modality's embedding of its benchmark window to this file,
+    /// one JSON line each: {"modality", "embedding", "provider", "provider_nodes"}
+    /// (to compare providers or packs).
+    #[arg(long, value_name = "FILE")]
+    vectors: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -217,10 +221,10 @@ fn real_main(cli: Cli) -> Result<()> {
             embeddings,
         } => rt.block_on(record(cfg, out, seconds, embeddings)),
         Cmd::Replay { file, pace, out } => rt.block_on(replay(cfg, file, pace, out)),
-        Cmd::Bench {
+        Cmd::Bench(BenchCli {
             write_inputs: Some(dir),
             ..
-        } => {
+        }) => {
             let calib = sensebind::calibration::Calibration::load(&cfg.calibration.file)?;
             let preps = sensebind::preprocess::build_all(&cfg.preprocess, &calib, &Default::default())
                 .into_iter()
@@ -228,16 +232,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 .collect();
             sensebind::bench::write_inputs(&dir, &preps).map_err(|e| anyhow!("bench --write-inputs: {e}"))
         }
-        Cmd::Bench {
-            pack,
-            modalities,
-            seconds,
-            batch,
-            threads,
-            json,
-            write_inputs: None,
-            vectors,
-        } => bench(cfg, pack, modalities, seconds, batch, threads, json, vectors),
+        Cmd::Bench(args) => bench(cfg, args),
     }
 }
 
@@ -389,17 +384,18 @@ struct EmbedInputs {
     imu: Vec<PathBuf>,
 }
 
-fn bench(
-    mut cfg: Config,
-    pack: Option<String>,
-    modalities: Option<Vec<String>>,
-    seconds: f64,
-    batch: usize,
-    threads: Option<usize>,
-    json: bool,
-    vectors: Option<PathBuf>,
-) -> Result<()> {
+fn bench(mut cfg: Config, args: BenchCli) -> Result<()> {
     use sensebind::bench;
+    let BenchCli {
+        pack,
+        modalities,
+        seconds,
+        batch,
+        threads,
+        json,
+        vectors,
+        write_inputs: _,
+    } = args;
     if let Some(p) = pack {
         cfg.pack.path = p;
     }
