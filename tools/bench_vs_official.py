@@ -335,6 +335,9 @@ rate_hz = 200
         try:
             lat: dict[str, list[float]] = {}
             time.sleep(1.0)
+            # The first windows after a start are late (start-up transients of the
+            # sources and the bus session): skip those ending in the first seconds.
+            steady_from = time.time_ns() + int(args.latency_warmup * 1e9)
             lp = subprocess.Popen([args.bin, "listen", "-c", str(client), "--robot", "bench",
                                    "--embeddings", "--json", "--seconds", str(args.latency_seconds)],
                                   stdout=subprocess.PIPE, text=True)
@@ -344,6 +347,8 @@ rate_hz = 200
                 if "/embedding/" not in msg["key"]:
                     continue
                 body = msg["message"]
+                if body["t_end_ns"] < steady_from:
+                    continue
                 lat.setdefault(body["modality"], []).append((now - body["t_end_ns"]) / 1e6)
             lp.wait()
             import urllib.request
@@ -366,7 +371,8 @@ rate_hz = 200
                     f"{Path(pack).name if pack else 'builtin'}",
             "sensebind": p(0.5), "baseline": p(0.99), "unit": "ms (p50 | p99)",
             "baseline_name": "p99", "ratio": float("nan"),
-            "note": f"{len(v)} embeddings in {args.latency_seconds} s; windows dropped {dropped.get(m, 0):.0f}",
+            "note": f"{len(v)} embeddings in {args.latency_seconds} s after {args.latency_warmup} s "
+                    f"warm-up; windows dropped {dropped.get(m, 0):.0f}",
         })
 
 
@@ -379,7 +385,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seconds", type=float, default=6.0, help="per measurement (default 6)")
-    p.add_argument("--latency-seconds", type=float, default=30.0)
+    p.add_argument("--latency-seconds", type=float, default=60.0)
+    p.add_argument("--latency-warmup", type=float, default=10.0,
+                   help="latency: ignore windows ending in the first N s (default 10)")
     p.add_argument("--core", type=int, default=0, help="the core the preprocess section pins")
     p.add_argument("--json", type=Path, help="also write the rows to this file")
     args = p.parse_args(argv)
