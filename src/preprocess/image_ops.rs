@@ -312,3 +312,25 @@ mod tests {
         assert!(out.iter().all(|v| (v - 0.25).abs() < 1e-5));
     }
 }
+
+#[cfg(test)]
+mod crop_box_tests {
+    use super::*;
+
+    /// The crop-box resize equals resize-then-crop on f32 (depth and thermal sizes, up-
+    /// and downscaling): the filter reads the pixels around the box, as PIL's does.
+    #[test]
+    fn crop_box_equals_resize_then_crop() {
+        for (w, h) in [(160u32, 120u32), (848, 480), (120, 160), (333, 251)] {
+            let src: Vec<f32> = (0..w * h)
+                .map(|i| ((i % w) as f32 * 0.37).sin() * 100.0 + ((i / w) as f32 * 0.23).cos() * 50.0)
+                .collect();
+            let (rw, rh) = short_side_size(w, h, 224);
+            let whole = resize_f32(&src, w, h, 1, rw, rh);
+            let old = crop_planar(&whole, rw, rh, 1, 224, center_crop_offsets(rw, rh, 224), |_, v| v);
+            let new = resize_crop_planar(&src, w, h, 1, 224, |_, v| v);
+            let d = old.iter().zip(&new).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(d < 1e-3, "{w}x{h}: max |Δ| {d}");
+        }
+    }
+}
