@@ -70,11 +70,9 @@ pub fn short_side_size(w: u32, h: u32, size: u32) -> (u32, u32) {
     }
 }
 
-/// Resize an interleaved f32 image with `channels` (1 or 3) channels.
-pub fn resize_f32(src: &[f32], w: u32, h: u32, channels: usize, dw: u32, dh: u32) -> Vec<f32> {
-    if (w, h) == (dw, dh) {
-        return src.to_vec();
-    }
+/// Resize an interleaved f32 image of `channels` (1 or 3) channels to `dw`×`dh` with
+/// `opts` (the whole image, or a crop's box).
+fn resize_f32_with(src: &[f32], w: u32, h: u32, channels: usize, dw: u32, dh: u32, opts: &ResizeOptions) -> Vec<f32> {
     let pt = if channels == 3 {
         PixelType::F32x3
     } else {
@@ -85,14 +83,21 @@ pub fn resize_f32(src: &[f32], w: u32, h: u32, channels: usize, dw: u32, dh: u32
         dst.copy_from_slice(&v.to_ne_bytes());
     }
     let mut d = Image::new(dw, dh, pt);
-    let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
-    Resizer::new()
-        .resize(&s, &mut d, &opts)
-        .expect("same pixel type and non-empty sizes");
+    RESIZER
+        .with(|r| r.borrow_mut().resize(&s, &mut d, opts))
+        .expect("same pixel type, non-empty sizes, box inside the image");
     d.buffer()
         .chunks_exact(4)
         .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
+}
+
+/// Resize an interleaved f32 image with `channels` (1 or 3) channels.
+pub fn resize_f32(src: &[f32], w: u32, h: u32, channels: usize, dw: u32, dh: u32) -> Vec<f32> {
+    if (w, h) == (dw, dh) {
+        return src.to_vec();
+    }
+    resize_f32_with(src, w, h, channels, dw, dh, &bicubic())
 }
 
 /// torchvision `CenterCrop`: offsets `int(round((dim - crop) / 2))`, Python rounding
@@ -117,25 +122,8 @@ pub fn resize_crop_planar(
     if (w, h) == (rw, rh) {
         return crop_planar(src, w, h, channels, size, offsets, post);
     }
-    let pt = if channels == 3 {
-        PixelType::F32x3
-    } else {
-        PixelType::F32
-    };
-    let mut s = Image::new(w, h, pt);
-    for (dst, v) in s.buffer_mut().chunks_exact_mut(4).zip(src) {
-        dst.copy_from_slice(&v.to_ne_bytes());
-    }
-    let mut d = Image::new(size, size, pt);
     let opts = crop_box(w, h, (rw, rh), offsets, size);
-    RESIZER
-        .with(|r| r.borrow_mut().resize(&s, &mut d, &opts))
-        .expect("same pixel type, non-empty sizes, box inside the image");
-    let cropped: Vec<f32> = d
-        .buffer()
-        .chunks_exact(4)
-        .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let cropped = resize_f32_with(src, w, h, channels, size, size, &opts);
     crop_planar(&cropped, size, size, channels, size, (0, 0), post)
 }
 
