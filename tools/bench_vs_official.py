@@ -92,6 +92,24 @@ def daemon_bench(args, pack: str, mods: list[str], threads: int, batch: int,
     return {r["modality"]: r for r in map(json.loads, out.splitlines())}
 
 
+def daemon_inputs(args):
+    """The daemon's benchmark inputs and its tensors of them (``bench --write-inputs``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sensebind(args, "bench", "--write-inputs", tmp)
+        return load_inputs(Path(tmp))
+
+
+def throughput_row(section: str, m: str, args, pack: str, mine: float, base: float,
+                   baseline_name: str, note: str) -> dict:
+    """A windows/s row: the daemon against a baseline, same batch, threads and pack."""
+    return {
+        "section": section, "modality": m,
+        "what": f"windows/s, batch {args.batch}, {args.threads} threads, {Path(pack).name}",
+        "sensebind": mine, "baseline": base, "unit": "windows/s",
+        "baseline_name": baseline_name, "ratio": mine / base, "note": note,
+    }
+
+
 def timed(f, seconds: float, min_runs: int = 3) -> list[float]:
     """Run f once untimed, then until `seconds` have passed (at least min_runs): ms."""
     f()
@@ -168,9 +186,7 @@ def section_preprocess(args, rows):
     torch.set_num_threads(1)
     _, ibdata = import_official()
     vt, an = official_transforms(ibdata)
-    with tempfile.TemporaryDirectory() as tmp:
-        sensebind(args, "bench", "--write-inputs", tmp)
-        frames, audio, ours_v, ours_a = load_inputs(Path(tmp))
+    frames, audio, ours_v, ours_a = daemon_inputs(args)
     fv = official_vision_fn(frames, vt)
     fa = official_audio_fn(audio, ibdata, an)
     dv = float(np.abs(fv().numpy() - ours_v).max())
@@ -195,9 +211,7 @@ def section_ort(args, rows, pack: str, mods: list[str]):
     import onnxruntime as ort
     manifest = tomllib.loads((Path(pack) / "pack.toml").read_text())
     ours = daemon_bench(args, pack, mods, threads=args.threads, batch=args.batch)
-    with tempfile.TemporaryDirectory() as tmp:
-        sensebind(args, "bench", "--write-inputs", tmp)
-        _, _, ours_v, ours_a = load_inputs(Path(tmp))
+    _, _, ours_v, ours_a = daemon_inputs(args)
     rng = np.random.default_rng(0)
     for m in mods:
         spec = manifest[m]
@@ -217,16 +231,11 @@ def section_ort(args, rows, pack: str, mods: list[str]):
             x = rng.standard_normal(shape).astype(np.float32)
         feed = {spec["input"]: x}
         ms = statistics.median(timed(lambda: sess.run([spec["output"]], feed), args.seconds / 2))
-        raw = args.batch / ms * 1e3
-        mine = ours[m]["windows_per_s"]
-        rows.append({
-            "section": "ort", "modality": m,
-            "what": f"windows/s, batch {args.batch}, {args.threads} threads, {Path(pack).name}",
-            "sensebind": mine, "baseline": raw, "unit": "windows/s",
-            "baseline_name": "raw ONNX Runtime (encoder alone)", "ratio": mine / raw,
-            "note": f"daemon preprocess {ours[m]['preprocess_ms']:.2f} ms + infer "
-                    f"{ours[m]['infer_ms']:.2f} ms/window",
-        })
+        rows.append(throughput_row(
+            "ort", m, args, pack, ours[m]["windows_per_s"], args.batch / ms * 1e3,
+            "raw ONNX Runtime (encoder alone)",
+            f"daemon preprocess {ours[m]['preprocess_ms']:.2f} ms + infer "
+            f"{ours[m]['infer_ms']:.2f} ms/window"))
 
 
 def section_pytorch(args, rows, pack: str, mods: list[str]):
@@ -243,9 +252,7 @@ def section_pytorch(args, rows, pack: str, mods: list[str]):
     torch.manual_seed(seed)
     model = ex.build_model(imagebind_model, manifest["pack"]["arch"]).eval()
     vt, an = official_transforms(ibdata)
-    with tempfile.TemporaryDirectory() as tmp:
-        sensebind(args, "bench", "--write-inputs", tmp)
-        frames, audio, ours_v, _ = load_inputs(Path(tmp))
+    frames, audio, ours_v, _ = daemon_inputs(args)
     ours = daemon_bench(args, pack, mods, threads=args.threads, batch=args.batch)
     fv = official_vision_fn(frames, vt)
     fa = official_audio_fn(audio, ibdata, an)
@@ -269,15 +276,10 @@ def section_pytorch(args, rows, pack: str, mods: list[str]):
         prep = pipeline(m)
         with torch.inference_mode():
             ms = statistics.median(timed(lambda: model(prep()), args.seconds / 2))
-        base = B / ms * 1e3
-        mine = ours[m]["windows_per_s"]
-        rows.append({
-            "section": "pytorch", "modality": m,
-            "what": f"windows/s, batch {B}, {args.threads} threads, {Path(pack).name}",
-            "sensebind": mine, "baseline": base, "unit": "windows/s",
-            "baseline_name": "official PyTorch pipeline (eager)", "ratio": mine / base,
-            "note": "" if m in ("vision", "audio", "text") else "PyTorch side: forward only",
-        })
+        rows.append(throughput_row(
+            "pytorch", m, args, pack, ours[m]["windows_per_s"], B / ms * 1e3,
+            "official PyTorch pipeline (eager)",
+            "" if m in ("vision", "audio", "text") else "PyTorch side: forward only"))
 
 
 def section_latency(args, rows, pack: str):

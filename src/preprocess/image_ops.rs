@@ -143,19 +143,8 @@ pub fn bilinear_torch_crop_rgb8(
     post: impl Fn(usize, f32) -> f32,
 ) {
     let (w, h, s) = (w as usize, h as usize, size as usize);
-    let axis = |n_in: usize, n_out: usize, from: usize| -> Vec<(usize, usize, f32)> {
-        let scale = n_in as f32 / n_out as f32;
-        (from..from + s)
-            .map(|d| {
-                let p = (scale * (d as f32 + 0.5) - 0.5).max(0.0);
-                let i0 = (p as usize).min(n_in - 1);
-                let i1 = (i0 + 1).min(n_in - 1);
-                (i0, i1, p - i0 as f32)
-            })
-            .collect()
-    };
-    let xs = axis(w, dw as usize, left as usize);
-    let ys = axis(h, dh as usize, top as usize);
+    let xs = bilinear_axis(w, dw as usize, left as usize..left as usize + s);
+    let ys = bilinear_axis(h, dh as usize, top as usize..top as usize + s);
     for (oy, &(y0, y1, ly)) in ys.iter().enumerate() {
         for (ox, &(x0, x1, lx)) in xs.iter().enumerate() {
             for c in 0..3 {
@@ -178,23 +167,26 @@ pub fn short_side_size_video(w: u32, h: u32, size: u32) -> (u32, u32) {
     }
 }
 
+/// Source taps of `torch.nn.functional.interpolate(mode="bilinear",
+/// align_corners=False)` along one axis of `n_in` → `n_out` pixels, for the output
+/// pixels `out`: (first, second, weight of the second).
+fn bilinear_axis(n_in: usize, n_out: usize, out: std::ops::Range<usize>) -> Vec<(usize, usize, f32)> {
+    let scale = n_in as f32 / n_out as f32;
+    out.map(|d| {
+        let p = (scale * (d as f32 + 0.5) - 0.5).max(0.0);
+        let i0 = (p as usize).min(n_in - 1);
+        let i1 = (i0 + 1).min(n_in - 1);
+        (i0, i1, p - i0 as f32)
+    })
+    .collect()
+}
+
 /// `torch.nn.functional.interpolate(mode="bilinear", align_corners=False)` (no
 /// antialias) on an interleaved f32 image with `channels` channels.
 pub fn resize_bilinear_torch(src: &[f32], w: u32, h: u32, channels: usize, dw: u32, dh: u32) -> Vec<f32> {
     let (w, h, dw, dh) = (w as usize, h as usize, dw as usize, dh as usize);
-    let axis = |n_in: usize, n_out: usize| -> Vec<(usize, usize, f32)> {
-        let scale = n_in as f32 / n_out as f32;
-        (0..n_out)
-            .map(|d| {
-                let s = (scale * (d as f32 + 0.5) - 0.5).max(0.0);
-                let i0 = (s as usize).min(n_in - 1);
-                let i1 = (i0 + 1).min(n_in - 1);
-                (i0, i1, s - i0 as f32)
-            })
-            .collect()
-    };
-    let xs = axis(w, dw);
-    let ys = axis(h, dh);
+    let xs = bilinear_axis(w, dw, 0..dw);
+    let ys = bilinear_axis(h, dh, 0..dh);
     let mut out = vec![0.0f32; dw * dh * channels];
     for (oy, &(y0, y1, ly)) in ys.iter().enumerate() {
         for (ox, &(x0, x1, lx)) in xs.iter().enumerate() {
