@@ -129,6 +129,30 @@ pub struct EngineConfig {
     pub queue_depth: usize,
     /// Policy of the windower → encoder edge.
     pub when_full: WhenFull,
+    /// Encoder calls that may run at once across modalities (0: no limit).
+    pub concurrency: usize,
+    /// A window that waited longer than this for its encoder is dropped as stale (0: never).
+    pub max_wait_s: f64,
+    /// Per-modality priority and frame-rate budget (`[engine.modalities.<m>]`).
+    #[serde(default)]
+    pub modalities: BTreeMap<Modality, ModalityBudget>,
+}
+
+/// How one modality fares when the encoders cannot keep up.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModalityBudget {
+    /// Higher runs first when encoder calls wait for a slot.
+    pub priority: i32,
+    /// The most windows per second embedded from each stream of this modality (0: no budget).
+    pub max_rate_hz: f64,
+}
+
+impl EngineConfig {
+    /// A modality's budget (the default: priority 0, no rate limit).
+    pub fn budget(&self, m: Modality) -> ModalityBudget {
+        self.modalities.get(&m).copied().unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -494,6 +518,38 @@ impl Config {
         if self.engine.queue_depth == 0 {
             return bad("engine.queue_depth", "expected at least 1".into());
         }
+        if self.engine.concurrency > 64 {
+            return bad(
+                "engine.concurrency",
+                format!("expected 0 (no limit) or 1..=64, got {}", self.engine.concurrency),
+            );
+        }
+        if !(self.engine.max_wait_s.is_finite() && self.engine.max_wait_s >= 0.0) {
+            return bad(
+                "engine.max_wait_s",
+                format!("expected seconds >= 0 (0: never), got {}", self.engine.max_wait_s),
+            );
+        }
+        for (m, b) in &self.engine.modalities {
+            if *m == Modality::Text {
+                return bad(
+                    "engine.modalities.text",
+                    "text is embedded on demand (queries, labels), not from streams: expected one of vision, audio, depth, thermal, imu".into(),
+                );
+            }
+            if !(b.max_rate_hz.is_finite() && b.max_rate_hz >= 0.0) {
+                return bad(
+                    &format!("engine.modalities.{m}.max_rate_hz"),
+                    format!("expected windows per second >= 0 (0: no budget), got {}", b.max_rate_hz),
+                );
+            }
+            if !(-1000..=1000).contains(&b.priority) {
+                return bad(
+                    &format!("engine.modalities.{m}.priority"),
+                    format!("expected -1000..=1000, got {}", b.priority),
+                );
+            }
+        }
         if self.preprocess.audio.std <= 0.0 {
             return bad("preprocess.audio.std", "expected > 0".into());
         }
@@ -746,6 +802,38 @@ mod tests {
         std::fs::write(&p, "[sources.mic]\ntype = \"synthetic\"\nsensor = \"microphone\"\n").unwrap();
         let e = Config::load_with_env(Some(&p), env).unwrap_err().to_string();
         assert!(e.contains("`sources.mic.chunk_ms`"), "{e}");
+    }
+
+    #[test]
+    fn overload_settings_load_and_bad_ones_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let mic = "[sources.mic]\ntype = \"synthetic\"\nsensor = \"microphone\"\n";
+        let demo = Config::load_with_env(None, Vec::new()).unwrap();
+        assert_eq!((demo.engine.concurrency, demo.engine.max_wait_s), (1, 10.0));
+        assert_eq!(demo.engine.budget(Modality::Vision), ModalityBudget::default());
+        std::fs::write(
+            &p,
+            format!("{mic}[engine.modalities.audio]\npriority = 3\n[engine.modalities.vision]\nmax_rate_hz = 0.25\n"),
+        )
+        .unwrap();
+        let c = Config::load_with_env(Some(&p), Vec::new()).unwrap();
+        assert_eq!(c.engine.budget(Modality::Audio).priority, 3);
+        assert_eq!(c.engine.budget(Modality::Audio).max_rate_hz, 0.0, "the default's other key stays");
+        assert_eq!(c.engine.budget(Modality::Vision).max_rate_hz, 0.25);
+        for (text, key) in [
+            ("[engine.modalities.vision]\nmax_rate_hz = -1.0\n", "`engine.modalities.vision.max_rate_hz`"),
+            ("[engine.modalities.imu]\npriority = 5000\n", "`engine.modalities.imu.priority`"),
+            ("[engine.modalities.text]\npriority = 1\n", "`engine.modalities.text`"),
+            ("[engine]\nmax_wait_s = -2.0\n", "`engine.max_wait_s`"),
+            ("[engine]\nconcurrency = 1000\n", "`engine.concurrency`"),
+            ("[engine.modalities.visoin]\npriority = 1\n", "visoin"),
+            ("[engine.modalities.vision]\npriorty = 1\n", "priorty"),
+        ] {
+            std::fs::write(&p, format!("{mic}{text}")).unwrap();
+            let e = Config::load_with_env(Some(&p), Vec::new()).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub mod names {
     pub const ENCODER_LOADED: &str = "encoder_loaded";
     pub const ENCODER_WARMUP: &str = "encoder_warmup";
     pub const ENCODE_FAILED: &str = "encode_failed";
+    pub const ENCODER_BEHIND: &str = "encoder_behind";
     pub const DEPTH_GEOMETRY: &str = "depth_geometry";
     pub const SOURCES_ENDED: &str = "sources_ended";
     pub const RECORD_STARTED: &str = "record_started";
@@ -186,6 +187,10 @@ pub enum WindowDrop {
     Backpressure,
     Error,
     Shutdown,
+    /// Over the modality's frame-rate budget (`engine.modalities.<m>.max_rate_hz`).
+    Budget,
+    /// Waited longer than `engine.max_wait_s` for its encoder.
+    Stale,
 }
 
 /// What a stream's windower, its encoder worker and the outputs report.
@@ -345,6 +350,8 @@ pub struct StreamStats {
     pub dropped_backpressure: AtomicU64,
     pub dropped_error: AtomicU64,
     pub dropped_shutdown: AtomicU64,
+    pub dropped_budget: AtomicU64,
+    pub dropped_stale: AtomicU64,
     pub late_frames: AtomicU64,
     pub frames_rejected: AtomicU64,
     pub time_jumps: AtomicU64,
@@ -373,6 +380,8 @@ impl StreamStats {
             dropped_backpressure: AtomicU64::new(0),
             dropped_error: AtomicU64::new(0),
             dropped_shutdown: AtomicU64::new(0),
+            dropped_budget: AtomicU64::new(0),
+            dropped_stale: AtomicU64::new(0),
             late_frames: AtomicU64::new(0),
             frames_rejected: AtomicU64::new(0),
             time_jumps: AtomicU64::new(0),
@@ -400,6 +409,8 @@ impl StreamStats {
                     WindowDrop::Backpressure => &self.dropped_backpressure,
                     WindowDrop::Error => &self.dropped_error,
                     WindowDrop::Shutdown => &self.dropped_shutdown,
+                    WindowDrop::Budget => &self.dropped_budget,
+                    WindowDrop::Stale => &self.dropped_stale,
                 }
                 .fetch_add(1, Relaxed);
             }
@@ -454,6 +465,8 @@ impl StreamStats {
             + self.dropped_backpressure.load(Relaxed)
             + self.dropped_error.load(Relaxed)
             + self.dropped_shutdown.load(Relaxed)
+            + self.dropped_budget.load(Relaxed)
+            + self.dropped_stale.load(Relaxed)
     }
 
     /// The windower is alive (called on every poll of its loop).
@@ -514,6 +527,8 @@ impl StreamStats {
                 "backpressure": self.dropped_backpressure.load(Relaxed),
                 "error": self.dropped_error.load(Relaxed),
                 "shutdown": self.dropped_shutdown.load(Relaxed),
+                "budget": self.dropped_budget.load(Relaxed),
+                "stale": self.dropped_stale.load(Relaxed),
             },
             "late_frames": self.late_frames.load(Relaxed),
             "frames_rejected": self.frames_rejected.load(Relaxed),
@@ -859,7 +874,7 @@ pub const PROMETHEUS: &[(&str, &str, &str)] = &[
     (
         "sensebind_stream_windows_dropped_total",
         "counter",
-        "windows dropped after closing, by reason (coverage, backpressure, error, shutdown)",
+        "windows dropped after closing, by reason (coverage, backpressure, error, shutdown, budget, stale)",
     ),
     (
         "sensebind_stream_windows_pending",
@@ -982,6 +997,8 @@ impl Telemetry {
                 ("backpressure", &st.dropped_backpressure),
                 ("error", &st.dropped_error),
                 ("shutdown", &st.dropped_shutdown),
+                ("budget", &st.dropped_budget),
+                ("stale", &st.dropped_stale),
             ] {
                 put(
                     "sensebind_stream_windows_dropped_total",

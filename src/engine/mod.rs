@@ -4,8 +4,10 @@
 //! [`Encoder`] is what the rest of the daemon sees: a batch of preprocessed inputs in,
 //! unit-L2-normalised vectors out. [`ort_backend`] implements it with ONNX Runtime
 //! (TensorRT fp16, CUDA and CPU registered together in priority order, as configured). [`worker`] gives each modality its own
-//! thread that drains its queue into batches, so a slow encoder never blocks a source.
+//! thread that drains its queue into batches, so a slow encoder never blocks a source;
+//! the workers share [`gate`]'s slots (`engine.concurrency`), granted by priority.
 
+pub mod gate;
 pub mod ort_backend;
 pub mod worker;
 

@@ -11,12 +11,13 @@
 //! waiting (up to `max_batch`), embeds the batch and sends the results on to the
 //! outputs edge.
 
+use super::gate::Gate;
 use super::Encoder;
 use crate::clock::Nanos;
 use crate::edge::{self, Sender, Sent, WhenFull};
 use crate::modality::Modality;
 use crate::preprocess::{ModelInput, Preprocessor};
-use crate::telemetry::{names, StreamEvent, StreamStats, WindowDrop};
+use crate::telemetry::{names, LogLimiter, StreamEvent, StreamStats, WindowDrop};
 use crate::window::Window;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -193,6 +194,9 @@ pub struct Job {
 pub struct WorkerHandle {
     modality: Modality,
     tx: Sender<Job>,
+    prep: Arc<dyn Preprocessor>,
+    /// The frame-rate budget: only windows whose seq is a multiple of this are queued.
+    stride: i64,
 }
 
 /// What `submit` did.
@@ -202,6 +206,8 @@ pub enum Submit {
     /// Queued, but the queue's policy dropped a window (this seq) to make room or
     /// refused the new one (its seq).
     Dropped(i64),
+    /// Not queued: over the modality's frame-rate budget (`max_rate_hz`).
+    OverBudget,
     /// The worker has stopped (its thread is gone).
     Closed,
 }
@@ -211,9 +217,16 @@ impl WorkerHandle {
         self.modality
     }
 
+    /// Queue a window for embedding: windows over the frame-rate budget are dropped
+    /// (counted as `budget`), the rest are cut down to what preprocessing reads
+    /// ([`Preprocessor::retain`]) and queued.
     pub fn submit(&self, window: Window, stats: Arc<StreamStats>) -> Submit {
+        if window.seq.rem_euclid(self.stride) != 0 {
+            stats.emit(StreamEvent::WindowDropped(WindowDrop::Budget));
+            return Submit::OverBudget;
+        }
         let job = Job {
-            window,
+            window: self.prep.retain(window),
             queued: Instant::now(),
             stats,
         };
@@ -234,6 +247,39 @@ pub struct WorkerConfig {
     pub max_batch: usize,
     pub queue_depth: usize,
     pub when_full: WhenFull,
+    /// Its place in the queue for the shared [`Gate`] (higher first).
+    pub priority: i32,
+    /// Windows that waited longer are dropped as stale (None: never).
+    pub max_wait: Option<Duration>,
+    /// Frame-rate budget: embed only windows whose seq is a multiple of this (1: all).
+    pub stride: i64,
+}
+
+impl WorkerConfig {
+    /// A worker that embeds every window, in its own time (no budget, no staleness).
+    pub fn unlimited(max_batch: usize, queue_depth: usize, when_full: WhenFull) -> WorkerConfig {
+        WorkerConfig {
+            max_batch,
+            queue_depth,
+            when_full,
+            priority: 0,
+            max_wait: None,
+            stride: 1,
+        }
+    }
+}
+
+/// The seq stride that keeps a stream of windows (one every `hop_s`) within
+/// `max_rate_hz` windows per second: 1 for no budget (0) or a budget at or over the
+/// window rate. Kept windows are those whose seq is a multiple of it, so every stream
+/// with the same budget keeps the same seqs.
+pub fn budget_stride(hop_s: f64, max_rate_hz: f64) -> i64 {
+    if !(max_rate_hz > 0.0 && hop_s > 0.0) {
+        return 1;
+    }
+    // Rounded down a hair first: 0.5 windows/s over 0.1 is 5, not 5.000000001 → 6.
+    let k = (1.0 / (hop_s * max_rate_hz) - 1e-9).ceil();
+    k.clamp(1.0, 1e9) as i64
 }
 
 /// Set when the shutdown deadline has passed: workers stop encoding and count what is
@@ -255,10 +301,11 @@ pub fn spawn(
     prep: Arc<dyn Preprocessor>,
     encoder: Arc<dyn Encoder>,
     cfg: WorkerConfig,
+    gate: Gate,
     out: Sender<Embedded>,
     discard: Discard,
 ) -> std::io::Result<(WorkerHandle, std::thread::JoinHandle<()>)> {
-    let (handle, run) = worker(prep, encoder, cfg, out, discard);
+    let (handle, run) = worker(prep, encoder, cfg, gate, out, discard);
     let join = std::thread::Builder::new()
         .name(format!("enc-{}", handle.modality))
         .spawn(run)?;
@@ -268,18 +315,38 @@ pub fn spawn(
 /// One modality's worker: its handle, and the loop to run on a thread of the caller's
 /// (the pipeline's supervisor). The loop ends when every handle is gone and the
 /// queue is drained.
+///
+/// Each turn: wait for a window, wait for a slot of the shared `gate` (by
+/// `cfg.priority`, then the window's age), take whatever else is queued (up to
+/// `max_batch`), drop what waited over `max_wait` (stale), embed the rest as one batch.
 pub fn worker(
     prep: Arc<dyn Preprocessor>,
     encoder: Arc<dyn Encoder>,
     cfg: WorkerConfig,
+    gate: Gate,
     out: Sender<Embedded>,
     discard: Discard,
 ) -> (WorkerHandle, impl FnOnce() + Send + 'static) {
     let modality = prep.modality();
     let (tx, rx) = edge::edge::<Job>(format!("encoder/{modality}"), cfg.queue_depth, cfg.when_full);
-    let handle = WorkerHandle { modality, tx };
+    let handle = WorkerHandle {
+        modality,
+        tx,
+        prep: prep.clone(),
+        stride: cfg.stride.max(1),
+    };
     let run = move || {
+        let mut behind_log = LogLimiter::new(Duration::from_secs(30));
+        let mut stale = 0u64;
         while let Some(first) = rx.recv() {
+            if discard.is_set() {
+                first.stats.emit(StreamEvent::WindowDropped(WindowDrop::Shutdown));
+                for j in rx.try_take(usize::MAX) {
+                    j.stats.emit(StreamEvent::WindowDropped(WindowDrop::Shutdown));
+                }
+                continue;
+            }
+            let permit = gate.acquire(cfg.priority, first.queued);
             let mut jobs = vec![first];
             jobs.extend(rx.try_take(cfg.max_batch.saturating_sub(1)));
             if discard.is_set() {
@@ -288,8 +355,27 @@ pub fn worker(
                 }
                 continue;
             }
+            if let Some(max) = cfg.max_wait {
+                let before = jobs.len();
+                jobs.retain(|j| {
+                    let fresh = j.queued.elapsed() <= max;
+                    if !fresh {
+                        j.stats.emit(StreamEvent::WindowDropped(WindowDrop::Stale));
+                    }
+                    fresh
+                });
+                stale += (before - jobs.len()) as u64;
+                if stale > 0 && behind_log.allow().is_some() {
+                    tracing::warn!(event = names::ENCODER_BEHIND, modality = %modality, stale_windows = stale, max_wait_s = max.as_secs_f64(), "the {modality} encoder is behind its sensors: {stale} windows waited longer than engine.max_wait_s and were dropped (see engine.modalities.{modality}.priority / max_rate_hz)");
+                    stale = 0;
+                }
+                if jobs.is_empty() {
+                    continue;
+                }
+            }
             let windows: Vec<&Window> = jobs.iter().map(|j| &j.window).collect();
             let results = embed_windows(prep.as_ref(), encoder.as_ref(), &windows);
+            drop(permit);
             let n = jobs.len();
             for (j, r) in jobs.into_iter().zip(results) {
                 match r {
@@ -442,12 +528,16 @@ mod tests {
     fn worker_batches_sheds_load_and_accounts_for_every_window() {
         let enc = Arc::new(SlowEnc(Mutex::new(Vec::new())));
         let (out_tx, out_rx) = edge::edge("outputs", 100, WhenFull::Block);
-        let cfg = WorkerConfig {
-            max_batch: 4,
-            queue_depth: 6,
-            when_full: WhenFull::DropOldest,
-        };
-        let (h, join) = spawn(Arc::new(SeqPrep), enc.clone(), cfg, out_tx, Discard::default()).unwrap();
+        let cfg = WorkerConfig::unlimited(4, 6, WhenFull::DropOldest);
+        let (h, join) = spawn(
+            Arc::new(SeqPrep),
+            enc.clone(),
+            cfg,
+            Gate::new(1),
+            out_tx,
+            Discard::default(),
+        )
+        .unwrap();
         let stats = Arc::new(StreamStats::new("imu0", Modality::Imu));
         let mut dropped = Vec::new();
         for s in 0..40 {
@@ -480,6 +570,8 @@ mod tests {
         let handle = WorkerHandle {
             modality: Modality::Imu,
             tx,
+            prep: Arc::new(SeqPrep),
+            stride: 1,
         };
         let t = std::thread::spawn(move || {
             let _rx = rx;
@@ -490,5 +582,137 @@ mod tests {
         assert_eq!(handle.submit(win(1), stats.clone()), Submit::Closed);
         assert_eq!(handle.submit(win(2), stats.clone()), Submit::Closed);
         assert_eq!(stats.dropped_backpressure.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn budget_strides_keep_within_the_rate() {
+        assert_eq!(budget_stride(2.0, 0.0), 1, "no budget");
+        assert_eq!(budget_stride(2.0, 0.5), 1, "the window rate itself");
+        assert_eq!(budget_stride(2.0, 5.0), 1, "over the window rate");
+        assert_eq!(budget_stride(2.0, 0.25), 2);
+        assert_eq!(budget_stride(2.0, 0.1), 5, "0.5 / 0.1 is 5, not 6");
+        assert_eq!(budget_stride(2.0, 0.2), 3, "0.5 / 3 windows/s is within 0.2");
+        assert_eq!(budget_stride(0.5, 1.0), 2);
+        for (hop, rate) in [(2.0, 0.3), (0.5, 0.7), (1.0, 0.01), (0.1, 3.0)] {
+            let k = budget_stride(hop, rate);
+            assert!(1.0 / (hop * k as f64) <= rate + 1e-9, "{hop} {rate}: {k}");
+            assert!(
+                k == 1 || 1.0 / (hop * (k - 1) as f64) > rate,
+                "{hop} {rate}: {k} is not the least"
+            );
+        }
+    }
+
+    #[test]
+    fn windows_over_the_budget_are_dropped_and_counted_on_the_grid() {
+        let enc = Arc::new(SlowEnc(Mutex::new(Vec::new())));
+        let (out_tx, out_rx) = edge::edge("outputs", 100, WhenFull::Block);
+        let cfg = WorkerConfig {
+            stride: 3,
+            ..WorkerConfig::unlimited(8, 100, WhenFull::Block)
+        };
+        let (h, join) = spawn(Arc::new(SeqPrep), enc, cfg, Gate::new(1), out_tx, Discard::default()).unwrap();
+        let stats = Arc::new(StreamStats::new("imu0", Modality::Imu));
+        let over: Vec<i64> = (-4..20)
+            .filter(|&s| h.submit(win(s), stats.clone()) == Submit::OverBudget)
+            .collect();
+        drop(h);
+        join.join().unwrap();
+        let mut got: Vec<i64> = out_rx.drain().iter().map(|e| e.seq).collect();
+        got.sort();
+        // 5 is the encoder's bad input, 13 and 17 the preprocessor's: none is on the grid.
+        assert_eq!(got, [-3, 0, 3, 6, 9, 12, 15, 18]);
+        assert_eq!(over.len(), 24 - 8);
+        assert_eq!(stats.dropped_budget.load(Relaxed), 16);
+        assert_eq!(stats.dropped_backpressure.load(Relaxed), 0);
+    }
+
+    /// Windows that waited over `max_wait` are dropped as stale, so what is embedded
+    /// is never older than that (plus one batch).
+    #[test]
+    fn stale_windows_are_dropped_and_latency_stays_bounded() {
+        let enc = Arc::new(SlowEnc(Mutex::new(Vec::new())));
+        let (out_tx, out_rx) = edge::edge("outputs", 100, WhenFull::Block);
+        let max_wait = Duration::from_millis(50);
+        let cfg = WorkerConfig {
+            max_wait: Some(max_wait),
+            ..WorkerConfig::unlimited(1, 100, WhenFull::DropNewest)
+        };
+        let (h, join) = spawn(Arc::new(SeqPrep), enc, cfg, Gate::new(1), out_tx, Discard::default()).unwrap();
+        let stats = Arc::new(StreamStats::new("imu0", Modality::Imu));
+        // 30 windows at once, one 20 ms encoder call each: most go stale.
+        for s in 20..50 {
+            assert_eq!(h.submit(win(s), stats.clone()), Submit::Queued);
+        }
+        drop(h);
+        join.join().unwrap();
+        let got = out_rx.drain();
+        let stale = stats.dropped_stale.load(Relaxed);
+        assert!(stale >= 20, "{stale} stale of 30");
+        assert_eq!(got.len() as u64 + stale, 30, "every window accounted for");
+        for e in &got {
+            assert!(e.latency <= max_wait + Duration::from_millis(200), "{:?}", e.latency);
+        }
+    }
+
+    /// A preprocessor of any modality, for workers that share a gate.
+    struct ModPrep(Modality);
+    impl Preprocessor for ModPrep {
+        fn modality(&self) -> Modality {
+            self.0
+        }
+        fn shape(&self) -> Vec<usize> {
+            vec![2]
+        }
+        fn process(&self, w: &Window) -> Result<ModelInput, PreprocessError> {
+            Ok(ModelInput::F32(vec![w.seq as f32 + 100.0, 1.0]))
+        }
+    }
+
+    /// Two modalities contending for one slot: the higher priority's waiting windows
+    /// all run before the lower one's, though the lower one queued first.
+    #[test]
+    fn the_higher_priority_modality_runs_first() {
+        let gate = Gate::new(1);
+        let (out_tx, out_rx) = edge::edge("outputs", 100, WhenFull::Block);
+        let start = |m: Modality, priority: i32| {
+            let cfg = WorkerConfig {
+                priority,
+                ..WorkerConfig::unlimited(8, 16, WhenFull::DropOldest)
+            };
+            let enc = Arc::new(SlowEnc(Mutex::new(Vec::new())));
+            spawn(
+                Arc::new(ModPrep(m)),
+                enc,
+                cfg,
+                gate.clone(),
+                out_tx.clone(),
+                Discard::default(),
+            )
+            .unwrap()
+        };
+        let (low, low_join) = start(Modality::Vision, 0);
+        let (high, high_join) = start(Modality::Imu, 5);
+        let held = gate.acquire(100, Instant::now());
+        let stats = Arc::new(StreamStats::new("s", Modality::Imu));
+        for s in 0..4 {
+            low.submit(win(s), stats.clone());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        for s in 0..4 {
+            high.submit(win(s), stats.clone());
+        }
+        while gate.load().1 < 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(held);
+        drop((low, high));
+        low_join.join().unwrap();
+        high_join.join().unwrap();
+        drop(out_tx);
+        let order: Vec<Modality> = out_rx.drain().iter().map(|e| e.modality).collect();
+        assert_eq!(order.len(), 8);
+        assert!(order[..4].iter().all(|m| *m == Modality::Imu), "{order:?}");
+        assert!(order[4..].iter().all(|m| *m == Modality::Vision), "{order:?}");
     }
 }

@@ -23,7 +23,8 @@ use crate::bus::zenoh_bus::{self, ZenohSink};
 use crate::bus::{BusError, Topics};
 use crate::calibration::CalibrationError;
 use crate::config::Config;
-use crate::edge::edge;
+use crate::edge::{edge, WhenFull};
+use crate::engine::gate::Gate;
 use crate::engine::worker::{self, Discard, Embedded, WorkerConfig, WorkerHandle};
 use crate::engine::{Encoder, EngineError};
 use crate::modality::Modality;
@@ -313,17 +314,27 @@ pub async fn run_graph_with(
     }
 
     // ---- encoders: one worker per modality
-    let wcfg = WorkerConfig {
-        max_batch: cfg.engine.max_batch,
-        queue_depth: cfg.engine.queue_depth,
-        when_full: cfg.engine.when_full,
-    };
+    // They share `engine.concurrency` slots, granted by priority (engine::gate).
+    let gate = Gate::new(cfg.engine.concurrency);
+    // `block` is for replays that must lose nothing: no window is ever stale there.
+    let max_wait = (cfg.engine.max_wait_s > 0.0 && cfg.engine.when_full != WhenFull::Block)
+        .then(|| Duration::from_secs_f64(cfg.engine.max_wait_s));
     let mut workers: BTreeMap<Modality, WorkerHandle> = BTreeMap::new();
     for m in &modalities {
+        let budget = cfg.engine.budget(*m);
+        let wcfg = WorkerConfig {
+            max_batch: cfg.engine.max_batch,
+            queue_depth: cfg.engine.queue_depth,
+            when_full: cfg.engine.when_full,
+            priority: budget.priority,
+            max_wait,
+            stride: worker::budget_stride(cfg.window.hop_s, budget.max_rate_hz),
+        };
         let (h, run) = worker::worker(
             models.preprocessors[m].clone(),
             models.encoders[m].clone(),
             wcfg,
+            gate.clone(),
             out_tx.clone(),
             discard.clone(),
         );

@@ -65,7 +65,8 @@ pub fn window_stage(
     let idle_ns = idle_flush.as_nanos() as i64;
     let poll = idle_flush.min(Duration::from_millis(200));
     let submit = |win: Window| match worker.submit(win, stats.clone()) {
-        Submit::Queued => {}
+        // Over the frame-rate budget: counted by the handle, by design, not logged.
+        Submit::Queued | Submit::OverBudget => {}
         Submit::Dropped(seq) => {
             tracing::debug!(event = names::WINDOW_DROPPED, source = %stats.source, modality = %stats.modality, seq, reason = "backpressure", "encoder behind; window dropped")
         }

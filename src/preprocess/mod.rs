@@ -56,6 +56,12 @@ pub trait Preprocessor: Send + Sync {
     fn views(&self, window: &Window) -> Result<Vec<ModelInput>, PreprocessError> {
         Ok(vec![self.process(window)?])
     }
+    /// The window holding only what [`views`](Self::views) reads (a camera window:
+    /// the frames it samples), so a window waiting for its encoder holds 2 frames, not
+    /// all 60 of a 30 Hz camera. `views` of the result equals `views` of the window.
+    fn retain(&self, window: Window) -> Window {
+        window
+    }
 }
 
 /// The config keys that decide a modality's input shape (named in contract errors).

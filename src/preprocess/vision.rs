@@ -46,15 +46,40 @@ fn frames_of(w: &Window) -> Result<&[Arc<Frame>], PreprocessError> {
     }
 }
 
+/// Index of the frame of a window that a single-image encoder sees (`frames` non-empty).
+fn pick_index(w: &Window, frames: &[Arc<Frame>], pick: FramePick) -> usize {
+    let mid = w.t_start_ns + (w.t_end_ns - w.t_start_ns) / 2;
+    match pick {
+        FramePick::Middle => frames
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, f)| (f.t_ns - mid).abs())
+            .map_or(0, |(i, _)| i),
+        FramePick::Last => frames.len().saturating_sub(1),
+    }
+}
+
 /// The frame of a window that a single-image encoder sees.
 fn pick_frame(w: &Window, pick: FramePick) -> Result<&Frame, PreprocessError> {
     let frames = frames_of(w)?;
-    let mid = w.t_start_ns + (w.t_end_ns - w.t_start_ns) / 2;
-    let f = match pick {
-        FramePick::Middle => frames.iter().min_by_key(|f| (f.t_ns - mid).abs()),
-        FramePick::Last => frames.last(),
-    };
-    Ok(f.map(|a| a.as_ref()).expect("non-empty"))
+    Ok(&frames[pick_index(w, frames, pick)])
+}
+
+/// `w` holding only the frames at `keep(frames)` (sorted, distinct), when that is
+/// fewer than it has; any other window is returned as it is.
+fn retain_frames(mut w: Window, keep: impl FnOnce(&Window, &[Arc<Frame>]) -> Vec<usize>) -> Window {
+    if let WindowData::Frames(frames) = &w.data {
+        if !frames.is_empty() {
+            let mut idx = keep(&w, frames);
+            idx.sort_unstable();
+            idx.dedup();
+            if idx.len() < frames.len() && idx.iter().all(|&i| i < frames.len()) {
+                let kept = idx.iter().map(|&i| frames[i].clone()).collect();
+                w.data = WindowData::Frames(kept);
+            }
+        }
+    }
+    w
 }
 
 /// One 16-bit single-channel frame of a window (depth or thermal) → `map` →
@@ -290,6 +315,11 @@ impl Preprocessor for VisionPrep {
         let views = self.clip_views(&frames).map_err(|e| bad(w, e))?;
         Ok(views.into_iter().map(ModelInput::F32).collect())
     }
+    /// Keeps the `frames` frames the uniform subsample reads (2 of a 1080p camera's 60).
+    fn retain(&self, w: Window) -> Window {
+        let n = self.cfg.frames;
+        retain_frames(w, |_, frames| uniform_indices(frames.len(), n))
+    }
 }
 
 pub struct DepthPrep {
@@ -355,6 +385,11 @@ impl Preprocessor for DepthPrep {
             self.disparity_with(d, b, f)
         })
     }
+    /// Keeps the one frame embedded.
+    fn retain(&self, w: Window) -> Window {
+        let pick = self.cfg.frame;
+        retain_frames(w, |w, frames| vec![pick_index(w, frames, pick)])
+    }
 }
 
 pub struct ThermalPrep {
@@ -406,6 +441,11 @@ impl Preprocessor for ThermalPrep {
     }
     fn process(&self, w: &Window) -> Result<ModelInput, PreprocessError> {
         gray16_input(w, self.cfg.frame, self.cfg.size, "thermal", |d| self.normalise(d))
+    }
+    /// Keeps the one frame embedded.
+    fn retain(&self, w: Window) -> Window {
+        let pick = self.cfg.frame;
+        retain_frames(w, |w, frames| vec![pick_index(w, frames, pick)])
     }
 }
 
@@ -473,6 +513,97 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// `retain` keeps only what `views` reads: the same views from fewer frames.
+    #[test]
+    fn retained_windows_embed_the_same_from_fewer_frames() {
+        let window = |t: usize, frame: &dyn Fn(usize) -> FrameData| Window {
+            source: "s".into(),
+            modality: Modality::Vision,
+            seq: 3,
+            t_start_ns: 0,
+            t_end_ns: 1_000,
+            coverage: 1.0,
+            // Uneven times, so "middle" is not simply the middle index.
+            data: WindowData::Frames(
+                (0..t)
+                    .map(|i| {
+                        Arc::new(Frame {
+                            t_ns: (i * i * 1_000 / (t * t)) as i64,
+                            data: frame(i),
+                        })
+                    })
+                    .collect(),
+            ),
+        };
+        let n_frames = |w: &Window| match &w.data {
+            WindowData::Frames(f) => f.len(),
+            _ => 0,
+        };
+        // Each frame different, so a wrong pick shows.
+        let rgb = |i: usize| FrameData::Rgb8 {
+            width: 40,
+            height: 30,
+            data: (0..40 * 30 * 3).map(|k| ((k * 7 + i * 31) % 256) as u8).collect(),
+        };
+        for frames in [1, 2, 3, 8] {
+            let p = VisionPrep::new(VisionPrepConfig {
+                size: 24,
+                frames,
+                ..vcfg()
+            });
+            for t in [1, 2, 3, 5, 60] {
+                let w = window(t, &rgb);
+                let r = p.retain(w.clone());
+                assert_eq!(
+                    p.views(&r).unwrap(),
+                    p.views(&w).unwrap(),
+                    "{t} frames, {frames} sampled"
+                );
+                assert_eq!(n_frames(&r), t.min(frames), "{t} frames, {frames} sampled");
+            }
+        }
+        let gray = |i: usize| FrameData::Depth16 {
+            width: 16,
+            height: 12,
+            data: (0..16 * 12).map(|k| (500 + k * 3 + i * 101) as u16).collect(),
+        };
+        let therm = |i: usize| FrameData::Thermal16 {
+            width: 16,
+            height: 12,
+            data: (0..16 * 12).map(|k| (7000 + k * 5 + i * 211) as u16).collect(),
+        };
+        for pick in [FramePick::Middle, FramePick::Last] {
+            let d = DepthPrep::new(
+                DepthPrepConfig {
+                    frame: pick,
+                    size: 8,
+                    ..depth_cfg()
+                },
+                0.05,
+                400.0,
+            );
+            let th = ThermalPrep::new(ThermalPrepConfig {
+                size: 8,
+                frame: pick,
+                range: ThermalRange::Fixed,
+                raw_min: 7000.0,
+                raw_max: 9000.0,
+                kelvin_min: 250.0,
+                kelvin_max: 350.0,
+            });
+            for t in [1, 4, 9] {
+                let w = window(t, &gray);
+                let r = d.retain(w.clone());
+                assert_eq!(d.views(&r).unwrap(), d.views(&w).unwrap(), "depth {pick:?} {t}");
+                assert_eq!(n_frames(&r), 1);
+                let w = window(t, &therm);
+                let r = th.retain(w.clone());
+                assert_eq!(th.views(&r).unwrap(), th.views(&w).unwrap(), "thermal {pick:?} {t}");
+                assert_eq!(n_frames(&r), 1);
             }
         }
     }
