@@ -3,7 +3,7 @@
 //! to read (the daemon never waits on it: embeddings and labels are dropped for it,
 //! alerts wait at most `bus.alert_block_ms`).
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::io::{Read, Write};

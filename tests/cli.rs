@@ -1,7 +1,7 @@
 //! The command line: `sensebind embed` output, and one-line errors for the three
 //! most common set-up mistakes.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::process::Command;

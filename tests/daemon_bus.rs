@@ -1,7 +1,7 @@
 //! End to end: the daemon on its embedded demo config (synthetic sensors, built-in
 //! tiny pack) publishes on zenoh and serves queries; seen from a Rust client.
 
-mod common;
+use crate::common;
 
 use common::*;
 use sensebind::bus::EmbeddingMsg;

@@ -5,7 +5,7 @@
 //! silence, clipped audio, timestamps going backwards or jumping hours) is counted and
 //! skipped while every stream goes on.
 
-mod common;
+use crate::common;
 
 use common::*;
 use sensebind::clock::{Clock, ReplayClock};

@@ -6,7 +6,7 @@
 //! unwritable at run time, never stops the daemon: queries are kept in memory and
 //! the problem is reported on the bus and in health.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::BTreeMap;

@@ -6,7 +6,7 @@
 //! - the daemon on the bus, playing the demo's digit world: labels name the digit on
 //!   screen, events start and end with it, the demo query fires on sevens only.
 
-mod common;
+use crate::common;
 
 use common::*;
 use sensebind::sources::digit_world::{digit_at, WORDS};

@@ -2,7 +2,7 @@
 //! tiny pack packs/tiny-random (tests/fixtures/tiny_pack_ref.json, made by tools/make_pack_fixture.py
 //! with Python onnxruntime), for all six encoders.
 
-mod common;
+use crate::common;
 
 use sensebind::config::Config;
 use sensebind::engine::ort_backend::OrtEncoder;

@@ -13,7 +13,7 @@
 //! * export fidelity: ONNX on the official input tensors vs the official PyTorch
 //!   forward, max |Δ| ≤ 1e-4 (unit vectors).
 
-mod common;
+use crate::common;
 
 use sensebind::config::{Config, Crops, VisionMode};
 use sensebind::engine::cosine;

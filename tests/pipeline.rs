@@ -2,7 +2,7 @@
 //! a driver that blocks forever in a read cannot hold the exit, and a driver that
 //! panics is restarted while the rest of the pipeline goes on.
 
-mod common;
+use crate::common;
 
 use common::*;
 use sensebind::clock::{Clock, ReplayClock};

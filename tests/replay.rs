@@ -4,7 +4,7 @@
 //! whose timestamps never advance cannot make the daemon allocate without bound. A
 //! looped MCAP replay keeps its times increasing.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::BTreeMap;

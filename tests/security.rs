@@ -5,7 +5,7 @@
 //! nothing and cannot register queries); peers without a certificate from the robot's
 //! CA, or without TLS, cannot connect at all.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! memory (RSS), no growth of any queue (windows pending) and counters that add up
 //! (windows = published + every kind of drop + pending), for every stream.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::BTreeMap;

@@ -3,7 +3,7 @@
 //! WATCHDOG=1 pings that go on while a sensor is gone (reconnecting is healthy), and
 //! STOPPING=1 at SIGTERM. (A wedged encoder stopping the pings: tests/faults.rs.)
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::process::{Command, Stdio};
