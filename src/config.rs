@@ -819,11 +819,21 @@ mod tests {
         .unwrap();
         let c = Config::load_with_env(Some(&p), Vec::new()).unwrap();
         assert_eq!(c.engine.budget(Modality::Audio).priority, 3);
-        assert_eq!(c.engine.budget(Modality::Audio).max_rate_hz, 0.0, "the default's other key stays");
+        assert_eq!(
+            c.engine.budget(Modality::Audio).max_rate_hz,
+            0.0,
+            "the default's other key stays"
+        );
         assert_eq!(c.engine.budget(Modality::Vision).max_rate_hz, 0.25);
         for (text, key) in [
-            ("[engine.modalities.vision]\nmax_rate_hz = -1.0\n", "`engine.modalities.vision.max_rate_hz`"),
-            ("[engine.modalities.imu]\npriority = 5000\n", "`engine.modalities.imu.priority`"),
+            (
+                "[engine.modalities.vision]\nmax_rate_hz = -1.0\n",
+                "`engine.modalities.vision.max_rate_hz`",
+            ),
+            (
+                "[engine.modalities.imu]\npriority = 5000\n",
+                "`engine.modalities.imu.priority`",
+            ),
             ("[engine.modalities.text]\npriority = 1\n", "`engine.modalities.text`"),
             ("[engine]\nmax_wait_s = -2.0\n", "`engine.max_wait_s`"),
             ("[engine]\nconcurrency = 1000\n", "`engine.concurrency`"),

@@ -90,8 +90,16 @@ impl Gate {
     /// Wait for a slot. `since`: when the oldest window this call will embed was
     /// queued (ties between equal priorities go to the longest wait).
     pub fn acquire(&self, priority: i32, since: Instant) -> Permit {
+        self.acquire_until(priority, since, None)
+            .expect("no deadline, so a slot is always granted")
+    }
+
+    /// [`acquire`](Self::acquire), giving up at `deadline` (None: when that passes
+    /// first). Strict priority: a waiter gets a slot only when no higher priority
+    /// waits, so under sustained overload a low priority waits until its deadline.
+    pub fn acquire_until(&self, priority: i32, since: Instant, deadline: Option<Instant>) -> Option<Permit> {
         if self.slots == 0 {
-            return Permit { gate: None };
+            return Some(Permit { gate: None });
         }
         let (m, cv) = &*self.inner;
         let mut s = lock(m);
@@ -103,16 +111,29 @@ impl Gate {
             since,
         });
         while !(s.running < self.slots && s.best() == Some(ticket)) {
-            s = cv.wait(s).unwrap_or_else(|p| p.into_inner());
+            s = match deadline {
+                None => cv.wait(s).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        s.waiting.retain(|w| w.ticket != ticket);
+                        drop(s);
+                        // The next-best waiter may now be the best.
+                        cv.notify_all();
+                        return None;
+                    }
+                    cv.wait_timeout(s, d - now).unwrap_or_else(|p| p.into_inner()).0
+                }
+            };
         }
         s.waiting.retain(|w| w.ticket != ticket);
         s.running += 1;
         drop(s);
         // Another slot may still be free for the next-best waiter.
         cv.notify_all();
-        Permit {
+        Some(Permit {
             gate: Some(self.clone()),
-        }
+        })
     }
 
     /// Calls running now and calls waiting for a slot.
@@ -192,6 +213,22 @@ mod tests {
         drop(held);
         hs.into_iter().for_each(|h| h.join().unwrap());
         assert_eq!(*order.lock().unwrap(), ["high", "mid-old", "mid-young", "low"]);
+    }
+
+    #[test]
+    fn a_waiter_gives_up_at_its_deadline_and_leaves_the_queue() {
+        let g = Gate::new(1);
+        let held = g.acquire(0, Instant::now());
+        let t = Instant::now();
+        let got = g.acquire_until(9, t, Some(t + Duration::from_millis(30)));
+        assert!(got.is_none());
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        assert_eq!(g.load(), (1, 0), "the waiter left");
+        drop(held);
+        assert!(
+            g.acquire_until(0, t, Some(t)).is_some(),
+            "a free slot is granted even at the deadline"
+        );
     }
 
     #[test]

@@ -296,6 +296,35 @@ impl Discard {
     }
 }
 
+/// Counts stale windows and says so in the log, at most every 30 s.
+struct Behind {
+    modality: Modality,
+    max_wait: Option<Duration>,
+    log: LogLimiter,
+    since_log: u64,
+}
+
+impl Behind {
+    fn new(modality: Modality, max_wait: Option<Duration>) -> Behind {
+        Behind {
+            modality,
+            max_wait,
+            log: LogLimiter::new(Duration::from_secs(30)),
+            since_log: 0,
+        }
+    }
+
+    fn stale(&mut self, j: &Job) {
+        j.stats.emit(StreamEvent::WindowDropped(WindowDrop::Stale));
+        self.since_log += 1;
+        if self.log.allow().is_some() {
+            let (m, n) = (self.modality, self.since_log);
+            tracing::warn!(event = names::ENCODER_BEHIND, modality = %m, stale_windows = n, max_wait_s = self.max_wait.unwrap_or_default().as_secs_f64(), "the {m} encoder is behind its sensors: {n} windows waited longer than engine.max_wait_s and were dropped (see engine.modalities.{m}.priority / max_rate_hz)");
+            self.since_log = 0;
+        }
+    }
+}
+
 /// Start the worker thread for one modality; results go to `out`.
 pub fn spawn(
     prep: Arc<dyn Preprocessor>,
@@ -336,8 +365,7 @@ pub fn worker(
         stride: cfg.stride.max(1),
     };
     let run = move || {
-        let mut behind_log = LogLimiter::new(Duration::from_secs(30));
-        let mut stale = 0u64;
+        let mut behind = Behind::new(modality, cfg.max_wait);
         while let Some(first) = rx.recv() {
             if discard.is_set() {
                 first.stats.emit(StreamEvent::WindowDropped(WindowDrop::Shutdown));
@@ -346,7 +374,18 @@ pub fn worker(
                 }
                 continue;
             }
-            let permit = gate.acquire(cfg.priority, first.queued);
+            // A window that waited over max_wait (in the queue, or for a slot) is
+            // dropped as stale, one by one as they expire: a strict lower priority
+            // under sustained overload sheds its windows instead of hoarding them.
+            if cfg.max_wait.is_some_and(|max| first.queued.elapsed() > max) {
+                behind.stale(&first);
+                continue;
+            }
+            let deadline = cfg.max_wait.map(|max| first.queued + max);
+            let Some(permit) = gate.acquire_until(cfg.priority, first.queued, deadline) else {
+                behind.stale(&first);
+                continue;
+            };
             let mut jobs = vec![first];
             jobs.extend(rx.try_take(cfg.max_batch.saturating_sub(1)));
             if discard.is_set() {
@@ -356,19 +395,13 @@ pub fn worker(
                 continue;
             }
             if let Some(max) = cfg.max_wait {
-                let before = jobs.len();
                 jobs.retain(|j| {
                     let fresh = j.queued.elapsed() <= max;
                     if !fresh {
-                        j.stats.emit(StreamEvent::WindowDropped(WindowDrop::Stale));
+                        behind.stale(j);
                     }
                     fresh
                 });
-                stale += (before - jobs.len()) as u64;
-                if stale > 0 && behind_log.allow().is_some() {
-                    tracing::warn!(event = names::ENCODER_BEHIND, modality = %modality, stale_windows = stale, max_wait_s = max.as_secs_f64(), "the {modality} encoder is behind its sensors: {stale} windows waited longer than engine.max_wait_s and were dropped (see engine.modalities.{modality}.priority / max_rate_hz)");
-                    stale = 0;
-                }
                 if jobs.is_empty() {
                     continue;
                 }
@@ -653,6 +686,41 @@ mod tests {
         for e in &got {
             assert!(e.latency <= max_wait + Duration::from_millis(200), "{:?}", e.latency);
         }
+    }
+
+    /// A modality that never gets the slot (a higher priority holds it) still drops
+    /// its windows as they go stale, instead of hoarding them.
+    #[test]
+    fn a_starved_modality_drops_its_windows_while_it_waits() {
+        let gate = Gate::new(1);
+        let held = gate.acquire(10, Instant::now());
+        let (out_tx, out_rx) = edge::edge("outputs", 100, WhenFull::Block);
+        let cfg = WorkerConfig {
+            max_wait: Some(Duration::from_millis(40)),
+            ..WorkerConfig::unlimited(8, 16, WhenFull::DropOldest)
+        };
+        let enc = Arc::new(SlowEnc(Mutex::new(Vec::new())));
+        let (h, join) = spawn(Arc::new(SeqPrep), enc, cfg, gate.clone(), out_tx, Discard::default()).unwrap();
+        let stats = Arc::new(StreamStats::new("imu0", Modality::Imu));
+        for s in 20..25 {
+            h.submit(win(s), stats.clone());
+        }
+        let t = Instant::now();
+        while stats.dropped_stale.load(Relaxed) < 5 && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            stats.dropped_stale.load(Relaxed),
+            5,
+            "all dropped while the slot was held"
+        );
+        assert_eq!(gate.load(), (1, 0), "the starved worker is not left queued at the gate");
+        h.submit(win(30), stats.clone());
+        drop(held);
+        drop(h);
+        join.join().unwrap();
+        let got: Vec<i64> = out_rx.drain().iter().map(|e| e.seq).collect();
+        assert_eq!(got, [30], "a fresh window runs once the slot is free");
     }
 
     /// A preprocessor of any modality, for workers that share a gate.
