@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -48,55 +47,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("SENSEBIND_CACHE")
-             or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sensebind")
+sys.path.insert(0, str(ROOT / "tools"))
+from bench_vs_official import five_streams, log, resolve_pack  # noqa: E402 (stdlib-only at import)
+
 MODALITIES = ["vision", "audio", "depth", "thermal", "imu"]
-STREAMS = """
-[sources.camera]
-type = "synthetic"
-sensor = "camera"
-width = 640
-height = 480
-rate_hz = 30
-[sources.depth]
-type = "synthetic"
-sensor = "depth"
-width = 848
-height = 480
-rate_hz = 30
-[sources.thermal]
-type = "synthetic"
-sensor = "thermal"
-width = 160
-height = 120
-rate_hz = 9
-[sources.microphone]
-type = "synthetic"
-sensor = "microphone"
-sample_rate = 48000
-[sources.imu]
-type = "synthetic"
-sensor = "imu"
-rate_hz = 200
-"""
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
-def resolve_pack(name: str) -> str:
-    if name in ("", "builtin"):
-        return ""
-    if name in ("huge", "mid"):
-        p = CACHE / "packs" / f"imagebind-{name}-random"
-        if not (p / "pack.toml").is_file():
-            raise SystemExit(f"error: no {name} benchmark pack at {p}; make it with "
-                             f"`tools/make_bench_pack.sh {name}`")
-        return str(p)
-    if not (Path(name) / "pack.toml").is_file():
-        raise SystemExit(f"error: --pack {name}: no pack.toml there (or use huge, mid, builtin)")
-    return name
 
 
 def free_port() -> int:
@@ -138,6 +92,21 @@ def scrape(port: int) -> dict[tuple[str, str], float]:
     return out
 
 
+def wait_ready(port: int, proc: subprocess.Popen, timeout_s: float = 180.0) -> None:
+    """Until the daemon serves /metrics (its encoders are loaded and warmed up)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"error: the daemon exited with status {proc.returncode} before it was ready")
+        try:
+            scrape(port)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"error: the daemon did not serve /metrics within {timeout_s:.0f} s")
+            time.sleep(0.5)
+
+
 def rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -168,7 +137,7 @@ intra_threads = {args.threads}
 listen = ["tcp/127.0.0.1:{bus}"]
 [prometheus]
 listen = "127.0.0.1:{prom}"
-{STREAMS}""")
+{five_streams(640, 480)}""")
         client = tmp / "client.toml"
         client.write_text(f'[bus]\nlisten = []\nconnect = ["tcp/127.0.0.1:{bus}"]\n')
         log(f"[{name}] {args.warmup:.0f} s warm-up + {args.seconds:.0f} s")
@@ -186,7 +155,7 @@ listen = "127.0.0.1:{prom}"
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         try:
-            time.sleep(1.0)
+            wait_ready(prom, d)
             lp = subprocess.Popen([args.bin, "listen", "-c", str(client), "--robot", "bench", "--embeddings",
                                    "--json", "--seconds", str(args.warmup + args.seconds)],
                                   stdout=subprocess.PIPE, text=True)

@@ -74,6 +74,38 @@ def resolve_pack(name: str) -> str:
     return name
 
 
+def five_streams(camera_w: int, camera_h: int) -> str:
+    """The daemon config of five synthetic streams at robot rates: camera at 30 Hz,
+    848x480 depth at 30 Hz, 160x120 thermal at 9 Hz, 48 kHz microphone, 200 Hz IMU."""
+    return f"""[sources.camera]
+type = "synthetic"
+sensor = "camera"
+width = {camera_w}
+height = {camera_h}
+rate_hz = 30
+[sources.depth]
+type = "synthetic"
+sensor = "depth"
+width = 848
+height = 480
+rate_hz = 30
+[sources.thermal]
+type = "synthetic"
+sensor = "thermal"
+width = 160
+height = 120
+rate_hz = 9
+[sources.microphone]
+type = "synthetic"
+sensor = "microphone"
+sample_rate = 48000
+[sources.imu]
+type = "synthetic"
+sensor = "imu"
+rate_hz = 200
+"""
+
+
 def sensebind(args: argparse.Namespace, *cli: str, core: int | None = None) -> str:
     cmd = ([] if core is None else ["taskset", "-c", str(core)]) + [args.bin, *cli]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -304,33 +336,7 @@ intra_threads = {args.threads}
 listen = ["tcp/127.0.0.1:{port}"]
 [prometheus]
 listen = "127.0.0.1:{prom}"
-[sources.camera]
-type = "synthetic"
-sensor = "camera"
-width = 1920
-height = 1080
-rate_hz = 30
-[sources.depth]
-type = "synthetic"
-sensor = "depth"
-width = 848
-height = 480
-rate_hz = 30
-[sources.thermal]
-type = "synthetic"
-sensor = "thermal"
-width = 160
-height = 120
-rate_hz = 9
-[sources.microphone]
-type = "synthetic"
-sensor = "microphone"
-sample_rate = 48000
-[sources.imu]
-type = "synthetic"
-sensor = "imu"
-rate_hz = 200
-""")
+{five_streams(1920, 1080)}""")
         client = tmp / "client.toml"
         client.write_text(f'[bus]\nlisten = []\nconnect = ["tcp/127.0.0.1:{port}"]\n')
         d = subprocess.Popen([args.bin, "run", "-c", str(daemon)], stderr=subprocess.DEVNULL)
