@@ -82,11 +82,6 @@ impl Gate {
         }
     }
 
-    /// Calls allowed at once (0: unlimited).
-    pub fn slots(&self) -> usize {
-        self.slots
-    }
-
     /// Wait for a slot. `since`: when the oldest window this call will embed was
     /// queued (ties between equal priorities go to the longest wait).
     pub fn acquire(&self, priority: i32, since: Instant) -> Permit {
@@ -136,8 +131,9 @@ impl Gate {
         })
     }
 
-    /// Calls running now and calls waiting for a slot.
-    pub fn load(&self) -> (usize, usize) {
+    /// Calls running now and calls waiting for a slot (tests watch the queue with it).
+    #[cfg(test)]
+    pub(crate) fn load(&self) -> (usize, usize) {
         let s = lock(&self.inner.0);
         (s.running, s.waiting.len())
     }
