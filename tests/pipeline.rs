@@ -115,12 +115,12 @@ fn built(id: &str, source: impl Into<Box<dyn Source>>) -> BuiltSource {
     }
 }
 
-fn config(dir: &std::path::Path) -> sensebind::config::Config {
+fn config(dir: &std::path::Path, extra: &str) -> sensebind::config::Config {
     let path = write_config(
         dir,
         "sim",
         free_port(),
-        "[daemon]\nshutdown_timeout_s = 1.0\n[engine]\nproviders = [\"cpu\"]\n[sources.unused]\ntype = \"off\"\n",
+        &format!("[daemon]\nshutdown_timeout_s = 1.0\n[engine]\nproviders = [\"cpu\"]\n[sources.unused]\ntype = \"off\"\n{extra}"),
     );
     sensebind::config::Config::load(Some(&path)).unwrap()
 }
@@ -134,11 +134,16 @@ struct Running {
 }
 
 fn start_graph(dir: &std::path::Path, sources: Vec<BuiltSource>) -> Running {
+    start_graph_with(dir, sources, "")
+}
+
+/// [`start_graph`] with more config (TOML appended to the test's file).
+fn start_graph_with(dir: &std::path::Path, sources: Vec<BuiltSource>, extra: &str) -> Running {
     let taps = Taps::default();
     let embeddings = taps.embeddings.listen();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(pipeline::run_graph(
-        config(dir),
+        config(dir, extra),
         sources,
         StopFlag::default(),
         taps,
@@ -323,4 +328,37 @@ async fn one_source_with_two_streams_gives_both_on_one_grid() {
             "seq {seq}: vision {v:?} vs imu {i:?} ({spans:?})"
         );
     }
+}
+
+/// A frame-rate budget configured for one modality reaches its worker: IMU windows
+/// (2 s every 1 s, budget 0.5 windows/s: every other seq) keep the grid, vision (no
+/// budget) keeps every window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_rate_budget_keeps_every_nth_window_on_the_grid() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let src = TwoStreams {
+        clock: ReplayClock::new(),
+        i: 0,
+    };
+    let Running {
+        mut embeddings,
+        stop: tx,
+        run,
+    } = start_graph_with(
+        dir.path(),
+        vec![built("rs0", Sim::wrap(src))],
+        "[engine.modalities.imu]\nmax_rate_hz = 0.5\n",
+    );
+    let mut seqs: std::collections::BTreeMap<Modality, Vec<i64>> = Default::default();
+    while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_secs(4), embeddings.recv()).await {
+        seqs.entry(e.modality).or_default().push(e.seq);
+    }
+    tx.send(()).unwrap();
+    run.await.unwrap().unwrap();
+    let imu = seqs.remove(&Modality::Imu).unwrap_or_default();
+    let vision = seqs.remove(&Modality::Vision).unwrap_or_default();
+    assert!(imu.contains(&0) && imu.contains(&2), "IMU {imu:?}");
+    assert!(imu.iter().all(|s| s % 2 == 0), "IMU off the budget's grid: {imu:?}");
+    assert!((0..3).all(|s| vision.contains(&s)), "vision has no budget: {vision:?}");
 }
