@@ -300,8 +300,9 @@ impl Source for TwoStreams {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_source_with_two_streams_gives_both_on_one_grid() {
+/// The graph on one [`TwoStreams`] source `rs0` (with `extra` config), run until it
+/// has published nothing for 4 s: every embedding it published.
+async fn two_streams_embeddings(extra: &str) -> Vec<Arc<sensebind::engine::worker::Embedded>> {
     require_ort();
     let dir = tempfile::tempdir().unwrap();
     let src = TwoStreams {
@@ -312,14 +313,23 @@ async fn one_source_with_two_streams_gives_both_on_one_grid() {
         mut embeddings,
         stop: tx,
         run,
-    } = start_graph(dir.path(), vec![built("rs0", Sim::wrap(src))]);
-    let mut spans: std::collections::BTreeMap<(Modality, i64), (i64, i64)> = Default::default();
+    } = start_graph_with(dir.path(), vec![built("rs0", Sim::wrap(src))], extra);
+    let mut out = Vec::new();
     while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_secs(4), embeddings.recv()).await {
-        assert_eq!(&*e.source, "rs0");
-        spans.insert((e.modality, e.seq), (e.t_start_ns, e.t_end_ns));
+        out.push(e);
     }
     tx.send(()).unwrap();
     run.await.unwrap().unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_with_two_streams_gives_both_on_one_grid() {
+    let mut spans: std::collections::BTreeMap<(Modality, i64), (i64, i64)> = Default::default();
+    for e in two_streams_embeddings("").await {
+        assert_eq!(&*e.source, "rs0");
+        spans.insert((e.modality, e.seq), (e.t_start_ns, e.t_end_ns));
+    }
     for seq in 0..3 {
         let v = spans.get(&(Modality::Vision, seq)).copied();
         let i = spans.get(&(Modality::Imu, seq)).copied();
@@ -335,27 +345,10 @@ async fn one_source_with_two_streams_gives_both_on_one_grid() {
 /// budget) keeps every window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_rate_budget_keeps_every_nth_window_on_the_grid() {
-    require_ort();
-    let dir = tempfile::tempdir().unwrap();
-    let src = TwoStreams {
-        clock: ReplayClock::new(),
-        i: 0,
-    };
-    let Running {
-        mut embeddings,
-        stop: tx,
-        run,
-    } = start_graph_with(
-        dir.path(),
-        vec![built("rs0", Sim::wrap(src))],
-        "[engine.modalities.imu]\nmax_rate_hz = 0.5\n",
-    );
     let mut seqs: std::collections::BTreeMap<Modality, Vec<i64>> = Default::default();
-    while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_secs(4), embeddings.recv()).await {
+    for e in two_streams_embeddings("[engine.modalities.imu]\nmax_rate_hz = 0.5\n").await {
         seqs.entry(e.modality).or_default().push(e.seq);
     }
-    tx.send(()).unwrap();
-    run.await.unwrap().unwrap();
     let imu = seqs.remove(&Modality::Imu).unwrap_or_default();
     let vision = seqs.remove(&Modality::Vision).unwrap_or_default();
     assert!(imu.contains(&0) && imu.contains(&2), "IMU {imu:?}");

@@ -48,7 +48,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-from bench_vs_official import five_streams, log, resolve_pack  # noqa: E402 (stdlib-only at import)
+from bench_vs_official import embedding_latencies, five_streams, log, resolve_pack  # noqa: E402 (stdlib-only at import)
 
 MODALITIES = ["vision", "audio", "depth", "thermal", "imu"]
 
@@ -164,15 +164,7 @@ listen = "127.0.0.1:{prom}"
             t0 = time.monotonic()
             before = scrape(prom)
             lat: dict[str, list[float]] = {m: [] for m in MODALITIES}
-            for line in lp.stdout:
-                now = time.time_ns()
-                msg = json.loads(line)
-                if "/embedding/" not in msg["key"]:
-                    continue
-                body = msg["message"]
-                if body["t_end_ns"] < steady_from:
-                    continue
-                lat.setdefault(body["modality"], []).append((now - body["t_end_ns"]) / 1e6)
+            embedding_latencies(lp.stdout, steady_from, lat)
             lp.wait()
             after = scrape(prom)
             elapsed = time.monotonic() - t0

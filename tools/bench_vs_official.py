@@ -106,6 +106,20 @@ rate_hz = 200
 """
 
 
+def embedding_latencies(lines, steady_from: int, lat: dict[str, list[float]]) -> None:
+    """From `sensebind listen --embeddings --json` lines: window end -> received, in ms,
+    per modality, for windows ending at or after `steady_from` (ns)."""
+    for line in lines:
+        now = time.time_ns()
+        msg = json.loads(line)
+        if "/embedding/" not in msg["key"]:
+            continue
+        body = msg["message"]
+        if body["t_end_ns"] < steady_from:
+            continue
+        lat.setdefault(body["modality"], []).append((now - body["t_end_ns"]) / 1e6)
+
+
 def sensebind(args: argparse.Namespace, *cli: str, core: int | None = None) -> str:
     cmd = ([] if core is None else ["taskset", "-c", str(core)]) + [args.bin, *cli]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -349,15 +363,7 @@ listen = "127.0.0.1:{prom}"
             lp = subprocess.Popen([args.bin, "listen", "-c", str(client), "--robot", "bench",
                                    "--embeddings", "--json", "--seconds", str(args.latency_seconds)],
                                   stdout=subprocess.PIPE, text=True)
-            for line in lp.stdout:
-                now = time.time_ns()
-                msg = json.loads(line)
-                if "/embedding/" not in msg["key"]:
-                    continue
-                body = msg["message"]
-                if body["t_end_ns"] < steady_from:
-                    continue
-                lat.setdefault(body["modality"], []).append((now - body["t_end_ns"]) / 1e6)
+            embedding_latencies(lp.stdout, steady_from, lat)
             lp.wait()
             import urllib.request
             metrics = urllib.request.urlopen(f"http://127.0.0.1:{prom}/metrics", timeout=5).read().decode()
