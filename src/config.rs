@@ -57,6 +57,8 @@ pub struct Config {
     pub labels: LabelsConfig,
     pub events: EventsConfig,
     pub queries: QueriesConfig,
+    pub fusion: FusionConfig,
+    pub history: HistoryConfig,
     pub health: HealthConfig,
     pub foxglove: FoxgloveConfig,
     pub prometheus: PrometheusConfig,
@@ -378,11 +380,119 @@ pub struct PresetQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub modalities: Option<Vec<Modality>>,
+    pub modalities: Option<Vec<crate::modality::Target>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sources: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooldown_s: Option<f64>,
+}
+
+/// `[fusion]`: the fused stream `embedding/fused`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FusionConfig {
+    pub enabled: bool,
+    /// Seconds after a window's first embedding before it is fused with the streams
+    /// that have reported (0: wait for every active stream).
+    pub deadline_s: f64,
+    /// A stream is expected in a window when it reported within this many seconds.
+    pub active_s: f64,
+    /// Weight of each modality in the sum (missing: 1; 0 leaves the modality out).
+    #[serde(default)]
+    pub weights: BTreeMap<Modality, f32>,
+}
+
+impl FusionConfig {
+    pub fn weight(&self, m: Modality) -> f32 {
+        self.weights.get(&m).copied().unwrap_or(1.0)
+    }
+}
+
+/// `[history]`: every embedding kept on disk for search and examples.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    pub enabled: bool,
+    /// How far back embeddings are kept: a duration such as "6h", "90m", "2d".
+    pub retention: String,
+    /// At most this much disk: bytes, or "512MiB", "2GiB", "1GB".
+    pub max_bytes: String,
+    /// Each file of the history covers this many seconds (the unit of expiry).
+    pub segment_s: f64,
+    /// Written data is flushed to disk (fdatasync) at least this often.
+    pub sync_s: f64,
+    /// Largest `k` a search may ask for.
+    pub max_k: usize,
+    /// Searches from the bus: this many per second on average, in bursts of `search_burst`.
+    pub searches_per_s: f64,
+    pub search_burst: u32,
+}
+
+impl HistoryConfig {
+    /// `retention` in nanoseconds.
+    pub fn retention_ns(&self) -> Result<i64, ConfigError> {
+        parse_duration_ns(&self.retention).map_err(|e| ConfigError::Invalid(format!("`history.retention`: {e}")))
+    }
+    /// `max_bytes` in bytes.
+    pub fn max_bytes(&self) -> Result<u64, ConfigError> {
+        parse_bytes(&self.max_bytes).map_err(|e| ConfigError::Invalid(format!("`history.max_bytes`: {e}")))
+    }
+}
+
+/// A duration such as `90s`, `15m`, `6h`, `2d` (or plain seconds) in nanoseconds.
+pub fn parse_duration_ns(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
+    let mult = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        u => {
+            return Err(format!(
+                "unknown unit `{u}` in `{s}` (expected s, m, h or d, e.g. \"6h\")"
+            ))
+        }
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a duration such as \"90s\", \"15m\", \"6h\" or \"2d\", got `{s}`"))?;
+    let ns = v * mult * 1e9;
+    if !(ns.is_finite() && ns > 0.0 && ns < 1e18) {
+        return Err(format!("expected a positive duration of at most 31 years, got `{s}`"));
+    }
+    Ok(ns as i64)
+}
+
+/// A size such as `1048576`, `512MiB`, `2GiB`, `1GB`, `800kB` in bytes.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
+    let mult: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        u => {
+            return Err(format!(
+                "unknown unit `{u}` in `{s}` (expected B, kB, MB, GB, KiB, MiB or GiB)"
+            ))
+        }
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a size such as \"512MiB\" or \"2GiB\", got `{s}`"))?;
+    let b = v * mult;
+    if !(b.is_finite() && b >= 1.0 && b < 1e18) {
+        return Err(format!("expected a positive size, got `{s}`"));
+    }
+    Ok(b as u64)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -704,6 +814,62 @@ impl Config {
         }
         if !(-1.0..=1.0).contains(&self.queries.default_threshold) {
             return bad("queries.default_threshold", "expected a cosine in [-1, 1]".into());
+        }
+        let f = &self.fusion;
+        if !(f.deadline_s.is_finite() && f.deadline_s >= 0.0) {
+            return bad(
+                "fusion.deadline_s",
+                format!("expected seconds >= 0, got {}", f.deadline_s),
+            );
+        }
+        if !(f.active_s.is_finite() && f.active_s > 0.0) {
+            return bad("fusion.active_s", format!("expected seconds > 0, got {}", f.active_s));
+        }
+        for (m, w) in &f.weights {
+            if *m == Modality::Text {
+                return bad(
+                    "fusion.weights.text",
+                    "text is not a stream; weights apply to sensed modalities".into(),
+                );
+            }
+            if !(w.is_finite() && *w >= 0.0) {
+                return bad(
+                    &format!("fusion.weights.{m}"),
+                    format!("expected a weight >= 0, got {w}"),
+                );
+            }
+        }
+        let h = &self.history;
+        h.retention_ns()?;
+        if h.max_bytes()? < 1 << 20 {
+            return bad(
+                "history.max_bytes",
+                format!("expected at least 1MiB, got `{}`", h.max_bytes),
+            );
+        }
+        if !(h.segment_s.is_finite() && (10.0..=86400.0).contains(&h.segment_s)) {
+            return bad(
+                "history.segment_s",
+                format!("expected seconds in [10, 86400], got {}", h.segment_s),
+            );
+        }
+        if !(h.sync_s.is_finite() && h.sync_s > 0.0 && h.sync_s <= 60.0) {
+            return bad(
+                "history.sync_s",
+                format!("expected seconds in (0, 60], got {}", h.sync_s),
+            );
+        }
+        if !(1..=10_000).contains(&h.max_k) {
+            return bad("history.max_k", format!("expected 1..=10000, got {}", h.max_k));
+        }
+        if !(h.searches_per_s.is_finite() && h.searches_per_s > 0.0) {
+            return bad(
+                "history.searches_per_s",
+                format!("expected > 0, got {}", h.searches_per_s),
+            );
+        }
+        if h.search_burst == 0 {
+            return bad("history.search_burst", "expected at least 1".into());
         }
         if !(self.health.interval_s.is_finite() && self.health.interval_s > 0.0) {
             return bad("health.interval_s", "expected seconds > 0".into());

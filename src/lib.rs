@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod edge;
 pub mod engine;
+pub mod fusion;
 pub mod ident;
 pub mod liveview;
 pub mod modality;

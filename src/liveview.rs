@@ -226,8 +226,8 @@ impl Feeder {
 
     fn similarity(&mut self, e: &Embedded) {
         let scores = match self.registry.lock() {
-            Ok(r) => r.scores(&e.source, e.modality, &e.vector),
-            Err(p) => p.into_inner().scores(&e.source, e.modality, &e.vector),
+            Ok(r) => r.scores(&e.source, e.modality.into(), &e.vector),
+            Err(p) => p.into_inner().scores(&e.source, e.modality.into(), &e.vector),
         };
         for (id, score, threshold) in scores {
             self.log(

@@ -110,3 +110,101 @@ impl fmt::Display for Sensor {
         f.write_str(self.as_str())
     }
 }
+
+/// What a stream of embeddings is: one modality's encoder output, or the fused
+/// stream (`embedding/fused`: the normalised weighted sum of every stream's embedding
+/// of one window). Queries and searches target these; on the bus and in JSON it is
+/// the modality's name or `fused`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    Modality(Modality),
+    Fused,
+}
+
+impl Target {
+    /// Every sensed modality, then `fused`.
+    pub const ALL: [Target; 6] = [
+        Target::Modality(Modality::Vision),
+        Target::Modality(Modality::Audio),
+        Target::Modality(Modality::Depth),
+        Target::Modality(Modality::Thermal),
+        Target::Modality(Modality::Imu),
+        Target::Fused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Modality(m) => m.as_str(),
+            Target::Fused => "fused",
+        }
+    }
+
+    /// The modality, unless this is the fused stream.
+    pub fn modality(self) -> Option<Modality> {
+        match self {
+            Target::Modality(m) => Some(m),
+            Target::Fused => None,
+        }
+    }
+}
+
+impl From<Modality> for Target {
+    fn from(m: Modality) -> Self {
+        Target::Modality(m)
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "fused" {
+            return Ok(Target::Fused);
+        }
+        match s.parse::<Modality>() {
+            Ok(Modality::Text) => {
+                Err("`text` is not a stream: expected one of vision, audio, depth, thermal, imu, fused".into())
+            }
+            Ok(m) => Ok(Target::Modality(m)),
+            Err(_) => Err(format!(
+                "unknown stream kind `{s}` (expected one of vision, audio, depth, thermal, imu, fused)"
+            )),
+        }
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_read_and_write_as_names() {
+        for t in Target::ALL {
+            assert_eq!(t.as_str().parse::<Target>().unwrap(), t);
+            assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{t}\""));
+        }
+        assert!("text".parse::<Target>().unwrap_err().contains("not a stream"));
+        assert!(serde_json::from_str::<Target>("\"smell\"")
+            .unwrap_err()
+            .to_string()
+            .contains("fused"));
+    }
+}

@@ -1,9 +1,10 @@
 //! From an embedded window to bus messages: the embedding itself, zero-shot labels,
 //! label events and query alerts. Pure (no I/O), so it is tested without a bus.
 
-use crate::bus::{EmbeddingMsg, Enc, Topics};
+use crate::bus::{EmbeddingMsg, Enc, FusedMember, FusedMsg, Topics};
 use crate::engine::worker::Embedded;
-use crate::modality::Modality;
+use crate::fusion::Fused;
+use crate::modality::{Modality, Target};
 use crate::queries::Registry;
 use crate::zeroshot::{EventTracker, LabelSet};
 use serde_json::json;
@@ -20,6 +21,9 @@ pub struct Outputs {
     /// `events` hysteresis settings; one tracker per stream, made on first use.
     pub event_params: (f32, f32, u32),
     pub events: BTreeMap<(String, Modality), EventTracker>,
+    /// The fused stream's label set (its scale is applied per window), if any.
+    pub fused_labels: Option<LabelSet>,
+    pub fused_events: Option<EventTracker>,
 }
 
 /// A message to publish.
@@ -67,45 +71,171 @@ impl Outputs {
                 tracing::error!(event = crate::telemetry::names::ENCODE_FAILED, modality = %m, error = %err, "embedding not published")
             }
         }
-        if let Some(set) = self.labels.get(&m).filter(|s| !s.is_empty()) {
-            let scored = set.classify(&e.vector);
-            let top: Vec<_> = scored.iter().take(self.top_k.max(1)).collect();
-            let body = json!({
-                "robot": self.robot, "source": src, "modality": m, "seq": e.seq,
-                "t_start_ns": e.t_start_ns, "t_end_ns": e.t_end_ns,
-                "model": self.model, "top": top,
-            });
-            out.push((self.topics.labels(m, src), body.to_string().into_bytes(), Enc::Json));
+        let labels = self.labels.get(&m).filter(|s| !s.is_empty());
+        let tracker = labels.is_some().then(|| {
             let (start, end, min) = self.event_params;
-            let tracker = self
-                .events
+            self.events
                 .entry((src.to_string(), m))
-                .or_insert_with(|| EventTracker::new(start, end, min));
-            for ev in tracker.update(&scored, e.seq, e.t_start_ns, e.t_end_ns) {
-                let body = json!({
-                    "robot": self.robot, "source": src, "modality": m, "label": ev.label, "state": ev.state,
-                    "start_ns": ev.start_ns, "end_ns": ev.end_ns, "prob": ev.prob, "seq": ev.seq,
-                });
-                out.push((self.topics.events(m, src), body.to_string().into_bytes(), Enc::Json));
+                .or_insert_with(|| EventTracker::new(start, end, min))
+        });
+        let w = Win {
+            source: src,
+            label_scale: 1.0,
+            target: m.into(),
+            vector: &e.vector,
+            seq: e.seq,
+            t_start_ns: e.t_start_ns,
+            t_end_ns: e.t_end_ns,
+        };
+        let keys = (self.topics.labels(m, src), self.topics.events(m, src));
+        let alerts = derived(
+            &mut out,
+            &self.topics,
+            &self.robot,
+            &self.model,
+            self.top_k,
+            &w,
+            labels,
+            tracker,
+            keys,
+            queries,
+        );
+        Produced { messages: out, alerts }
+    }
+
+    /// Messages for one fused window: `embedding/fused`, its labels, events and the
+    /// alerts of queries that target `fused`.
+    pub fn on_fused(&mut self, f: &Fused, queries: &mut Registry) -> Produced {
+        let mut out = Vec::new();
+        let weights: f32 = f.members.iter().map(|m| m.weight).sum();
+        let scale = if weights > 0.0 {
+            f.members
+                .iter()
+                .map(|m| m.weight * self.scales.get(&m.modality).copied().unwrap_or(1.0))
+                .sum::<f32>()
+                / weights
+        } else {
+            1.0
+        };
+        let coverage = f.members.iter().map(|m| m.coverage).sum::<f32>() / f.members.len().max(1) as f32;
+        let msg = FusedMsg {
+            robot: self.robot.clone(),
+            source: "fused".into(),
+            modality: "fused".into(),
+            seq: f.seq,
+            t_start_ns: f.t_start_ns,
+            t_end_ns: f.t_end_ns,
+            model: self.model.clone(),
+            dim: f.vector.len() as u32,
+            embedding: EmbeddingMsg::pack_vector(&f.vector),
+            scale,
+            coverage,
+            members: f
+                .members
+                .iter()
+                .map(|m| FusedMember {
+                    source: m.source.clone(),
+                    modality: m.modality,
+                    weight: m.weight,
+                    coverage: m.coverage,
+                })
+                .collect(),
+            complete: f.complete,
+        };
+        match msg.to_cbor() {
+            Ok(b) => out.push((self.topics.fused("embedding"), b, Enc::Cbor)),
+            Err(err) => {
+                tracing::error!(event = crate::telemetry::names::ENCODE_FAILED, modality = "fused", error = %err, "embedding not published")
             }
         }
-        let alerts = queries.matches(src, m, &e.vector, e.seq, e.t_start_ns, e.t_end_ns);
-        let n_alerts = alerts.len();
-        for a in alerts {
-            let mut body = serde_json::to_value(&a).unwrap_or_default();
-            body["robot"] = json!(self.robot);
-            body["source"] = json!(src);
-            out.push((
-                self.topics.alerts(&a.query_id),
-                body.to_string().into_bytes(),
-                Enc::Json,
-            ));
-        }
-        Produced {
-            messages: out,
-            alerts: n_alerts,
+        let labels = self.fused_labels.as_ref().filter(|s| !s.is_empty());
+        let tracker = labels.is_some().then(|| {
+            let (start, end, min) = self.event_params;
+            self.fused_events
+                .get_or_insert_with(|| EventTracker::new(start, end, min))
+        });
+        let w = Win {
+            source: "fused",
+            label_scale: scale,
+            target: Target::Fused,
+            vector: &f.vector,
+            seq: f.seq,
+            t_start_ns: f.t_start_ns,
+            t_end_ns: f.t_end_ns,
+        };
+        let keys = (self.topics.fused("labels"), self.topics.fused("events"));
+        let alerts = derived(
+            &mut out,
+            &self.topics,
+            &self.robot,
+            &self.model,
+            self.top_k,
+            &w,
+            labels,
+            tracker,
+            keys,
+            queries,
+        );
+        Produced { messages: out, alerts }
+    }
+}
+
+/// One window of a stream, as the labels, events and alerts see it.
+struct Win<'a> {
+    source: &'a str,
+    /// Multiplies the label set's logits (the fused stream's scale; else 1).
+    label_scale: f32,
+    target: Target,
+    vector: &'a [f32],
+    seq: i64,
+    t_start_ns: i64,
+    t_end_ns: i64,
+}
+
+/// Labels, events and alerts of one window (any stream, fused included); returns how
+/// many alerts were added to `out`.
+#[allow(clippy::too_many_arguments)] // the pieces of `Outputs` one window reads
+fn derived(
+    out: &mut Vec<Message>,
+    topics: &Topics,
+    robot: &str,
+    model: &str,
+    top_k: usize,
+    w: &Win,
+    labels: Option<&LabelSet>,
+    tracker: Option<&mut EventTracker>,
+    (labels_key, events_key): (String, String),
+    queries: &mut Registry,
+) -> usize {
+    let (src, m) = (w.source, w.target);
+    if let Some(set) = labels {
+        let scored = set.classify_scaled(w.vector, w.label_scale);
+        let top: Vec<_> = scored.iter().take(top_k.max(1)).collect();
+        let body = json!({
+            "robot": robot, "source": src, "modality": m, "seq": w.seq,
+            "t_start_ns": w.t_start_ns, "t_end_ns": w.t_end_ns,
+            "model": model, "top": top,
+        });
+        out.push((labels_key, body.to_string().into_bytes(), Enc::Json));
+        if let Some(tracker) = tracker {
+            for ev in tracker.update(&scored, w.seq, w.t_start_ns, w.t_end_ns) {
+                let body = json!({
+                    "robot": robot, "source": src, "modality": m, "label": ev.label, "state": ev.state,
+                    "start_ns": ev.start_ns, "end_ns": ev.end_ns, "prob": ev.prob, "seq": ev.seq,
+                });
+                out.push((events_key.clone(), body.to_string().into_bytes(), Enc::Json));
+            }
         }
     }
+    let alerts = queries.matches(src, m, w.vector, w.seq, w.t_start_ns, w.t_end_ns);
+    let n = alerts.len();
+    for a in alerts {
+        let mut body = serde_json::to_value(&a).unwrap_or_default();
+        body["robot"] = json!(robot);
+        body["source"] = json!(src);
+        out.push((topics.alerts(&a.query_id), body.to_string().into_bytes(), Enc::Json));
+    }
+    n
 }
 
 #[cfg(test)]
@@ -135,6 +265,8 @@ mod tests {
             .collect(),
             event_params: (0.5, 0.3, 1),
             events: BTreeMap::new(),
+            fused_labels: None,
+            fused_events: None,
         };
         let dir = tempfile::tempdir().unwrap();
         let mut reg = Registry::new(dir.path(), 4);
@@ -184,5 +316,87 @@ mod tests {
         );
         assert_eq!(labels["top"][0]["label"], "a");
         assert_eq!(labels["top"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_fused_window_gives_its_embedding_labels_and_the_alerts_of_fused_queries() {
+        let set = LabelSet::from_embeddings(
+            Modality::Text,
+            vec!["a".into(), "b".into()],
+            vec![vec![1.0, 0.0], vec![0.0, 1.0]],
+            2.0,
+        );
+        let mut o = Outputs {
+            topics: Topics::new("sensebind", "r1"),
+            robot: "r1".into(),
+            model: "tiny".into(),
+            top_k: 2,
+            scales: [(Modality::Audio, 20.0), (Modality::Vision, 1.0)].into_iter().collect(),
+            labels: BTreeMap::new(),
+            event_params: (0.5, 0.3, 1),
+            events: BTreeMap::new(),
+            fused_labels: Some(set),
+            fused_events: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = Registry::new(dir.path(), 4);
+        let d = crate::config::Config::load_with_env(None, Vec::new()).unwrap().queries;
+        for (id, body) in [
+            ("fq", &br#"{"text":"x","threshold":0.5,"modalities":["fused"]}"#[..]),
+            ("aq", br#"{"text":"x","threshold":0.5,"modalities":["audio"]}"#),
+        ] {
+            let spec = QuerySpec::from_request(id, body, &d).unwrap();
+            assert_eq!(
+                reg.insert(spec, vec![1.0, 0.0]).unwrap(),
+                crate::queries::Persisted::Saved
+            );
+        }
+        let member = |m: Modality, weight: f32| crate::fusion::Member {
+            source: m.to_string(),
+            modality: m,
+            weight,
+            coverage: 1.0,
+        };
+        let f = Fused {
+            seq: 4,
+            t_start_ns: 8_000_000_000,
+            t_end_ns: 10_000_000_000,
+            vector: vec![0.8, 0.6],
+            members: vec![member(Modality::Vision, 3.0), member(Modality::Audio, 1.0)],
+            complete: true,
+        };
+        let p = o.on_fused(&f, &mut reg);
+        let keys: Vec<&str> = p.messages.iter().map(|m| m.0.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "sensebind/r1/embedding/fused",
+                "sensebind/r1/labels/fused",
+                "sensebind/r1/events/fused",
+                "sensebind/r1/alerts/fq"
+            ]
+        );
+        let msg = FusedMsg::from_cbor(&p.messages[0].1).unwrap();
+        assert_eq!(
+            (msg.modality.as_str(), msg.source.as_str(), msg.seq),
+            ("fused", "fused", 4)
+        );
+        assert_eq!(msg.vector(), vec![0.8, 0.6]);
+        // Scale: the members' weighted mean, (3·1 + 1·20) / 4.
+        assert_eq!(msg.scale, 5.75);
+        assert_eq!(msg.members.len(), 2);
+        let labels: serde_json::Value = serde_json::from_slice(&p.messages[1].1).unwrap();
+        assert_eq!(labels["modality"], "fused");
+        // softmax(2 · 5.75 · [0.8, 0.6]) for "a"
+        let pa = 1.0 / (1.0 + (-(2.0 * 5.75 * 0.2f64)).exp());
+        assert!(
+            (labels["top"][0]["prob"].as_f64().unwrap() - pa).abs() < 1e-5,
+            "{labels}"
+        );
+        let alert: serde_json::Value = serde_json::from_slice(&p.messages[3].1).unwrap();
+        assert_eq!(
+            (alert["modality"].as_str(), alert["source"].as_str()),
+            (Some("fused"), Some("fused"))
+        );
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::bus::validate_chunk;
 use crate::config::QueriesConfig;
-use crate::modality::Modality;
+use crate::modality::{Modality, Target};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -150,7 +150,7 @@ pub struct QueryRequest {
     #[serde(default)]
     pub threshold: Option<f32>,
     #[serde(default)]
-    pub modalities: Option<Vec<Modality>>,
+    pub modalities: Option<Vec<Target>>,
     /// Source ids to match (default: every source).
     #[serde(default)]
     pub sources: Option<Vec<String>>,
@@ -164,7 +164,7 @@ pub struct QuerySpec {
     pub id: String,
     pub text: String,
     pub threshold: f32,
-    pub modalities: Vec<Modality>,
+    pub modalities: Vec<Target>,
     /// Source ids to match; empty: every source.
     #[serde(default)]
     pub sources: Vec<String>,
@@ -188,7 +188,7 @@ impl QuerySpec {
         }
         let req: QueryRequest = serde_json::from_slice(body).map_err(|e| {
             inv(format!(
-                "expected JSON {{\"text\": string, \"threshold\"?: number in [-1,1], \"modalities\"?: [\"vision\"|\"audio\"|\"depth\"|\"thermal\"|\"imu\"], \"sources\"?: [source id], \"cooldown_s\"?: number >= 0}}: {e}"
+                "expected JSON {{\"text\": string, \"threshold\"?: number in [-1,1], \"modalities\"?: [\"vision\"|\"audio\"|\"depth\"|\"thermal\"|\"imu\"|\"fused\"], \"sources\"?: [source id], \"cooldown_s\"?: number >= 0}}: {e}"
             ))
         })?;
         let text = req.text.trim().to_string();
@@ -205,14 +205,11 @@ impl QuerySpec {
         if !(threshold.is_finite() && (-1.0..=1.0).contains(&threshold)) {
             return Err(inv(format!("`threshold` must be a cosine in [-1, 1], got {threshold}")));
         }
-        let modalities = req.modalities.unwrap_or_else(|| Modality::SENSED.to_vec());
+        let modalities = req
+            .modalities
+            .unwrap_or_else(|| Modality::SENSED.iter().map(|m| Target::Modality(*m)).collect());
         if modalities.is_empty() {
             return Err(inv("`modalities` is empty".into()));
-        }
-        if modalities.contains(&Modality::Text) {
-            return Err(inv(
-                "`modalities` cannot contain `text`: queries match sensed modalities".into(),
-            ));
         }
         let sources = req.sources.unwrap_or_default();
         if sources.len() > 64 {
@@ -241,7 +238,7 @@ impl QuerySpec {
 pub struct Alert {
     pub query_id: String,
     pub text: String,
-    pub modality: Modality,
+    pub modality: Target,
     pub score: f32,
     pub threshold: f32,
     pub seq: i64,
@@ -451,7 +448,7 @@ impl Registry {
     /// Match one window's embedding; returns the alerts that fire.
     /// Cosine of every query that applies to this stream, with its threshold (the
     /// live view plots them over time); no cooldown, nothing fires.
-    pub fn scores(&self, source: &str, modality: Modality, emb: &[f32]) -> Vec<(String, f32, f32)> {
+    pub fn scores(&self, source: &str, modality: Target, emb: &[f32]) -> Vec<(String, f32, f32)> {
         self.queries
             .values()
             .filter(|r| r.spec.modalities.contains(&modality) && r.embedding.len() == emb.len())
@@ -466,7 +463,7 @@ impl Registry {
     pub fn matches(
         &mut self,
         source: &str,
-        modality: Modality,
+        modality: Target,
         emb: &[f32],
         seq: i64,
         t_start_ns: i64,
@@ -584,7 +581,7 @@ mod tests {
             (&b"not json"[..], "expected JSON"),
             (br#"{"text":""}"#, "`text` is empty"),
             (br#"{"text":"x","threshold":3}"#, "`threshold`"),
-            (br#"{"text":"x","modalities":["text"]}"#, "cannot contain `text`"),
+            (br#"{"text":"x","modalities":["text"]}"#, "not a stream"),
             (br#"{"text":"x","modalities":["smell"]}"#, "expected JSON"),
             (br#"{"text":"x","cooldown_s":-1}"#, "`cooldown_s`"),
             (br#"{"text":"x","colour":1}"#, "unknown field"),
@@ -608,22 +605,36 @@ mod tests {
         .unwrap();
         assert_eq!(r.insert(spec.clone(), vec![1.0, 0.0]).unwrap(), Persisted::Saved);
         assert!(r
-            .matches("mic", Modality::Vision, &[1.0, 0.0], 0, 0, 2_000_000_000)
+            .matches("mic", Modality::Vision.into(), &[1.0, 0.0], 0, 0, 2_000_000_000)
             .is_empty());
         assert!(r
-            .matches("mic", Modality::Audio, &[0.0, 1.0], 0, 0, 2_000_000_000)
+            .matches("mic", Modality::Audio.into(), &[0.0, 1.0], 0, 0, 2_000_000_000)
             .is_empty());
         assert_eq!(
-            r.matches("mic", Modality::Audio, &[1.0, 0.0], 1, 0, 2_000_000_000)
+            r.matches("mic", Modality::Audio.into(), &[1.0, 0.0], 1, 0, 2_000_000_000)
                 .len(),
             1
         );
         assert!(r
-            .matches("mic", Modality::Audio, &[1.0, 0.0], 2, 2_000_000_000, 4_000_000_000)
+            .matches(
+                "mic",
+                Modality::Audio.into(),
+                &[1.0, 0.0],
+                2,
+                2_000_000_000,
+                4_000_000_000
+            )
             .is_empty());
         assert_eq!(
-            r.matches("mic", Modality::Audio, &[1.0, 0.0], 3, 4_000_000_000, 6_000_000_000)
-                .len(),
+            r.matches(
+                "mic",
+                Modality::Audio.into(),
+                &[1.0, 0.0],
+                3,
+                4_000_000_000,
+                6_000_000_000
+            )
+            .len(),
             1
         );
         let again = Registry::new(dir.path(), 2).load_specs().unwrap();
@@ -692,7 +703,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
         assert_eq!(dir_listing(dir.path()), vec!["queries.json".to_string()]);
         // Restored queries match like inserted ones.
-        assert_eq!(r.matches("mic", Modality::Vision, &[1.0, 0.0], 0, 0, 1).len(), 5);
+        assert_eq!(r.matches("mic", Modality::Vision.into(), &[1.0, 0.0], 0, 0, 1).len(), 5);
         // With the store unreadable for writing, restore still succeeds (no I/O at all).
         let mut r2 = Registry::new(&dir.path().join("missing/deeper"), 1);
         r2.restore(r.specs().remove(0), vec![1.0]);
@@ -850,7 +861,7 @@ mod tests {
         );
         assert_eq!(r.len(), 1, "kept in memory");
         assert!(r.store_error().is_some());
-        assert_eq!(r.matches("mic", Modality::Audio, &[1.0, 0.0], 0, 0, 1).len(), 1);
+        assert_eq!(r.matches("mic", Modality::Audio.into(), &[1.0, 0.0], 0, 0, 1).len(), 1);
         assert!(!r.retry_save());
         // A full disk: every write fails with ENOSPC (the temp file is /dev/full).
         let full_dir = dir.path().join("full");

@@ -152,6 +152,34 @@ pub const METRICS: &[Metric] = &[
         help: "requests on queries/<id> refused, by code (bad_id, too_large, invalid, rate_limited, too_many, not_registered, encoder, store)",
     },
     Metric {
+        name: "fused.windows",
+        help: "fused windows published (embedding/fused)",
+    },
+    Metric {
+        name: "fused.incomplete",
+        help: "fused windows published without every expected stream (deadline, dropped member)",
+    },
+    Metric {
+        name: "history.windows",
+        help: "embeddings kept in the history (every stream and fused)",
+    },
+    Metric {
+        name: "history.bytes",
+        help: "disk used by the history",
+    },
+    Metric {
+        name: "history.oldest_ns",
+        help: "start of the oldest window kept",
+    },
+    Metric {
+        name: "history.write_errors",
+        help: "embeddings that could not be written to the history (disk full, I/O error)",
+    },
+    Metric {
+        name: "searches",
+        help: "searches answered on `search`",
+    },
+    Metric {
         name: "query_store.ok",
         help: "whether the query store holds every registered query (false: kept in memory only)",
     },
@@ -563,6 +591,20 @@ pub enum DaemonEvent {
     },
     /// The query store was damaged at start (what was found, where the copy is).
     QueryStoreDamaged(String),
+    /// A fused window was published.
+    FusedPublished {
+        complete: bool,
+    },
+    /// The history after a write or an expiry.
+    History {
+        windows: u64,
+        bytes: u64,
+        oldest_ns: Option<i64>,
+    },
+    /// An embedding could not be written to the history (the error, for health).
+    HistoryWriteFailed(String),
+    /// A search was answered.
+    Searched,
     /// A stage ended or panicked; the daemon cannot go on as configured.
     StageFailed {
         stage: String,
@@ -585,6 +627,12 @@ pub struct Telemetry {
     query_refusals: Mutex<BTreeMap<&'static str, u64>>,
     query_store_error: Mutex<Option<String>>,
     query_store_damaged: Mutex<Option<String>>,
+    pub fused: AtomicU64,
+    pub fused_incomplete: AtomicU64,
+    history: Mutex<(u64, u64, Option<i64>)>,
+    history_write_errors: AtomicU64,
+    history_error: Mutex<Option<String>>,
+    pub searches: AtomicU64,
     failed: Mutex<Vec<Value>>,
 }
 
@@ -602,6 +650,12 @@ impl Telemetry {
             query_refusals: Mutex::new(BTreeMap::new()),
             query_store_error: Mutex::new(None),
             query_store_damaged: Mutex::new(None),
+            fused: AtomicU64::new(0),
+            fused_incomplete: AtomicU64::new(0),
+            history: Mutex::new((0, 0, None)),
+            history_write_errors: AtomicU64::new(0),
+            history_error: Mutex::new(None),
+            searches: AtomicU64::new(0),
             failed: Mutex::new(Vec::new()),
         }
     }
@@ -700,6 +754,27 @@ impl Telemetry {
                 *lock(&self.query_store_error) = error;
             }
             DaemonEvent::QueryStoreDamaged(what) => *lock(&self.query_store_damaged) = Some(what),
+            DaemonEvent::FusedPublished { complete } => {
+                self.fused.fetch_add(1, Relaxed);
+                if !complete {
+                    self.fused_incomplete.fetch_add(1, Relaxed);
+                }
+            }
+            DaemonEvent::History {
+                windows,
+                bytes,
+                oldest_ns,
+            } => {
+                *lock(&self.history) = (windows, bytes, oldest_ns);
+                *lock(&self.history_error) = None;
+            }
+            DaemonEvent::HistoryWriteFailed(e) => {
+                self.history_write_errors.fetch_add(1, Relaxed);
+                *lock(&self.history_error) = Some(e);
+            }
+            DaemonEvent::Searched => {
+                self.searches.fetch_add(1, Relaxed);
+            }
             DaemonEvent::StageFailed { stage, reason } => {
                 lock(&self.failed).push(json!({ "stage": stage, "reason": reason }));
             }
@@ -750,6 +825,11 @@ impl Telemetry {
         if let Some(d) = &store_damaged {
             degraded.push(format!("query store: {d}"));
         }
+        let history_error = lock(&self.history_error).clone();
+        if let Some(e) = &history_error {
+            degraded.push(format!("history not written: {e}"));
+        }
+        let (h_windows, h_bytes, h_oldest) = *lock(&self.history);
         let failed = lock(&self.failed).clone();
         let status = if !failed.is_empty() {
             "failed"
@@ -775,6 +855,18 @@ impl Telemetry {
                 "error": store_error,
                 "damaged_at_start": store_damaged,
             },
+            "fused": {
+                "windows": self.fused.load(Relaxed),
+                "incomplete": self.fused_incomplete.load(Relaxed),
+            },
+            "history": {
+                "windows": h_windows,
+                "bytes": h_bytes,
+                "oldest_ns": h_oldest,
+                "write_errors": self.history_write_errors.load(Relaxed),
+                "error": history_error,
+            },
+            "searches": self.searches.load(Relaxed),
         })
     }
 }
@@ -903,6 +995,19 @@ pub const PROMETHEUS: &[(&str, &str, &str)] = &[
         "1 while the query store holds every registered query, 0 while they are in memory only",
     ),
     ("sensebind_alerts_total", "counter", "alerts published"),
+    (
+        "sensebind_fused_windows_total",
+        "counter",
+        "fused windows published, by whether every expected stream was a member",
+    ),
+    ("sensebind_history_windows", "gauge", "embeddings kept in the history"),
+    ("sensebind_history_bytes", "gauge", "disk used by the history"),
+    (
+        "sensebind_history_write_errors_total",
+        "counter",
+        "embeddings that could not be written to the history",
+    ),
+    ("sensebind_searches_total", "counter", "searches answered on `search`"),
     ("sensebind_publish_errors_total", "counter", "bus publish failures"),
     (
         "sensebind_stage_failures_total",
@@ -1057,6 +1162,31 @@ impl Telemetry {
             "sensebind_alerts_total",
             String::new(),
             self.alerts.load(Relaxed).to_string(),
+        );
+        let fused = self.fused.load(Relaxed);
+        let incomplete = self.fused_incomplete.load(Relaxed);
+        put(
+            "sensebind_fused_windows_total",
+            "complete=\"true\"".into(),
+            fused.saturating_sub(incomplete).to_string(),
+        );
+        put(
+            "sensebind_fused_windows_total",
+            "complete=\"false\"".into(),
+            incomplete.to_string(),
+        );
+        let (h_windows, h_bytes, _) = *lock(&self.history);
+        put("sensebind_history_windows", String::new(), h_windows.to_string());
+        put("sensebind_history_bytes", String::new(), h_bytes.to_string());
+        put(
+            "sensebind_history_write_errors_total",
+            String::new(),
+            self.history_write_errors.load(Relaxed).to_string(),
+        );
+        put(
+            "sensebind_searches_total",
+            String::new(),
+            self.searches.load(Relaxed).to_string(),
         );
         put(
             "sensebind_publish_errors_total",

@@ -82,12 +82,18 @@ impl LabelSet {
 
     /// Every label scored, best first. `emb` must be unit-normalised.
     pub fn classify(&self, emb: &[f32]) -> Vec<Scored> {
+        self.classify_scaled(emb, 1.0)
+    }
+
+    /// As [`LabelSet::classify`], with the logits also multiplied by `scale` (the
+    /// fused stream's scale, which depends on its members).
+    pub fn classify_scaled(&self, emb: &[f32], scale: f32) -> Vec<Scored> {
         let cos: Vec<f32> = self
             .embeddings
             .iter()
             .map(|t| t.iter().zip(emb).map(|(a, b)| a * b).sum())
             .collect();
-        let logits: Vec<f64> = cos.iter().map(|c| (*c * self.scale) as f64).collect();
+        let logits: Vec<f64> = cos.iter().map(|c| (*c * self.scale * scale) as f64).collect();
         let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let exps: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
         let sum: f64 = exps.iter().sum();

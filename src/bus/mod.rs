@@ -48,6 +48,14 @@ impl Topics {
     pub fn events(&self, m: Modality, source: &str) -> String {
         format!("{}/events/{m}/{source}", self.base)
     }
+    /// `embedding/fused`, `labels/fused`, `events/fused`: the fused stream.
+    pub fn fused(&self, kind: &str) -> String {
+        format!("{}/{kind}/fused", self.base)
+    }
+    /// What the daemon's `search` queryable answers.
+    pub fn search(&self) -> String {
+        format!("{}/search", self.base)
+    }
     pub fn alerts(&self, id: &str) -> String {
         format!("{}/alerts/{id}", self.base)
     }
@@ -127,6 +135,57 @@ impl EmbeddingMsg {
     }
     pub fn from_cbor(b: &[u8]) -> Result<Self, String> {
         ciborium::from_reader(b).map_err(|e| e.to_string())
+    }
+}
+
+/// `embedding/fused` payload (CBOR map): the fields of [`EmbeddingMsg`] (`source` and
+/// `modality` are both `"fused"`, `scale` the members' weighted mean, `coverage` their
+/// mean) plus `members` (`[{source, modality, weight, coverage}]`) and `complete`
+/// (every expected stream is a member).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FusedMsg {
+    pub robot: String,
+    pub source: String,
+    pub modality: String,
+    pub seq: i64,
+    pub t_start_ns: i64,
+    pub t_end_ns: i64,
+    pub model: String,
+    pub dim: u32,
+    #[serde(with = "serde_bytes")]
+    pub embedding: Vec<u8>,
+    pub scale: f32,
+    pub coverage: f32,
+    pub members: Vec<FusedMember>,
+    pub complete: bool,
+}
+
+/// One stream in a fused window.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FusedMember {
+    pub source: String,
+    pub modality: Modality,
+    pub weight: f32,
+    pub coverage: f32,
+}
+
+impl FusedMsg {
+    pub fn to_cbor(&self) -> Result<Vec<u8>, BusError> {
+        let mut out = Vec::new();
+        ciborium::into_writer(self, &mut out).map_err(|e| BusError::Encode {
+            what: "fused embedding".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(out)
+    }
+    pub fn from_cbor(b: &[u8]) -> Result<Self, String> {
+        ciborium::from_reader(b).map_err(|e| e.to_string())
+    }
+    pub fn vector(&self) -> Vec<f32> {
+        self.embedding
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
     }
 }
 

@@ -76,6 +76,8 @@ pub struct Taps {
     pub embeddings: Tap<Embedded>,
     /// What the outputs stage published (embeddings, labels, events, alerts).
     pub published: Tap<Published>,
+    /// Fused windows, as published on `embedding/fused`.
+    pub fused: Tap<crate::fusion::Fused>,
 }
 
 /// What a caller plugs into the graph besides its sources: systemd's notify socket
@@ -231,7 +233,7 @@ pub async fn run_graph_with(
     }
     let models = Arc::new(models);
     tracing::info!(event = names::PACK_LOADED, pack = %models.pack.location, name = %models.pack.name(), "model pack loaded");
-    let labels = embed_label_sets(&cfg, &models, &modalities).await?;
+    let (labels, fused_labels) = embed_label_sets(&cfg, &models, &modalities).await?;
     let registry = Arc::new(Mutex::new(restore_queries(&cfg, &models).await?));
 
     let topics = Topics::new(&cfg.bus.prefix, &robot);
@@ -297,7 +299,24 @@ pub async fn run_graph_with(
         labels,
         event_params: (cfg.events.start_prob, cfg.events.end_prob, cfg.events.min_windows),
         events: BTreeMap::new(),
+        fused_labels,
+        fused_events: None,
     };
+    let fuser = cfg.fusion.enabled.then(|| {
+        let f = &cfg.fusion;
+        crate::fusion::Fuser::new(
+            modalities.iter().map(|m| (*m, f.weight(*m))).collect(),
+            modalities
+                .iter()
+                .map(|m| {
+                    let rate = cfg.engine.budget(*m).max_rate_hz;
+                    (*m, worker::budget_stride(cfg.window.hop_s, rate))
+                })
+                .collect(),
+            (f.deadline_s > 0.0).then(|| Duration::from_secs_f64(f.deadline_s)),
+            Duration::from_secs_f64(f.active_s),
+        )
+    });
     {
         let (reg, sink, tel, taps, rt) = (
             registry.clone(),
@@ -307,7 +326,7 @@ pub async fn run_graph_with(
             rt.clone(),
         );
         sup.thread("outputs", Role::Finite, move || {
-            stages::outputs_stage(out_rx, outputs, reg, sink, tel, taps, rt);
+            stages::outputs_stage(out_rx, outputs, fuser, reg, sink, tel, taps, rt);
             let _ = done_tx.send(true);
         })
         .map_err(|e| PipelineError::Setup(format!("cannot start the outputs thread: {e}")))?;
@@ -507,24 +526,51 @@ pub async fn run_graph_with(
     }
 }
 
-/// Zero-shot label sets of the running modalities, embedded once.
+/// Zero-shot label sets of the running modalities, embedded once, and the fused
+/// stream's: every label of the fused modalities' sets, with their prompts merged.
 async fn embed_label_sets(
     cfg: &Config,
     models: &Arc<Models>,
     modalities: &[Modality],
-) -> Result<BTreeMap<Modality, LabelSet>, PipelineError> {
+) -> Result<(BTreeMap<Modality, LabelSet>, Option<LabelSet>), PipelineError> {
     let (models, sets, mods) = (models.clone(), cfg.labels.sets.clone(), modalities.to_vec());
-    let built = tokio::task::spawn_blocking(move || -> Result<Vec<LabelSet>, EngineError> {
+    let fusion = cfg.fusion.clone();
+    let built = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
         let text = models.encoders[&Modality::Text].clone();
         let mut v = Vec::new();
+        let mut fused: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (m, set) in sets.iter().filter(|(m, s)| mods.contains(m) && !s.is_empty()) {
             v.push(LabelSet::build(*m, set, text.as_ref(), &models.text, models.scale(*m))?);
+            if fusion.enabled && fusion.weight(*m) > 0.0 {
+                for (label, prompts) in set {
+                    let all = fused.entry(label.clone()).or_default();
+                    for p in prompts {
+                        if !all.contains(p) {
+                            all.push(p.clone());
+                        }
+                    }
+                }
+            }
         }
-        Ok(v)
+        // The fused window's own scale (its members' weighted mean) is applied per
+        // window: built with the modality scale 1 (the set's `modality` is unused).
+        let fused = if fused.is_empty() {
+            None
+        } else {
+            Some(LabelSet::build(
+                Modality::Text,
+                &fused,
+                text.as_ref(),
+                &models.text,
+                1.0,
+            )?)
+        };
+        Ok((v, fused))
     })
     .await
     .map_err(|e| PipelineError::Setup(format!("label embedding panicked: {e}")))??;
-    Ok(built.into_iter().map(|s| (s.modality, s)).collect())
+    let (sets, fused) = built;
+    Ok((sets.into_iter().map(|s| (s.modality, s)).collect(), fused))
 }
 
 /// Registered queries, reloaded from the state directory without rewriting it.

@@ -8,6 +8,7 @@ use crate::calibration::ImuCorrection;
 use crate::clock::Clock;
 use crate::edge::{Receiver, Recv};
 use crate::engine::worker::{Embedded, Submit, WorkerHandle};
+use crate::fusion::{Fused, Fuser};
 use crate::ident::clip;
 use crate::outputs::{Outputs, Published};
 use crate::queries::{Admission, Persisted, QuerySpec, Refusal, Registry};
@@ -16,7 +17,7 @@ use crate::telemetry::{names, DaemonEvent, LogLimiter, StreamEvent, StreamStats,
 use crate::window::{Outcome, Window, Windower};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Handle a windower's outcomes: count each, log problems (rate limited), and hand
 /// every ready window to `ready`.
@@ -113,9 +114,13 @@ pub fn window_stage(
 }
 
 /// Embeddings → labels, events, alerts → bus; every embedding is offered to the tap.
+/// With a [`Fuser`], each stream's embedding also joins its window's fused embedding,
+/// published (with its labels, events and alerts) once the window is ready.
+#[allow(clippy::too_many_arguments)] // one per edge and sink of the stage
 pub fn outputs_stage<S: Sink>(
     rx: Receiver<Embedded>,
     mut outputs: Outputs,
+    mut fuser: Option<Fuser>,
     registry: Arc<Mutex<Registry>>,
     sink: Arc<S>,
     telemetry: Arc<Telemetry>,
@@ -123,11 +128,7 @@ pub fn outputs_stage<S: Sink>(
     rt: tokio::runtime::Handle,
 ) {
     let base = format!("{}/", outputs.topics.base());
-    while let Some(e) = rx.recv() {
-        let produced = {
-            let mut reg = registry.lock().unwrap_or_else(|p| p.into_inner());
-            outputs.on_embedded(&e, &mut reg)
-        };
+    let publish = |produced: crate::outputs::Produced| {
         telemetry.emit(DaemonEvent::Alerts(produced.alerts as u64));
         for (key, body, enc) in produced.messages {
             if taps.published.is_listened() {
@@ -142,8 +143,40 @@ pub fn outputs_stage<S: Sink>(
                 tracing::warn!(event = names::PUBLISH_FAILED, error = %err, "publish failed");
             }
         }
+    };
+    let reg = || registry.lock().unwrap_or_else(|p| p.into_inner());
+    let fused = |outputs: &mut Outputs, ready: Vec<Fused>| {
+        for f in ready {
+            let produced = outputs.on_fused(&f, &mut reg());
+            publish(produced);
+            telemetry.emit(DaemonEvent::FusedPublished { complete: f.complete });
+            taps.fused.offer(Arc::new(f));
+        }
+    };
+    loop {
+        let e = match rx.recv_timeout(Duration::from_millis(100)) {
+            Recv::Item(e) => e,
+            Recv::Timeout => {
+                if let Some(f) = fuser.as_mut() {
+                    let ready = f.tick(Instant::now());
+                    fused(&mut outputs, ready);
+                }
+                continue;
+            }
+            Recv::Closed => break,
+        };
+        let produced = outputs.on_embedded(&e, &mut reg());
+        publish(produced);
         telemetry.stream(&e.source, e.modality).emit(StreamEvent::Published);
+        if let Some(f) = fuser.as_mut() {
+            let ready = f.push(&e, Instant::now());
+            fused(&mut outputs, ready);
+        }
         taps.embeddings.offer(Arc::new(e));
+    }
+    if let Some(f) = fuser.as_mut() {
+        let ready = f.flush();
+        fused(&mut outputs, ready);
     }
 }
 
