@@ -16,6 +16,7 @@ pub mod config;
 pub mod edge;
 pub mod engine;
 pub mod fusion;
+pub mod history;
 pub mod ident;
 pub mod liveview;
 pub mod modality;
