@@ -489,7 +489,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .parse()
         .map_err(|_| format!("expected a size such as \"512MiB\" or \"2GiB\", got `{s}`"))?;
     let b = v * mult;
-    if !(b.is_finite() && b >= 1.0 && b < 1e18) {
+    if !(b.is_finite() && (1.0..1e18).contains(&b)) {
         return Err(format!("expected a positive size, got `{s}`"));
     }
     Ok(b as u64)

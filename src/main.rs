@@ -65,6 +65,9 @@ enum Cmd {
         #[arg(long, default_value_t = 0.0)]
         seconds: f64,
     },
+    /// Search the history of running daemons: the windows most like a text (or a
+    /// past window), best first.
+    Search(SearchCli),
     /// Validate the configuration and model pack; list usable execution providers.
     Check,
     /// Run the configured sources through the pipeline (as `run`) and record every
@@ -96,6 +99,40 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// `sensebind search` arguments.
+#[derive(clap::Args)]
+struct SearchCli {
+    /// What to look for, e.g. "a dog barking".
+    text: Option<String>,
+    /// Instead of text: a past window, `<modality>/<source>/<seq>` or `fused/<seq>`.
+    #[arg(long)]
+    example: Option<String>,
+    /// How many windows.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Only windows that end after this: a duration back from now (`90s`, `15m`,
+    /// `1h`, `2d`) or Unix time in ns.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only windows that start before this (same forms as --since).
+    #[arg(long)]
+    until: Option<String>,
+    /// Comma-separated stream kinds: vision, audio, depth, thermal, imu, fused.
+    #[arg(long)]
+    modalities: Option<String>,
+    /// Comma-separated source ids.
+    #[arg(long)]
+    sources: Option<String>,
+    /// Robot id, or `*` to ask every robot on the network and merge the answers
+    /// (default: config's robot id).
+    #[arg(long)]
+    robot: Option<String>,
+    /// One JSON object per line: robot, source, modality, seq, t_start_ns,
+    /// t_end_ns, score; best first.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `sensebind bench` arguments.
@@ -215,6 +252,7 @@ fn real_main(cli: Cli) -> Result<()> {
             seconds,
         } => rt.block_on(listen(cfg, robot, embeddings, json, seconds)),
         Cmd::Check => check(cfg),
+        Cmd::Search(args) => rt.block_on(search(cfg, args)),
         Cmd::Record {
             out,
             seconds,
@@ -688,6 +726,136 @@ async fn query(cfg: Config, op: QueryOp, robot: Option<String>) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `sensebind search`: ask one robot's (or every robot's) `search` queryable and
+/// merge the answers, best first.
+async fn search(cfg: Config, a: SearchCli) -> Result<()> {
+    use sensebind::history::params::{percent_encode, WindowRef};
+    let mut params = Vec::new();
+    match (&a.text, &a.example) {
+        (Some(t), None) => params.push(format!("text={}", percent_encode(t))),
+        (None, Some(e)) => {
+            WindowRef::parse(e).map_err(|e| anyhow!("--example: {e}"))?;
+            params.push(format!("example={}", percent_encode(e)));
+        }
+        (Some(_), Some(_)) => bail!("give a TEXT or --example, not both"),
+        (None, None) => {
+            bail!("nothing to search for: give a TEXT (e.g. \"a dog barking\") or --example <modality>/<source>/<seq>")
+        }
+    }
+    if a.k == 0 {
+        bail!("--k must be at least 1");
+    }
+    params.push(format!("k={}", a.k));
+    for (name, v) in [
+        ("since", &a.since),
+        ("until", &a.until),
+        ("modalities", &a.modalities),
+        ("sources", &a.sources),
+    ] {
+        if let Some(v) = v {
+            params.push(format!("{name}={}", percent_encode(v)));
+        }
+    }
+    let robot = a.robot.clone().unwrap_or_else(|| cfg.robot_id());
+    if robot != "*" {
+        sensebind::bus::validate_chunk(&robot).map_err(|e| anyhow!("--robot: {e}"))?;
+    }
+    let selector = format!("{}/{robot}/search?{}", cfg.bus.prefix, params.join(";"));
+    let session = tool_session(&cfg).await?;
+    if robot != "*" {
+        require_daemon(&session, &Topics::new(&cfg.bus.prefix, &robot)).await?;
+    }
+    let replies = session
+        .get(&selector)
+        .target(zenoh::query::QueryTarget::All)
+        .consolidation(zenoh::query::ConsolidationMode::None)
+        .timeout(Duration::from_secs(15))
+        .await
+        .map_err(|e| anyhow!("zenoh get {selector}: {e}"))?;
+    let (mut hits, mut errors, mut answered) = (Vec::new(), Vec::new(), 0);
+    while let Ok(r) = replies.recv_async().await {
+        match r.result() {
+            Ok(s) => {
+                let body: serde_json::Value = serde_json::from_slice(&s.payload().to_bytes())
+                    .map_err(|e| anyhow!("a search answer is not JSON: {e}"))?;
+                answered += 1;
+                hits.extend(body["results"].as_array().cloned().unwrap_or_default());
+            }
+            Err(e) => {
+                let body = String::from_utf8_lossy(&e.payload().to_bytes()).into_owned();
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or(json!({ "error": body }));
+                errors.push(format!(
+                    "{}: {}",
+                    v["robot"].as_str().unwrap_or("?"),
+                    v["error"].as_str().unwrap_or(&body)
+                ));
+            }
+        }
+    }
+    for e in &errors {
+        eprintln!("sensebind: search refused by {e}");
+    }
+    if answered == 0 {
+        if errors.is_empty() {
+            bail!(
+                "no daemon answered on {}/{robot}/search (is `sensebind run` up, with history enabled?)",
+                cfg.bus.prefix
+            );
+        }
+        bail!("every daemon refused the search");
+    }
+    let score = |v: &serde_json::Value| v["score"].as_f64().unwrap_or(f64::NEG_INFINITY);
+    hits.sort_by(|x, y| score(y).total_cmp(&score(x)));
+    hits.truncate(a.k);
+    for h in &hits {
+        if a.json {
+            let keys = ["robot", "source", "modality", "seq", "t_start_ns", "t_end_ns", "score"];
+            let o: serde_json::Map<String, serde_json::Value> =
+                keys.iter().map(|k| (k.to_string(), h[*k].clone())).collect();
+            println!("{}", serde_json::Value::Object(o));
+        } else {
+            let t = h["t_start_ns"].as_i64().unwrap_or(0);
+            let secs = (h["t_end_ns"].as_i64().unwrap_or(t) - t) as f64 / 1e9;
+            println!(
+                "{:.3}  {:<12} {:<20} seq {:<8} {} +{secs:.1}s",
+                score(h),
+                h["robot"].as_str().unwrap_or("?"),
+                format!(
+                    "{}/{}",
+                    h["modality"].as_str().unwrap_or("?"),
+                    h["source"].as_str().unwrap_or("?")
+                ),
+                h["seq"],
+                utc(t)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `2026-11-30 14:02:06.0 UTC` from Unix ns.
+fn utc(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let tenth = ns.rem_euclid(1_000_000_000) / 100_000_000;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{tenth} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 async fn list_queries(session: &zenoh::Session, selector: &str) -> Result<Vec<String>> {

@@ -61,6 +61,11 @@ pub mod names {
     pub const NOTIFY_FAILED: &str = "notify_failed";
     pub const WATCHDOG_WITHHELD: &str = "watchdog_withheld";
     pub const WATCHDOG_RESUMED: &str = "watchdog_resumed";
+    pub const HISTORY_LOADED: &str = "history_loaded";
+    pub const HISTORY_DAMAGED: &str = "history_damaged";
+    pub const HISTORY_FAILED: &str = "history_failed";
+    pub const HISTORY_WRITE_FAILED: &str = "history_write_failed";
+    pub const SEARCH_REFUSED: &str = "search_refused";
 }
 
 /// One published metric: its name in the health JSON, and what it counts.

@@ -20,6 +20,7 @@
 //! searched.
 
 pub mod index;
+pub mod params;
 
 use crate::modality::{Modality, Target};
 use index::{Approx, Quant};

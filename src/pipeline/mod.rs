@@ -13,6 +13,7 @@
 //! docs/architecture.md draws the same graph with its queues, clocks and taps.
 
 pub mod models;
+pub mod search;
 pub mod stages;
 pub mod supervise;
 pub mod systemd;
@@ -236,6 +237,8 @@ pub async fn run_graph_with(
     let (labels, fused_labels) = embed_label_sets(&cfg, &models, &modalities).await?;
     let registry = Arc::new(Mutex::new(restore_queries(&cfg, &models).await?));
 
+    let (history, history_problem) = open_history(&cfg, &models).await;
+
     let topics = Topics::new(&cfg.bus.prefix, &robot);
     let session = zenoh_bus::open(&cfg.bus).await?;
     let alive = session
@@ -254,6 +257,17 @@ pub async fn run_graph_with(
         if let Some(p) = r.load_problem() {
             telemetry.emit(DaemonEvent::QueryStoreDamaged(p.to_string()));
         }
+    }
+    if let Some(p) = history_problem {
+        telemetry.emit(DaemonEvent::HistoryWriteFailed(p));
+    }
+    if let Some(h) = &history {
+        let h = h.read().unwrap_or_else(|p| p.into_inner());
+        telemetry.emit(DaemonEvent::History {
+            windows: h.len() as u64,
+            bytes: h.bytes(),
+            oldest_ns: h.oldest_ns(),
+        });
     }
     let mut sup = Supervisor::new(telemetry.clone());
     let rt = tokio::runtime::Handle::current();
@@ -317,6 +331,18 @@ pub async fn run_graph_with(
             Duration::from_secs_f64(f.active_s),
         )
     });
+    // ---- history: outputs thread → history thread → disk
+    let history_tx = match &history {
+        Some(h) => {
+            let (tx, rx) = edge::<crate::history::Record>("history", 4096, WhenFull::DropOldest);
+            let (h, tel) = (h.clone(), telemetry.clone());
+            let sync = Duration::from_secs_f64(cfg.history.sync_s);
+            sup.thread("history", Role::Finite, move || search::history_stage(rx, h, tel, sync))
+                .map_err(|e| PipelineError::Setup(format!("cannot start the history thread: {e}")))?;
+            Some(tx)
+        }
+        None => None,
+    };
     {
         let (reg, sink, tel, taps, rt) = (
             registry.clone(),
@@ -326,7 +352,7 @@ pub async fn run_graph_with(
             rt.clone(),
         );
         sup.thread("outputs", Role::Finite, move || {
-            stages::outputs_stage(out_rx, outputs, fuser, reg, sink, tel, taps, rt);
+            stages::outputs_stage(out_rx, outputs, fuser, history_tx, reg, sink, tel, taps, rt);
             let _ = done_tx.send(true);
         })
         .map_err(|e| PipelineError::Setup(format!("cannot start the outputs thread: {e}")))?;
@@ -443,11 +469,30 @@ pub async fn run_graph_with(
             session.clone(),
             topics.clone(),
             registry.clone(),
-            embed,
+            embed.clone(),
             cfg.queries.clone(),
             telemetry.clone(),
         ),
     );
+    if let Some(h) = &history {
+        sup.task(
+            "search",
+            Role::Forever,
+            search::search_service(
+                session.clone(),
+                topics.clone(),
+                robot.clone(),
+                h.clone(),
+                embed,
+                crate::history::params::SearchLimits {
+                    max_k: cfg.history.max_k,
+                    max_text_chars: cfg.queries.max_text_chars,
+                },
+                (cfg.history.searches_per_s, cfg.history.search_burst),
+                telemetry.clone(),
+            ),
+        );
+    }
     if let Some(n) = hooks.notifier.clone() {
         n.ready(&format!(
             "running: {} sources, {} streams",
@@ -495,6 +540,8 @@ pub async fn run_graph_with(
             .await;
     }
     sup.join_threads("outputs", Instant::now() + Duration::from_secs(3600))
+        .await;
+    sup.join_threads("history", Instant::now() + Duration::from_secs(60))
         .await;
     for name in sup
         .join_threads("source/", deadline.max(Instant::now() + Duration::from_millis(100)))
@@ -571,6 +618,45 @@ async fn embed_label_sets(
     .map_err(|e| PipelineError::Setup(format!("label embedding panicked: {e}")))??;
     let (sets, fused) = built;
     Ok((sets.into_iter().map(|s| (s.modality, s)).collect(), fused))
+}
+
+/// The history in `<state_dir>/history`, reloaded; `None` when it is off or cannot be
+/// opened (the daemon runs without it, and the second value says why, for health).
+async fn open_history(cfg: &Config, models: &Arc<Models>) -> (Option<search::SharedHistory>, Option<String>) {
+    if !cfg.history.enabled {
+        return (None, None);
+    }
+    let dir = cfg.state_dir().join("history");
+    let (Ok(retention_ns), Ok(max_bytes)) = (cfg.history.retention_ns(), cfg.history.max_bytes()) else {
+        return (None, Some("bad [history] settings".into()));
+    };
+    let opts = crate::history::HistoryOptions {
+        retention_ns,
+        max_bytes,
+        segment_ns: (cfg.history.segment_s * 1e9) as i64,
+        sync: Duration::from_secs_f64(cfg.history.sync_s),
+    };
+    let (model, dim) = (models.pack.name().to_string(), models.encoders[&Modality::Text].dim());
+    let t0 = Instant::now();
+    let d2 = dir.clone();
+    let opened = tokio::task::spawn_blocking(move || crate::history::History::open(&d2, &model, dim, opts)).await;
+    match opened {
+        Ok(Ok(h)) => {
+            for note in &h.load_notes {
+                tracing::warn!(event = names::HISTORY_DAMAGED, note = %note, "history");
+            }
+            tracing::info!(event = names::HISTORY_LOADED, path = %dir.display(), windows = h.len(), bytes = h.bytes(), load_s = t0.elapsed().as_secs_f64(), "history loaded");
+            (Some(Arc::new(std::sync::RwLock::new(h))), None)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(event = names::HISTORY_FAILED, error = %e, "history unavailable: embeddings are not kept and search is off");
+            (None, Some(format!("{e}; search is off")))
+        }
+        Err(e) => {
+            tracing::error!(event = names::HISTORY_FAILED, error = %e, "history loading panicked");
+            (None, Some("history loading panicked; search is off".into()))
+        }
+    }
 }
 
 /// Registered queries, reloaded from the state directory without rewriting it.

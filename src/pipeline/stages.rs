@@ -9,7 +9,9 @@ use crate::clock::Clock;
 use crate::edge::{Receiver, Recv};
 use crate::engine::worker::{Embedded, Submit, WorkerHandle};
 use crate::fusion::{Fused, Fuser};
+use crate::history::Record;
 use crate::ident::clip;
+use crate::modality::Target;
 use crate::outputs::{Outputs, Published};
 use crate::queries::{Admission, Persisted, QuerySpec, Refusal, Registry};
 use crate::sources::{Frame, FrameData, ImuSample, StopFlag};
@@ -121,6 +123,7 @@ pub fn outputs_stage<S: Sink>(
     rx: Receiver<Embedded>,
     mut outputs: Outputs,
     mut fuser: Option<Fuser>,
+    history: Option<crate::edge::Sender<Record>>,
     registry: Arc<Mutex<Registry>>,
     sink: Arc<S>,
     telemetry: Arc<Telemetry>,
@@ -145,10 +148,25 @@ pub fn outputs_stage<S: Sink>(
         }
     };
     let reg = || registry.lock().unwrap_or_else(|p| p.into_inner());
+    // Every published embedding goes to the history (its queue drops the oldest when
+    // the disk cannot keep up; a write error is the history thread's to report).
+    let keep = |r: Record| {
+        if let Some(tx) = &history {
+            let _ = tx.send(r);
+        }
+    };
     let fused = |outputs: &mut Outputs, ready: Vec<Fused>| {
         for f in ready {
             let produced = outputs.on_fused(&f, &mut reg());
             publish(produced);
+            keep(Record {
+                source: "fused".into(),
+                target: Target::Fused,
+                seq: f.seq,
+                t_start_ns: f.t_start_ns,
+                t_end_ns: f.t_end_ns,
+                vector: f.vector.clone(),
+            });
             telemetry.emit(DaemonEvent::FusedPublished { complete: f.complete });
             taps.fused.offer(Arc::new(f));
         }
@@ -168,6 +186,14 @@ pub fn outputs_stage<S: Sink>(
         let produced = outputs.on_embedded(&e, &mut reg());
         publish(produced);
         telemetry.stream(&e.source, e.modality).emit(StreamEvent::Published);
+        keep(Record {
+            source: e.source.to_string(),
+            target: e.modality.into(),
+            seq: e.seq,
+            t_start_ns: e.t_start_ns,
+            t_end_ns: e.t_end_ns,
+            vector: e.vector.clone(),
+        });
         if let Some(f) = fuser.as_mut() {
             let ready = f.push(&e, Instant::now());
             fused(&mut outputs, ready);

@@ -1,0 +1,200 @@
+//! The history's two tasks: the writer thread (embeddings → disk, after the outputs
+//! stage) and the `search` queryable (`get <prefix>/<robot>/search?…`, see
+//! [`crate::history::params`]), which answers with one JSON reply:
+//! `{robot, results: [{robot, source, modality, seq, t_start_ns, t_end_ns, score}],
+//! scanned, rescored, took_ms}`, best first; a refused search gets an error reply
+//! `{error}`.
+
+use crate::bus::Topics;
+use crate::edge::{Receiver, Recv};
+use crate::history::params::{SearchLimits, SearchParams};
+use crate::history::{History, Record, SearchRequest};
+use crate::ident::clip;
+use crate::telemetry::{names, DaemonEvent, LogLimiter, Telemetry};
+use serde_json::json;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// The history, shared by its writer and the searches.
+pub type SharedHistory = Arc<RwLock<History>>;
+
+fn report(h: &History, telemetry: &Telemetry) {
+    telemetry.emit(DaemonEvent::History {
+        windows: h.len() as u64,
+        bytes: h.bytes(),
+        oldest_ns: h.oldest_ns(),
+    });
+}
+
+/// Append every record to the history; fdatasync every `sync`; a final sync when the
+/// outputs stage ends. A write error is logged (rate limited), counted and shown in
+/// health; the daemon goes on.
+pub fn history_stage(rx: Receiver<Record>, history: SharedHistory, telemetry: Arc<Telemetry>, sync: Duration) {
+    let mut limiter = LogLimiter::new(Duration::from_secs(30));
+    let mut last_report = Instant::now();
+    loop {
+        let item = rx.recv_timeout(sync.min(Duration::from_millis(500)));
+        let mut h = history.write().unwrap_or_else(|p| p.into_inner());
+        match item {
+            Recv::Item(r) => {
+                if let Err(e) = h.append(&r, Instant::now()) {
+                    telemetry.emit(DaemonEvent::HistoryWriteFailed(e.to_string()));
+                    if let Some(suppressed) = limiter.allow() {
+                        tracing::error!(event = names::HISTORY_WRITE_FAILED, error = %e, suppressed, "embedding not kept in the history");
+                    }
+                } else if last_report.elapsed() >= Duration::from_secs(1) {
+                    report(&h, &telemetry);
+                    last_report = Instant::now();
+                }
+            }
+            Recv::Timeout => {
+                h.maybe_sync(Instant::now());
+                report(&h, &telemetry);
+            }
+            Recv::Closed => {
+                h.sync();
+                report(&h, &telemetry);
+                return;
+            }
+        }
+    }
+}
+
+/// What the search service needs to embed a search's text.
+pub type EmbedText = super::stages::EmbedText;
+
+/// A token bucket for searches from the bus.
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Run one search: embed the text (or fetch the example window), then search.
+pub fn run_search(
+    p: &SearchParams,
+    history: &SharedHistory,
+    embed: &EmbedText,
+) -> Result<crate::history::SearchResult, String> {
+    let vector = match (&p.text, &p.example) {
+        (Some(t), _) => embed(t.clone())?,
+        (None, Some(w)) => {
+            let h = history.read().unwrap_or_else(|p| p.into_inner());
+            h.get(&w.source, w.modality, w.seq)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("`example={w}`: no such window in the history"))?
+                .vector
+        }
+        (None, None) => return Err("nothing to search for".into()),
+    };
+    let req = SearchRequest {
+        vector,
+        k: p.k,
+        targets: p.targets.clone(),
+        sources: p.sources.clone(),
+        since_ns: p.since_ns,
+        until_ns: p.until_ns,
+    };
+    let h = history.read().unwrap_or_else(|p| p.into_inner());
+    h.search(&req).map_err(|e| e.to_string())
+}
+
+/// The `search` queryable. Searches run one at a time, off the async threads.
+#[allow(clippy::too_many_arguments)] // the bus, the history, the encoder and three settings
+pub async fn search_service(
+    session: zenoh::Session,
+    topics: Topics,
+    robot: String,
+    history: SharedHistory,
+    embed: EmbedText,
+    limits: SearchLimits,
+    (rate, burst): (f64, u32),
+    telemetry: Arc<Telemetry>,
+) {
+    let queryable = match session.declare_queryable(topics.search()).await {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::error!(event = names::BUS_ERROR, error = %e, "cannot declare the search queryable");
+            return;
+        }
+    };
+    let mut bucket = Bucket {
+        rate,
+        burst: burst as f64,
+        tokens: burst as f64,
+        last: Instant::now(),
+    };
+    let mut limiter = LogLimiter::new(Duration::from_secs(10));
+    while let Ok(query) = queryable.recv_async().await {
+        let t0 = Instant::now();
+        let params = query.parameters().as_str().to_string();
+        let answer: Result<serde_json::Value, String> = if !bucket.take(t0) {
+            Err(format!(
+                "too many searches: at most {rate} per second, bursts of {burst} (`history.searches_per_s`, `history.search_burst`)"
+            ))
+        } else {
+            match SearchParams::parse(&params, limits, crate::clock::realtime_ns()) {
+                Err(e) => Err(e),
+                Ok(p) => {
+                    let (h, e) = (history.clone(), embed.clone());
+                    match tokio::task::spawn_blocking(move || run_search(&p, &h, &e)).await {
+                        Ok(Ok(r)) => {
+                            let results: Vec<serde_json::Value> = r
+                                .hits
+                                .iter()
+                                .map(|hit| {
+                                    let mut v = serde_json::to_value(hit).unwrap_or_default();
+                                    v["robot"] = json!(robot);
+                                    v
+                                })
+                                .collect();
+                            Ok(json!({
+                                "robot": robot,
+                                "results": results,
+                                "scanned": r.scanned,
+                                "rescored": r.rescored,
+                                "took_ms": t0.elapsed().as_secs_f64() * 1e3,
+                            }))
+                        }
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err("the search failed".into()),
+                    }
+                }
+            }
+        };
+        match answer {
+            Ok(body) => {
+                telemetry.emit(DaemonEvent::Searched);
+                let _ = query
+                    .reply(topics.search(), body.to_string())
+                    .encoding(zenoh::bytes::Encoding::APPLICATION_JSON)
+                    .await;
+            }
+            Err(e) => {
+                if let Some(suppressed) = limiter.allow() {
+                    tracing::warn!(event = names::SEARCH_REFUSED, params = %clip(&params, 200), error = %clip(&e, 300), suppressed, "search refused");
+                }
+                let body = json!({ "robot": robot, "error": e }).to_string();
+                let _ = query
+                    .reply_err(body)
+                    .encoding(zenoh::bytes::Encoding::APPLICATION_JSON)
+                    .await;
+            }
+        }
+    }
+}
