@@ -363,6 +363,12 @@ pub struct QueriesConfig {
     /// Bounds on requests from the bus (hostile input).
     pub max_text_chars: usize,
     pub max_request_bytes: usize,
+    /// Terms of one weighted sum (`terms`).
+    pub max_terms: usize,
+    /// Conditions of one `all` query.
+    pub max_conditions: usize,
+    /// Bytes of one example's media, decoded.
+    pub max_media_bytes: usize,
     pub registrations_per_s: f64,
     pub registration_burst: u32,
     pub id_min_interval_s: f64,
@@ -372,20 +378,9 @@ pub struct QueriesConfig {
     pub presets: BTreeMap<String, PresetQuery>,
 }
 
-/// A query written in config: the same keys as a `queries/<id>` request body.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PresetQuery {
-    pub text: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub modalities: Option<Vec<crate::modality::Target>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sources: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cooldown_s: Option<f64>,
-}
+/// A query written in config: the keys of a `queries/<id>` request body (checked
+/// at start, errors naming `queries.presets.<id>`).
+pub type PresetQuery = serde_json::Value;
 
 /// `[fusion]`: the fused stream `embedding/fused`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -812,6 +807,15 @@ impl Config {
                 format!("expected seconds >= 0, got {}", q.id_min_interval_s),
             );
         }
+        for (key, v, lo, hi) in [
+            ("queries.max_terms", q.max_terms, 1, 64),
+            ("queries.max_conditions", q.max_conditions, 2, 16),
+            ("queries.max_media_bytes", q.max_media_bytes, 1024, 64 << 20),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return bad(key, format!("expected {lo}..={hi}, got {v}"));
+            }
+        }
         if !(-1.0..=1.0).contains(&self.queries.default_threshold) {
             return bad("queries.default_threshold", "expected a cosine in [-1, 1]".into());
         }
@@ -1016,7 +1020,7 @@ mod tests {
     fn user_label_sets_replace_the_digit_defaults_and_presets_register() {
         let demo = Config::load_with_env(None, Vec::new()).unwrap();
         assert_eq!(demo.labels.sets[&Modality::Audio].len(), 10, "the digits by default");
-        assert_eq!(demo.queries.presets["seven"].text, "the number seven");
+        assert_eq!(demo.queries.presets["seven"]["text"], "the number seven");
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
         std::fs::write(

@@ -172,15 +172,39 @@ struct BenchCli {
 
 #[derive(Subcommand)]
 enum QueryOp {
-    /// Register (or replace) a query.
+    /// Register (or replace) a query. One term (--text, --audio, --image, --window)
+    /// is a plain query; several are summed (each weighing 1); --all conditions must
+    /// all hold; --request sends any request body (docs: README, "Queries").
     Add {
         id: String,
+        /// A text ("a dog barking").
         #[arg(long)]
-        text: String,
+        text: Vec<String>,
+        /// A WAV clip, embedded by the daemon as its microphone's windows are.
+        #[arg(long)]
+        audio: Vec<PathBuf>,
+        /// A PNG or JPEG image, embedded by the daemon as a still image.
+        #[arg(long)]
+        image: Vec<PathBuf>,
+        /// A past window from the history: <modality>/<source>/<seq> or fused/<seq>.
+        #[arg(long)]
+        window: Vec<String>,
+        /// A condition of an `all` query, as key=value pairs separated by `;`:
+        /// text=…, audio=FILE, image=FILE, window=…, modalities=a,b, sources=a,b,
+        /// threshold=x (repeat --all for each condition).
+        #[arg(long)]
+        all: Vec<String>,
+        /// `all` conditions hold in windows at most this many seqs apart.
+        #[arg(long)]
+        within: Option<u32>,
+        /// The whole request body as JSON (instead of the flags above).
+        #[arg(long)]
+        request: Option<String>,
         /// Cosine threshold in [-1, 1].
         #[arg(long)]
         threshold: Option<f32>,
-        /// Comma-separated modalities (default: all sensed).
+        /// Comma-separated stream kinds: vision, audio, depth, thermal, imu, fused
+        /// (default: every sensed modality).
         #[arg(long, value_delimiter = ',')]
         modalities: Option<Vec<String>>,
         /// Comma-separated source ids (default: every source).
@@ -656,21 +680,55 @@ async fn query(cfg: Config, op: QueryOp, robot: Option<String>) -> Result<()> {
         QueryOp::Add {
             id,
             text,
+            audio,
+            image,
+            window,
+            all,
+            within,
+            request,
             threshold,
             modalities,
             sources,
             cooldown,
         } => {
             sensebind::bus::validate_chunk(&id).map_err(|e| anyhow!("query id: {e}"))?;
-            let mods: Option<Vec<Modality>> = modalities
-                .map(|v| {
-                    v.iter()
-                        .map(|m| m.trim().parse::<Modality>())
-                        .collect::<Result<Vec<_>, _>>()
-                })
+            let mut body = match request {
+                Some(r) => {
+                    serde_json::from_str::<serde_json::Value>(&r).map_err(|e| anyhow!("--request: not JSON: {e}"))?
+                }
+                None => {
+                    let terms = query_terms(&text, &audio, &image, &window)?;
+                    let mut body = json!({});
+                    if !all.is_empty() {
+                        if !terms.is_empty() {
+                            bail!("--all replaces --text/--audio/--image/--window: put them in its conditions");
+                        }
+                        let conds = all.iter().map(|c| all_condition(c)).collect::<Result<Vec<_>>>()?;
+                        body["all"] = json!(conds);
+                        if let Some(w) = within {
+                            body["within_windows"] = json!(w);
+                        }
+                    } else {
+                        match terms.len() {
+                            0 => bail!(
+                                "nothing to look for: give --text, --audio, --image, --window, --all or --request"
+                            ),
+                            1 => {
+                                let t = terms.into_iter().next().unwrap_or_default();
+                                for (k, v) in t.as_object().cloned().unwrap_or_default() {
+                                    body[k] = v;
+                                }
+                            }
+                            _ => body["terms"] = json!(terms),
+                        }
+                    }
+                    body
+                }
+            };
+            let mods: Option<Vec<sensebind::modality::Target>> = modalities
+                .map(|v| v.iter().map(|m| m.trim().parse()).collect::<Result<Vec<_>, _>>())
                 .transpose()
                 .map_err(|e| anyhow!("--modalities: {e}"))?;
-            let mut body = json!({ "text": text });
             if let Some(t) = threshold {
                 body["threshold"] = json!(t);
             }
@@ -683,6 +741,9 @@ async fn query(cfg: Config, op: QueryOp, robot: Option<String>) -> Result<()> {
             if let Some(c) = cooldown {
                 body["cooldown_s"] = json!(c);
             }
+            // What the daemon will list: validated here first, so a bad request is
+            // reported without a round trip.
+            let plan = sensebind::queries::QueryPlan::from_request(&id, body.to_string().as_bytes(), &cfg.queries)?;
             let errors = session
                 .declare_subscriber(topics.query_error(&id))
                 .await
@@ -691,16 +752,18 @@ async fn query(cfg: Config, op: QueryOp, robot: Option<String>) -> Result<()> {
                 .put(topics.query(&id), body.to_string())
                 .await
                 .map_err(|e| anyhow!("zenoh: {e}"))?;
-            // Registered means: the daemon lists exactly what was asked for.
+            // Registered means: the daemon lists this id with what was asked for (its
+            // own defaults may differ from this tool's config, so those are not compared).
             let same = |q: &serde_json::Value| {
-                q["text"].as_str() == Some(text.trim())
+                q["text"].as_str() == Some(plan.spec.text.as_str())
+                    && q["kind"] == json!(plan.spec.kind)
                     && threshold.is_none_or(|t| q["threshold"].as_f64().map(|x| x as f32) == Some(t))
                     && body.get("modalities").is_none_or(|m| &q["modalities"] == m)
                     && body.get("sources").is_none_or(|s| &q["sources"] == s)
                     && cooldown.is_none_or(|c| q["cooldown_s"].as_f64() == Some(c))
             };
             await_answer(&session, &topics, &errors, &id, |l| l.iter().any(same)).await?;
-            println!("registered {id} on {}", topics.base());
+            println!("registered {id} on {}: {}", topics.base(), plan.spec.text);
             Ok(())
         }
         QueryOp::List => {
@@ -856,6 +919,82 @@ fn utc(ns: i64) -> String {
         rem / 60 % 60,
         rem % 60
     )
+}
+
+/// The terms of `query add` flags: {"text"} or {"example": …} objects, in flag order.
+fn query_terms(
+    text: &[String],
+    audio: &[PathBuf],
+    image: &[PathBuf],
+    window: &[String],
+) -> Result<Vec<serde_json::Value>> {
+    use base64::Engine as _;
+    let media = |p: &PathBuf, mime: &str| -> Result<serde_json::Value> {
+        let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        Ok(json!({"example": {"media": base64::engine::general_purpose::STANDARD.encode(bytes), "mime": mime}}))
+    };
+    let mut out: Vec<serde_json::Value> = text.iter().map(|t| json!({ "text": t })).collect();
+    for p in audio {
+        out.push(media(p, "audio/wav")?);
+    }
+    for p in image {
+        let ext = p
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let mime = if ext == "jpg" || ext == "jpeg" {
+            "image/jpeg"
+        } else {
+            "image/png"
+        };
+        out.push(media(p, mime)?);
+    }
+    for w in window {
+        let w = sensebind::history::params::WindowRef::parse(w).map_err(|e| anyhow!("--window: {e}"))?;
+        out.push(json!({"example": {"window": w}}));
+    }
+    Ok(out)
+}
+
+/// One `--all` condition: `text=…;audio=F;image=F;window=…;modalities=a,b;sources=a,b;threshold=x`.
+fn all_condition(spec: &str) -> Result<serde_json::Value> {
+    let (mut text, mut audio, mut image, mut window) = (vec![], vec![], vec![], vec![]);
+    let mut cond = json!({});
+    for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--all `{spec}`: expected key=value pairs separated by `;`"))?;
+        let list = |v: &str| v.split(',').map(|x| x.trim().to_string()).collect::<Vec<_>>();
+        match k.trim() {
+            "text" => text.push(v.to_string()),
+            "audio" => audio.push(PathBuf::from(v)),
+            "image" => image.push(PathBuf::from(v)),
+            "window" => window.push(v.to_string()),
+            "modalities" => cond["modalities"] = json!(list(v)),
+            "sources" => cond["sources"] = json!(list(v)),
+            "threshold" => {
+                cond["threshold"] = json!(v
+                    .trim()
+                    .parse::<f32>()
+                    .map_err(|_| anyhow!("--all `{spec}`: threshold `{v}` is not a number"))?)
+            }
+            other => bail!(
+                "--all `{spec}`: unknown key `{other}` (text, audio, image, window, modalities, sources, threshold)"
+            ),
+        }
+    }
+    let terms = query_terms(&text, &audio, &image, &window)?;
+    match terms.len() {
+        0 => bail!("--all `{spec}`: give text=…, audio=…, image=… or window=…"),
+        1 => {
+            for (k, v) in terms[0].as_object().cloned().unwrap_or_default() {
+                cond[k] = v;
+            }
+        }
+        _ => cond["terms"] = json!(terms),
+    }
+    Ok(cond)
 }
 
 async fn list_queries(session: &zenoh::Session, selector: &str) -> Result<Vec<String>> {

@@ -19,7 +19,7 @@ use crate::sources::{Frame, FrameData, SourceError, StopFlag};
 use crate::telemetry::{LogLimiter, StreamStats};
 use crate::window::{Window, WindowData, WindowParams, Windower};
 use std::path::Path;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{self, Relaxed};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -225,4 +225,51 @@ pub fn embed_texts(models: &Models, texts: &[String]) -> Result<Vec<Embedding>, 
             scale: models.scale(Modality::Text),
         })
         .collect())
+}
+
+/// An example's media (from a `queries/<id>` request) embedded through the daemon's
+/// own preprocessing: a WAV through the audio windows (several windows: their mean,
+/// renormalised), a PNG/JPEG as a still image.
+pub fn embed_media(
+    models: &Models,
+    cfg: &Config,
+    mime: crate::queries::request::Mime,
+    bytes: &[u8],
+) -> Result<(Modality, Vec<f32>), OfflineError> {
+    use crate::queries::request::Mime;
+    match mime {
+        Mime::Wav => {
+            // Through the same file source and windower as `embed --audio`.
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "sensebind-example-{}-{}.wav",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::write(&path, bytes).map_err(|e| OfflineError::Failed(format!("{}: {e}", path.display())))?;
+            let out = embed_audio(models, cfg, &path);
+            let _ = std::fs::remove_file(&path);
+            let all = out.map_err(|e| {
+                OfflineError::Failed(e.to_string().replace(&path.display().to_string(), "the WAV example"))
+            })?;
+            Ok((
+                Modality::Audio,
+                crate::engine::worker::mean_of(all.into_iter().map(|e| e.vector)),
+            ))
+        }
+        Mime::Png | Mime::Jpeg => {
+            let img = file::decode_image(bytes, window_limits(cfg).image, "a PNG or JPEG image")
+                .map_err(OfflineError::Failed)?;
+            let rgb = img.to_rgb8();
+            let (width, height) = rgb.dimensions();
+            let vprep = crate::preprocess::vision::VisionPrep::new(models.vision_config.clone());
+            let input = vprep
+                .still(width, height, rgb.as_raw())
+                .map_err(|e| OfflineError::Failed(format!("image example: {e}")))?;
+            let enc = models.encoders.get(&Modality::Vision).ok_or_else(|| {
+                OfflineError::Failed("no vision encoder loaded: image examples need a camera source".into())
+            })?;
+            Ok((Modality::Vision, enc.encode(&[input])?.remove(0)))
+        }
+    }
 }

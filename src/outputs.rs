@@ -242,7 +242,7 @@ fn derived(
 mod tests {
     use super::*;
     use crate::config::QueriesConfig;
-    use crate::queries::QuerySpec;
+    use crate::queries::QueryPlan;
 
     #[test]
     fn one_window_gives_embedding_labels_event_and_alert() {
@@ -277,8 +277,10 @@ mod tests {
             ..crate::config::Config::load_with_env(None, Vec::new()).unwrap().queries
         };
         let saved = reg.insert(
-            QuerySpec::from_request("q", br#"{"text":"x","threshold":0.9}"#, &d).unwrap(),
-            vec![1.0, 0.0],
+            QueryPlan::from_request("q", br#"{"text":"x","threshold":0.9}"#, &d)
+                .unwrap()
+                .spec,
+            vec![vec![1.0, 0.0]],
         );
         assert_eq!(saved.unwrap(), crate::queries::Persisted::Saved);
         let e = Embedded {
@@ -345,9 +347,9 @@ mod tests {
             ("fq", &br#"{"text":"x","threshold":0.5,"modalities":["fused"]}"#[..]),
             ("aq", br#"{"text":"x","threshold":0.5,"modalities":["audio"]}"#),
         ] {
-            let spec = QuerySpec::from_request(id, body, &d).unwrap();
+            let spec = QueryPlan::from_request(id, body, &d).unwrap().spec;
             assert_eq!(
-                reg.insert(spec, vec![1.0, 0.0]).unwrap(),
+                reg.insert(spec, vec![vec![1.0, 0.0]]).unwrap(),
                 crate::queries::Persisted::Saved
             );
         }

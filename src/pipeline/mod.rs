@@ -235,9 +235,9 @@ pub async fn run_graph_with(
     let models = Arc::new(models);
     tracing::info!(event = names::PACK_LOADED, pack = %models.pack.location, name = %models.pack.name(), "model pack loaded");
     let (labels, fused_labels) = embed_label_sets(&cfg, &models, &modalities).await?;
-    let registry = Arc::new(Mutex::new(restore_queries(&cfg, &models).await?));
-
     let (history, history_problem) = open_history(&cfg, &models).await;
+    let resolve = term_resolver(&cfg, &models, history.clone());
+    let registry = Arc::new(Mutex::new(restore_queries(&cfg, &models, &resolve).await?));
 
     let topics = Topics::new(&cfg.bus.prefix, &robot);
     let session = zenoh_bus::open(&cfg.bus).await?;
@@ -469,7 +469,7 @@ pub async fn run_graph_with(
             session.clone(),
             topics.clone(),
             registry.clone(),
-            embed.clone(),
+            resolve,
             cfg.queries.clone(),
             telemetry.clone(),
         ),
@@ -659,29 +659,132 @@ async fn open_history(cfg: &Config, models: &Arc<Models>) -> (Option<search::Sha
     }
 }
 
-/// Registered queries, reloaded from the state directory without rewriting it.
-async fn restore_queries(cfg: &Config, models: &Arc<Models>) -> Result<Registry, PipelineError> {
-    let mut registry = Registry::new(&cfg.state_dir(), cfg.queries.max_queries);
-    let mut stored = registry.load_specs()?;
+/// How the query service (and the restore at start) turns a query's terms into
+/// vectors: texts through the text encoder, media through the daemon's own
+/// preprocessing and encoders, windows from the history, raw embeddings checked.
+fn term_resolver(cfg: &Config, models: &Arc<Models>, history: Option<search::SharedHistory>) -> stages::ResolveTerm {
+    use crate::queries::{Refusal, TermSource};
+    let (models, cfg) = (models.clone(), cfg.clone());
+    Arc::new(move |t: &TermSource| {
+        let dim = models.encoders[&Modality::Text].dim();
+        match t {
+            TermSource::Text(text) => models
+                .embed_text(std::slice::from_ref(text))
+                .map_err(|e| (Refusal::Encoder, e.to_string()))
+                .and_then(|mut v| {
+                    v.pop()
+                        .ok_or((Refusal::Encoder, "text encoder returned nothing".into()))
+                }),
+            TermSource::Media { mime, bytes } => crate::offline::embed_media(&models, &cfg, *mime, bytes)
+                .map(|(_, v)| v)
+                .map_err(|e| (Refusal::Invalid, format!("{} example: {e}", mime.as_str()))),
+            TermSource::Window(w) => {
+                let Some(h) = &history else {
+                    return Err((
+                        Refusal::Invalid,
+                        format!("window example {w}: the history is off (`history.enabled`)"),
+                    ));
+                };
+                let h = h.read().unwrap_or_else(|p| p.into_inner());
+                match h.get(&w.source, w.modality, w.seq) {
+                    Ok(Some(r)) => Ok(r.vector),
+                    Ok(None) => Err((
+                        Refusal::Invalid,
+                        format!("window example {w}: no such window in the history"),
+                    )),
+                    Err(e) => Err((Refusal::Invalid, format!("window example {w}: {e}"))),
+                }
+            }
+            TermSource::Embedding(v) if v.len() == dim => Ok(v.clone()),
+            TermSource::Embedding(v) => Err((
+                Refusal::Invalid,
+                format!(
+                    "an embedding term has {} dims; the pack `{}` has {dim}",
+                    v.len(),
+                    models.pack.name()
+                ),
+            )),
+        }
+    })
+}
+
+/// Registered queries, reloaded from the state directory without rewriting it. Their
+/// stored vectors are used when they come from the same model; otherwise text
+/// queries are embedded again and the others are dropped (health says so: their
+/// examples cannot be embedded again).
+async fn restore_queries(
+    cfg: &Config,
+    models: &Arc<Models>,
+    resolve: &stages::ResolveTerm,
+) -> Result<Registry, PipelineError> {
+    use crate::queries::{QueryKind, QueryPlan};
+    let model = models.pack.name().to_string();
+    let dim = models.encoders[&Modality::Text].dim();
+    let mut registry = Registry::new(&cfg.state_dir(), cfg.queries.max_queries).with_model(&model);
+    let (stored_model, stored) = registry.load()?;
     // Presets from config come back at every start (and win over a stored query of
     // the same id); a bad one stops the start with its key path.
+    let mut plans = Vec::new();
     for (id, p) in &cfg.queries.presets {
         let body = serde_json::to_vec(p).map_err(|e| PipelineError::Setup(e.to_string()))?;
-        let spec = crate::queries::QuerySpec::from_request(id, &body, &cfg.queries)
+        let plan = QueryPlan::from_request(id, &body, &cfg.queries)
             .map_err(|e| PipelineError::Setup(format!("queries.presets.{id}: {e}")))?;
-        stored.retain(|s| s.id != spec.id);
-        stored.push(spec);
+        plans.push(plan);
     }
-    if stored.is_empty() {
+    let mut dropped = Vec::new();
+    let mut ready = Vec::new();
+    for q in stored {
+        if plans.iter().any(|p| p.spec.id == q.spec.id) {
+            continue;
+        }
+        let fits =
+            stored_model == model && q.vectors.len() == q.spec.vectors() && q.vectors.iter().all(|v| v.len() == dim);
+        if fits {
+            ready.push((q.spec, q.vectors));
+        } else if q.spec.kind == QueryKind::Text {
+            let body = serde_json::json!({"text": q.spec.text});
+            plans.push(QueryPlan {
+                probes: QueryPlan::from_request(&q.spec.id, body.to_string().as_bytes(), &cfg.queries)
+                    .map(|p| p.probes)
+                    .unwrap_or_default(),
+                spec: q.spec,
+            });
+        } else {
+            dropped.push(q.spec.id);
+        }
+    }
+    let total = plans.len() + ready.len();
+    if total == 0 && dropped.is_empty() {
         return Ok(registry);
     }
-    let texts: Vec<String> = stored.iter().map(|s| s.text.clone()).collect();
-    let m2 = models.clone();
-    let embs = tokio::task::spawn_blocking(move || m2.embed_text(&texts))
-        .await
-        .map_err(|e| PipelineError::Setup(e.to_string()))??;
-    for (spec, emb) in stored.into_iter().zip(embs) {
-        registry.restore(spec, emb);
+    let r2 = resolve.clone();
+    let embedded = tokio::task::spawn_blocking(move || {
+        plans
+            .into_iter()
+            .map(|p| (stages::resolve_plan(&p, &r2), p.spec))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| PipelineError::Setup(e.to_string()))?;
+    for (vectors, spec) in embedded {
+        match vectors {
+            Ok(v) => ready.push((spec, v)),
+            Err((_, e)) if cfg.queries.presets.contains_key(&spec.id) => {
+                return Err(PipelineError::Setup(format!("queries.presets.{}: {e}", spec.id)))
+            }
+            Err(_) => dropped.push(spec.id),
+        }
+    }
+    for (spec, vectors) in ready {
+        registry.restore(spec, vectors);
+    }
+    if !dropped.is_empty() {
+        let msg = format!(
+            "queries {} were registered with model `{stored_model}`, not `{model}`, and their examples cannot be embedded again: register them again",
+            dropped.join(", ")
+        );
+        tracing::error!(event = names::QUERY_STORE_CORRUPT, dropped = ?dropped, "{msg}");
+        registry.add_load_problem(msg);
     }
     tracing::info!(event = names::QUERIES_LOADED, count = registry.len(), path = %registry.path().display(), "registered queries reloaded");
     Ok(registry)

@@ -13,7 +13,7 @@ use crate::history::Record;
 use crate::ident::clip;
 use crate::modality::Target;
 use crate::outputs::{Outputs, Published};
-use crate::queries::{Admission, Persisted, QuerySpec, Refusal, Registry};
+use crate::queries::{Admission, Persisted, QueryPlan, Refusal, Registry, TermSource};
 use crate::sources::{Frame, FrameData, ImuSample, StopFlag};
 use crate::telemetry::{names, DaemonEvent, LogLimiter, StreamEvent, StreamStats, Telemetry, WindowDrop};
 use crate::window::{Outcome, Window, Windower};
@@ -236,6 +236,32 @@ pub async fn health_stage<S: Sink>(
 /// What the query service needs to embed a query's text.
 pub type EmbedText = Arc<dyn Fn(String) -> Result<Vec<f32>, String> + Send + Sync>;
 
+/// What the query service needs to turn one term of a query into a vector (text,
+/// media, a window of the history, a raw embedding); a refusal says why, with its code.
+pub type ResolveTerm = Arc<dyn Fn(&TermSource) -> Result<Vec<f32>, (Refusal, String)> + Send + Sync>;
+
+/// Every vector of a plan: each probe's terms resolved and combined.
+pub fn resolve_plan(plan: &QueryPlan, resolve: &ResolveTerm) -> Result<Vec<Vec<f32>>, (Refusal, String)> {
+    plan.probes
+        .iter()
+        .enumerate()
+        .map(|(i, terms)| {
+            let parts = terms
+                .iter()
+                .map(|t| Ok((t.weight, resolve(&t.source)?)))
+                .collect::<Result<Vec<_>, (Refusal, String)>>()?;
+            crate::queries::combine(&parts).map_err(|e| {
+                let at = if plan.probes.len() > 1 {
+                    format!("`all[{i}]`: ")
+                } else {
+                    String::new()
+                };
+                (Refusal::Invalid, format!("query `{}`: {at}{e}", plan.spec.id))
+            })
+        })
+        .collect()
+}
+
 /// A refusal (or a memory-only registration) answered on `errors/queries/<id>` as
 /// JSON `{query_id, key, code, error}` and counted by its code.
 struct Answer {
@@ -254,7 +280,7 @@ pub async fn query_service(
     session: zenoh::Session,
     topics: Topics,
     registry: Arc<Mutex<Registry>>,
-    embed: EmbedText,
+    resolve: ResolveTerm,
     qcfg: crate::config::QueriesConfig,
     telemetry: Arc<Telemetry>,
 ) {
@@ -327,20 +353,20 @@ pub async fn query_service(
                 match sample.kind() {
                     zenoh::sample::SampleKind::Put => {
                         let body = sample.payload().to_bytes().to_vec();
-                        let spec = match QuerySpec::from_request(&id, &body, &qcfg) {
-                            Ok(s) => s,
+                        let plan = match QueryPlan::from_request(&id, &body, &qcfg) {
+                            Ok(p) => p,
                             Err(e) => { answer(refuse(e.refusal(), e.to_string()), &mut limiter).await; continue; }
                         };
-                        let embed = embed.clone();
-                        let text = spec.text.clone();
-                        let emb = match tokio::task::spawn_blocking(move || embed(text)).await {
+                        let spec = plan.spec.clone();
+                        let resolve = resolve.clone();
+                        let vectors = match tokio::task::spawn_blocking(move || resolve_plan(&plan, &resolve)).await {
                             Ok(Ok(v)) => v,
-                            Ok(Err(e)) => { answer(refuse(Refusal::Encoder, e), &mut limiter).await; continue; }
-                            Err(_) => { answer(refuse(Refusal::Encoder, "text encoder failed".into()), &mut limiter).await; continue; }
+                            Ok(Err((code, e))) => { answer(refuse(code, e), &mut limiter).await; continue; }
+                            Err(_) => { answer(refuse(Refusal::Encoder, "an encoder failed".into()), &mut limiter).await; continue; }
                         };
                         let result = {
                             let mut r = reg();
-                            let res = r.insert(spec.clone(), emb).map(|p| (p, r.len()));
+                            let res = r.insert(spec.clone(), vectors).map(|p| (p, r.len()));
                             report_store(&r);
                             res
                         };

@@ -1,13 +1,15 @@
-//! Text-query alerts: clients register `{text, threshold, modalities, cooldown_s}`
-//! under an id; every new window of a chosen modality is compared with the text's
-//! embedding, and an alert fires when cosine ≥ threshold, at most once per cooldown
-//! (measured in sensor time). Queries persist in `<state_dir>/queries.json`, written
-//! atomically (temp file, fsync, rename), and are reloaded on restart with
-//! [`Registry::restore`], which does not write the store.
+//! Query alerts: clients register a query under an id (a text, a weighted sum of
+//! texts, examples and embeddings, an example, or `all` of several conditions; see
+//! [`request`]); every new window of a chosen stream kind is compared with the
+//! query's vector, and an alert fires when cosine ≥ threshold (for `all`: when every
+//! condition has held within `within_windows` seqs), at most once per cooldown
+//! (measured in sensor time). Queries and their vectors persist in
+//! `<state_dir>/queries.json`, written atomically (temp file, fsync, rename), and are
+//! reloaded on restart with [`Registry::restore`], which does not write the store.
 
 use crate::bus::validate_chunk;
 use crate::config::QueriesConfig;
-use crate::modality::{Modality, Target};
+use crate::modality::Target;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -142,96 +144,9 @@ impl Admission {
     }
 }
 
-/// What a client puts on `queries/<id>` (JSON).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct QueryRequest {
-    pub text: String,
-    #[serde(default)]
-    pub threshold: Option<f32>,
-    #[serde(default)]
-    pub modalities: Option<Vec<Target>>,
-    /// Source ids to match (default: every source).
-    #[serde(default)]
-    pub sources: Option<Vec<String>>,
-    #[serde(default)]
-    pub cooldown_s: Option<f64>,
-}
+pub mod request;
 
-/// A registered query (what `get queries/**` returns and what is stored).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-pub struct QuerySpec {
-    pub id: String,
-    pub text: String,
-    pub threshold: f32,
-    pub modalities: Vec<Target>,
-    /// Source ids to match; empty: every source.
-    #[serde(default)]
-    pub sources: Vec<String>,
-    pub cooldown_s: f64,
-}
-
-impl QuerySpec {
-    /// Parse and validate a request body, filling defaults.
-    pub fn from_request(id: &str, body: &[u8], defaults: &QueriesConfig) -> Result<QuerySpec, QueryError> {
-        let inv = |reason: String| QueryError::Invalid {
-            id: id.to_string(),
-            reason,
-        };
-        validate_chunk(id).map_err(|e| inv(format!("bad id: {e}")))?;
-        if body.len() > defaults.max_request_bytes {
-            return Err(inv(format!(
-                "request of {} bytes is larger than {} (`queries.max_request_bytes`)",
-                body.len(),
-                defaults.max_request_bytes
-            )));
-        }
-        let req: QueryRequest = serde_json::from_slice(body).map_err(|e| {
-            inv(format!(
-                "expected JSON {{\"text\": string, \"threshold\"?: number in [-1,1], \"modalities\"?: [\"vision\"|\"audio\"|\"depth\"|\"thermal\"|\"imu\"|\"fused\"], \"sources\"?: [source id], \"cooldown_s\"?: number >= 0}}: {e}"
-            ))
-        })?;
-        let text = req.text.trim().to_string();
-        if text.is_empty() {
-            return Err(inv("`text` is empty".into()));
-        }
-        if text.chars().count() > defaults.max_text_chars {
-            return Err(inv(format!(
-                "`text` is longer than {} characters (`queries.max_text_chars`)",
-                defaults.max_text_chars
-            )));
-        }
-        let threshold = req.threshold.unwrap_or(defaults.default_threshold);
-        if !(threshold.is_finite() && (-1.0..=1.0).contains(&threshold)) {
-            return Err(inv(format!("`threshold` must be a cosine in [-1, 1], got {threshold}")));
-        }
-        let modalities = req
-            .modalities
-            .unwrap_or_else(|| Modality::SENSED.iter().map(|m| Target::Modality(*m)).collect());
-        if modalities.is_empty() {
-            return Err(inv("`modalities` is empty".into()));
-        }
-        let sources = req.sources.unwrap_or_default();
-        if sources.len() > 64 {
-            return Err(inv(format!("`sources` lists {} ids (at most 64)", sources.len())));
-        }
-        for src in &sources {
-            validate_chunk(src).map_err(|e| inv(format!("`sources`: {e}")))?;
-        }
-        let cooldown_s = req.cooldown_s.unwrap_or(defaults.default_cooldown_s);
-        if !(cooldown_s.is_finite() && cooldown_s >= 0.0) {
-            return Err(inv(format!("`cooldown_s` must be >= 0, got {cooldown_s}")));
-        }
-        Ok(QuerySpec {
-            id: id.to_string(),
-            text,
-            threshold,
-            modalities,
-            sources,
-            cooldown_s,
-        })
-    }
-}
+pub use request::{combine, ConditionSpec, QueryKind, QueryPlan, QueryRequest, QuerySpec, Term, TermSource};
 
 /// An alert to publish on `alerts/<id>`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -244,18 +159,57 @@ pub struct Alert {
     pub seq: i64,
     pub t_start_ns: i64,
     pub t_end_ns: i64,
+    /// `all` queries: the window that met each condition (in the conditions' order).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<ConditionHit>>,
+}
+
+/// The window that met one condition of an `all` query.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConditionHit {
+    pub source: String,
+    pub modality: Target,
+    pub seq: i64,
+    pub t_start_ns: i64,
+    pub t_end_ns: i64,
+    pub score: f32,
 }
 
 struct Registered {
     spec: QuerySpec,
-    embedding: Vec<f32>,
+    /// One vector, or one per condition.
+    vectors: Vec<Vec<f32>>,
     last_fired_ns: Option<i64>,
+    /// `all` queries: each condition's latest matching window.
+    met: Vec<Option<ConditionHit>>,
+}
+
+impl Registered {
+    fn new(spec: QuerySpec, vectors: Vec<Vec<f32>>) -> Registered {
+        let met = vec![None; spec.conditions.len()];
+        Registered {
+            spec,
+            vectors,
+            last_fired_ns: None,
+            met,
+        }
+    }
+}
+
+fn applies(modalities: &[Target], sources: &[String], source: &str, t: Target) -> bool {
+    modalities.contains(&t) && (sources.is_empty() || sources.iter().any(|s| s == source))
+}
+
+fn dot(a: &[f32], b: &[f32]) -> Option<f32> {
+    (a.len() == b.len()).then(|| a.iter().zip(b).map(|(x, y)| x * y).sum())
 }
 
 /// The registered queries.
 pub struct Registry {
     path: PathBuf,
     max: usize,
+    /// The model the vectors come from (stored with them).
+    model: String,
     queries: BTreeMap<String, Registered>,
     /// The last write of the store failed (full disk, read-only state directory): the
     /// queries in memory are newer than the file. Cleared by the next good write.
@@ -274,10 +228,22 @@ pub enum Persisted {
     MemoryOnly(String),
 }
 
+/// The store: every spec with its vectors, and the model they were embedded with.
 #[derive(Serialize, Deserialize)]
 struct Stored {
     version: u32,
-    queries: Vec<QuerySpec>,
+    model: String,
+    queries: Vec<StoredQuery>,
+}
+
+/// One stored query.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredQuery {
+    #[serde(flatten)]
+    pub spec: QuerySpec,
+    /// One vector, or one per condition (empty in a version-1 store: text only).
+    #[serde(default)]
+    pub vectors: Vec<Vec<f32>>,
 }
 
 impl Registry {
@@ -285,6 +251,7 @@ impl Registry {
         Registry {
             path: state_dir.join("queries.json"),
             max,
+            model: String::new(),
             queries: BTreeMap::new(),
             store_error: None,
             load_problem: None,
@@ -293,6 +260,12 @@ impl Registry {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Name the model the vectors come from (written to the store).
+    pub fn with_model(mut self, model: &str) -> Self {
+        self.model = model.to_string();
+        self
     }
 
     /// The last store write error, while the store is behind memory.
@@ -311,9 +284,15 @@ impl Registry {
     /// still parses is returned, and the problem is kept for health
     /// ([`Registry::load_problem`]). Only an unreadable file is an error.
     pub fn load_specs(&mut self) -> Result<Vec<QuerySpec>, QueryError> {
+        Ok(self.load()?.1.into_iter().map(|q| q.spec).collect())
+    }
+
+    /// As [`Registry::load_specs`], with each query's stored vectors and the model
+    /// they were embedded with (empty for a version-1 store).
+    pub fn load(&mut self) -> Result<(String, Vec<StoredQuery>), QueryError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((String::new(), Vec::new())),
             Err(e) => {
                 return Err(QueryError::Store {
                     path: self.path.clone(),
@@ -321,7 +300,7 @@ impl Registry {
                 })
             }
         };
-        let (specs, problem) = parse_store(&bytes);
+        let (model, specs, problem) = parse_store(&bytes);
         if let Some(problem) = problem {
             let kept = self.keep_bad_copy(&bytes);
             let msg = format!(
@@ -332,7 +311,15 @@ impl Registry {
             tracing::error!(event = crate::telemetry::names::QUERY_STORE_CORRUPT, path = %self.path.display(), recovered = specs.len(), problem = %crate::ident::clip(&problem, 300), "query store damaged; starting with what could be recovered");
             self.load_problem = Some(msg);
         }
-        Ok(specs)
+        Ok((model, specs))
+    }
+
+    /// Note a problem found while reloading (shown in health like a damaged store).
+    pub fn add_load_problem(&mut self, p: String) {
+        self.load_problem = Some(match self.load_problem.take() {
+            Some(old) => format!("{old}; {p}"),
+            None => p,
+        });
     }
 
     /// Write `bytes` next to the store as `queries.json.bad-<unix time>`.
@@ -358,16 +345,9 @@ impl Registry {
     /// kept and a `queries_over_limit` warning is logged; [`Registry::insert`] then
     /// refuses new ids until removals bring the count under the limit (replacing an
     /// existing id still works).
-    pub fn restore(&mut self, spec: QuerySpec, embedding: Vec<f32>) {
+    pub fn restore(&mut self, spec: QuerySpec, vectors: Vec<Vec<f32>>) {
         let id = spec.id.clone();
-        self.queries.insert(
-            id.clone(),
-            Registered {
-                spec,
-                embedding,
-                last_fired_ns: None,
-            },
-        );
+        self.queries.insert(id.clone(), Registered::new(spec, vectors));
         if self.queries.len() > self.max {
             tracing::warn!(
                 event = crate::telemetry::names::QUERIES_OVER_LIMIT,
@@ -384,7 +364,7 @@ impl Registry {
     /// `max_queries` or more are registered (also when restored queries exceed it).
     /// When the store cannot be written the query stays registered in memory
     /// ([`Persisted::MemoryOnly`]); the next successful write catches the file up.
-    pub fn insert(&mut self, spec: QuerySpec, embedding: Vec<f32>) -> Result<Persisted, QueryError> {
+    pub fn insert(&mut self, spec: QuerySpec, vectors: Vec<Vec<f32>>) -> Result<Persisted, QueryError> {
         if !self.queries.contains_key(&spec.id) && self.queries.len() >= self.max {
             return Err(QueryError::Full {
                 id: spec.id,
@@ -392,14 +372,13 @@ impl Registry {
                 count: self.queries.len(),
             });
         }
-        self.queries.insert(
-            spec.id.clone(),
-            Registered {
-                spec,
-                embedding,
-                last_fired_ns: None,
-            },
-        );
+        if vectors.len() != spec.vectors() {
+            return Err(QueryError::Invalid {
+                id: spec.id.clone(),
+                reason: format!("{} vectors for a query that needs {}", vectors.len(), spec.vectors()),
+            });
+        }
+        self.queries.insert(spec.id.clone(), Registered::new(spec, vectors));
         Ok(self.persist())
     }
 
@@ -445,21 +424,36 @@ impl Registry {
         self.queries.is_empty()
     }
 
-    /// Match one window's embedding; returns the alerts that fire.
     /// Cosine of every query that applies to this stream, with its threshold (the
-    /// live view plots them over time); no cooldown, nothing fires.
+    /// live view plots them over time); no cooldown, nothing fires. For an `all`
+    /// query: its best condition that applies.
     pub fn scores(&self, source: &str, modality: Target, emb: &[f32]) -> Vec<(String, f32, f32)> {
-        self.queries
-            .values()
-            .filter(|r| r.spec.modalities.contains(&modality) && r.embedding.len() == emb.len())
-            .filter(|r| r.spec.sources.is_empty() || r.spec.sources.iter().any(|s| s == source))
-            .map(|r| {
-                let score: f32 = r.embedding.iter().zip(emb).map(|(a, b)| a * b).sum();
-                (r.spec.id.clone(), score, r.spec.threshold)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for r in self.queries.values() {
+            if r.spec.conditions.is_empty() {
+                if applies(&r.spec.modalities, &r.spec.sources, source, modality) {
+                    if let Some(s) = dot(&r.vectors[0], emb) {
+                        out.push((r.spec.id.clone(), s, r.spec.threshold));
+                    }
+                }
+                continue;
+            }
+            let best = r
+                .spec
+                .conditions
+                .iter()
+                .zip(&r.vectors)
+                .filter(|(c, _)| applies(&c.modalities, &c.sources, source, modality))
+                .filter_map(|(c, v)| Some((dot(v, emb)?, c.threshold)))
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((s, t)) = best {
+                out.push((r.spec.id.clone(), s, t));
+            }
+        }
+        out
     }
 
+    /// Match one window's embedding; returns the alerts that fire.
     pub fn matches(
         &mut self,
         source: &str,
@@ -471,32 +465,83 @@ impl Registry {
     ) -> Vec<Alert> {
         let mut out = Vec::new();
         for r in self.queries.values_mut() {
-            if !r.spec.modalities.contains(&modality) || r.embedding.len() != emb.len() {
-                continue;
-            }
-            if !r.spec.sources.is_empty() && !r.spec.sources.iter().any(|s| s == source) {
-                continue;
-            }
-            let score: f32 = r.embedding.iter().zip(emb).map(|(a, b)| a * b).sum();
-            if score < r.spec.threshold {
-                continue;
-            }
             let cool_ns = (r.spec.cooldown_s * 1e9) as i64;
-            if let Some(last) = r.last_fired_ns {
-                if t_end_ns - last < cool_ns {
+            let cooled = |last: Option<i64>| last.is_none_or(|l| t_end_ns - l >= cool_ns);
+            if r.spec.conditions.is_empty() {
+                if !applies(&r.spec.modalities, &r.spec.sources, source, modality) {
                     continue;
                 }
+                let Some(score) = dot(&r.vectors[0], emb) else { continue };
+                if score < r.spec.threshold || !cooled(r.last_fired_ns) {
+                    continue;
+                }
+                r.last_fired_ns = Some(t_end_ns);
+                out.push(Alert {
+                    query_id: r.spec.id.clone(),
+                    text: r.spec.text.clone(),
+                    modality,
+                    score,
+                    threshold: r.spec.threshold,
+                    seq,
+                    t_start_ns,
+                    t_end_ns,
+                    conditions: None,
+                });
+                continue;
+            }
+            // `all`: note each condition this window meets, then fire when every
+            // condition has been met within `within_windows` seqs of the others.
+            let mut met_now = false;
+            for (i, (c, v)) in r.spec.conditions.iter().zip(&r.vectors).enumerate() {
+                if !applies(&c.modalities, &c.sources, source, modality) {
+                    continue;
+                }
+                let Some(score) = dot(v, emb) else { continue };
+                if score < c.threshold {
+                    continue;
+                }
+                let better = match &r.met[i] {
+                    Some(h) => seq > h.seq || (seq == h.seq && score > h.score),
+                    None => true,
+                };
+                if better {
+                    r.met[i] = Some(ConditionHit {
+                        source: source.to_string(),
+                        modality,
+                        seq,
+                        t_start_ns,
+                        t_end_ns,
+                        score,
+                    });
+                    met_now = true;
+                }
+            }
+            if !met_now || r.met.iter().any(|m| m.is_none()) {
+                continue;
+            }
+            let hits: Vec<ConditionHit> = r.met.iter().flatten().cloned().collect();
+            let lo = hits.iter().map(|h| h.seq).min().unwrap_or(seq);
+            let hi = hits.iter().map(|h| h.seq).max().unwrap_or(seq);
+            if hi - lo > r.spec.within_windows as i64 || !cooled(r.last_fired_ns) {
+                continue;
             }
             r.last_fired_ns = Some(t_end_ns);
+            let (score, threshold) = hits
+                .iter()
+                .zip(&r.spec.conditions)
+                .map(|(h, c)| (h.score, c.threshold))
+                .min_by(|a, b| (a.0 - a.1).total_cmp(&(b.0 - b.1)))
+                .unwrap_or((0.0, 0.0));
             out.push(Alert {
                 query_id: r.spec.id.clone(),
                 text: r.spec.text.clone(),
                 modality,
                 score,
-                threshold: r.spec.threshold,
+                threshold,
                 seq,
-                t_start_ns,
-                t_end_ns,
+                t_start_ns: hits.iter().map(|h| h.t_start_ns).min().unwrap_or(t_start_ns),
+                t_end_ns: hits.iter().map(|h| h.t_end_ns).max().unwrap_or(t_end_ns),
+                conditions: Some(hits),
             });
         }
         out
@@ -510,8 +555,16 @@ impl Registry {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| serr(format!("cannot create directory: {e}")))?;
         let body = serde_json::to_vec_pretty(&Stored {
-            version: 1,
-            queries: self.specs(),
+            version: 2,
+            model: self.model.clone(),
+            queries: self
+                .queries
+                .values()
+                .map(|r| StoredQuery {
+                    spec: r.spec.clone(),
+                    vectors: r.vectors.clone(),
+                })
+                .collect(),
         })
         .map_err(|e| serr(e.to_string()))?;
         let tmp = self.path.with_extension("json.tmp");
@@ -529,38 +582,53 @@ impl Registry {
     }
 }
 
-/// Parse a store's bytes: every entry that parses, and what was wrong, if anything.
-pub fn parse_store(bytes: &[u8]) -> (Vec<QuerySpec>, Option<String>) {
+/// Parse a store's bytes: the model, every entry that parses, and what was wrong, if
+/// anything. Version 1 (text queries, no vectors) and 2 are read.
+pub fn parse_store(bytes: &[u8]) -> (String, Vec<StoredQuery>, Option<String>) {
     let v: serde_json::Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
-        Err(e) => return (Vec::new(), Some(format!("not JSON: {e}"))),
+        Err(e) => return (String::new(), Vec::new(), Some(format!("not JSON: {e}"))),
     };
     match v.get("version").and_then(|x| x.as_u64()) {
-        Some(1) => {}
-        other => return (Vec::new(), Some(format!("store version {other:?}, expected 1"))),
+        Some(1 | 2) => {}
+        other => {
+            return (
+                String::new(),
+                Vec::new(),
+                Some(format!("store version {other:?}, expected 1 or 2")),
+            )
+        }
     }
+    let model = v.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_string();
     let Some(items) = v.get("queries").and_then(|q| q.as_array()) else {
-        return (Vec::new(), Some("no `queries` list".into()));
+        return (model, Vec::new(), Some("no `queries` list".into()));
     };
-    let mut specs: Vec<QuerySpec> = Vec::new();
+    let mut specs: Vec<StoredQuery> = Vec::new();
     let mut bad = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        match serde_json::from_value::<QuerySpec>(item.clone()) {
-            Ok(s) if validate_chunk(&s.id).is_ok() && !specs.iter().any(|o| o.id == s.id) => specs.push(s),
+        match serde_json::from_value::<StoredQuery>(item.clone()) {
+            Ok(s) if validate_chunk(&s.spec.id).is_ok() && !specs.iter().any(|o| o.spec.id == s.spec.id) => {
+                specs.push(s)
+            }
             Ok(s) => bad.push(format!(
                 "entry {i}: bad or repeated id `{}`",
-                crate::ident::clip(&s.id, 40)
+                crate::ident::clip(&s.spec.id, 40)
             )),
             Err(e) => bad.push(format!("entry {i}: {e}")),
         }
     }
     let problem = (!bad.is_empty()).then(|| format!("{} bad entries: {}", bad.len(), bad.join("; ")));
-    (specs, problem)
+    (model, specs, problem)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::modality::Modality;
+
+    fn spec_of(id: &str, body: &[u8], d: &QueriesConfig) -> Result<QuerySpec, QueryError> {
+        QueryPlan::from_request(id, body, d).map(|p| p.spec)
+    }
 
     fn defaults() -> QueriesConfig {
         QueriesConfig {
@@ -575,7 +643,7 @@ mod tests {
     #[test]
     fn validation_messages() {
         let d = defaults();
-        let ok = QuerySpec::from_request("dog", br#"{"text":" a dog "}"#, &d).unwrap();
+        let ok = spec_of("dog", br#"{"text":" a dog "}"#, &d).unwrap();
         assert_eq!((ok.text.as_str(), ok.threshold, ok.modalities.len()), ("a dog", 0.3, 5));
         for (body, needle) in [
             (&b"not json"[..], "expected JSON"),
@@ -586,10 +654,10 @@ mod tests {
             (br#"{"text":"x","cooldown_s":-1}"#, "`cooldown_s`"),
             (br#"{"text":"x","colour":1}"#, "unknown field"),
         ] {
-            let e = QuerySpec::from_request("q1", body, &d).unwrap_err().to_string();
+            let e = spec_of("q1", body, &d).unwrap_err().to_string();
             assert!(e.contains("query `q1`") && e.contains(needle), "{e}");
         }
-        assert!(QuerySpec::from_request("a/b", br#"{"text":"x"}"#, &d).is_err());
+        assert!(spec_of("a/b", br#"{"text":"x"}"#, &d).is_err());
     }
 
     #[test]
@@ -597,13 +665,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = defaults();
         let mut r = Registry::new(dir.path(), d.max_queries);
-        let spec = QuerySpec::from_request(
+        let spec = spec_of(
             "q",
             br#"{"text":"x","threshold":0.5,"cooldown_s":3,"modalities":["audio"]}"#,
             &d,
         )
         .unwrap();
-        assert_eq!(r.insert(spec.clone(), vec![1.0, 0.0]).unwrap(), Persisted::Saved);
+        assert_eq!(r.insert(spec.clone(), vec![vec![1.0, 0.0]]).unwrap(), Persisted::Saved);
         assert!(r
             .matches("mic", Modality::Vision.into(), &[1.0, 0.0], 0, 0, 2_000_000_000)
             .is_empty());
@@ -639,16 +707,10 @@ mod tests {
         );
         let again = Registry::new(dir.path(), 2).load_specs().unwrap();
         assert_eq!(again, vec![spec]);
-        let p = r.insert(
-            QuerySpec::from_request("q2", br#"{"text":"y"}"#, &d).unwrap(),
-            vec![0.0, 1.0],
-        );
+        let p = r.insert(spec_of("q2", br#"{"text":"y"}"#, &d).unwrap(), vec![vec![0.0, 1.0]]);
         assert_eq!(p.unwrap(), Persisted::Saved);
         let e = r
-            .insert(
-                QuerySpec::from_request("q3", br#"{"text":"z"}"#, &d).unwrap(),
-                vec![0.0, 1.0],
-            )
+            .insert(spec_of("q3", br#"{"text":"z"}"#, &d).unwrap(), vec![vec![0.0, 1.0]])
             .unwrap_err();
         assert!(e.to_string().contains("at most 2"));
         assert_eq!(r.remove("q"), Some(Persisted::Saved));
@@ -663,8 +725,8 @@ mod tests {
         for i in 0..n {
             let body = format!(r#"{{"text":"thing {i}","threshold":0.5}}"#);
             let p = r.insert(
-                QuerySpec::from_request(&format!("q{i}"), body.as_bytes(), &d).unwrap(),
-                vec![1.0, 0.0],
+                spec_of(&format!("q{i}"), body.as_bytes(), &d).unwrap(),
+                vec![vec![1.0, 0.0]],
             );
             assert_eq!(p.unwrap(), Persisted::Saved);
         }
@@ -675,7 +737,7 @@ mod tests {
     fn reload(dir: &Path, max: usize) -> Registry {
         let mut r = Registry::new(dir, max);
         for spec in r.load_specs().unwrap() {
-            r.restore(spec, vec![1.0, 0.0]);
+            r.restore(spec, vec![vec![1.0, 0.0]]);
         }
         r
     }
@@ -706,7 +768,7 @@ mod tests {
         assert_eq!(r.matches("mic", Modality::Vision.into(), &[1.0, 0.0], 0, 0, 1).len(), 5);
         // With the store unreadable for writing, restore still succeeds (no I/O at all).
         let mut r2 = Registry::new(&dir.path().join("missing/deeper"), 1);
-        r2.restore(r.specs().remove(0), vec![1.0]);
+        r2.restore(r.specs().remove(0), vec![vec![1.0]]);
         assert!(!dir.path().join("missing").exists());
     }
 
@@ -722,17 +784,17 @@ mod tests {
         // New ids are refused while over the limit, and the store is left alone.
         let d = defaults();
         let e = r
-            .insert(
-                QuerySpec::from_request("new", br#"{"text":"new"}"#, &d).unwrap(),
-                vec![0.0, 1.0],
-            )
+            .insert(spec_of("new", br#"{"text":"new"}"#, &d).unwrap(), vec![vec![0.0, 1.0]])
             .unwrap_err();
         assert!(e.to_string().contains("at most 2"), "{e}");
         assert_eq!(r.len(), 4);
         assert_eq!(std::fs::read(&path).unwrap(), before);
         // Replacing an existing id is allowed and keeps all the others on disk.
-        let replaced = QuerySpec::from_request("q1", br#"{"text":"other"}"#, &d).unwrap();
-        assert_eq!(r.insert(replaced.clone(), vec![0.0, 1.0]).unwrap(), Persisted::Saved);
+        let replaced = spec_of("q1", br#"{"text":"other"}"#, &d).unwrap();
+        assert_eq!(
+            r.insert(replaced.clone(), vec![vec![0.0, 1.0]]).unwrap(),
+            Persisted::Saved
+        );
         let stored = Registry::new(dir.path(), 2).load_specs().unwrap();
         assert_eq!(stored.len(), 4);
         assert!(stored.contains(&replaced));
@@ -744,18 +806,12 @@ mod tests {
             ["q1", "q2", "q3"]
         );
         assert!(r
-            .insert(
-                QuerySpec::from_request("new", br#"{"text":"new"}"#, &d).unwrap(),
-                vec![0.0, 1.0],
-            )
+            .insert(spec_of("new", br#"{"text":"new"}"#, &d).unwrap(), vec![vec![0.0, 1.0]],)
             .is_err());
         // Back under the limit, registration works again.
         assert_eq!(r.remove("q2"), Some(Persisted::Saved));
         assert_eq!(r.remove("q3"), Some(Persisted::Saved));
-        let p = r.insert(
-            QuerySpec::from_request("new", br#"{"text":"new"}"#, &d).unwrap(),
-            vec![0.0, 1.0],
-        );
+        let p = r.insert(spec_of("new", br#"{"text":"new"}"#, &d).unwrap(), vec![vec![0.0, 1.0]]);
         assert_eq!(p.unwrap(), Persisted::Saved);
         let ids: Vec<String> = Registry::new(dir.path(), 2)
             .load_specs()
@@ -806,10 +862,10 @@ mod tests {
             max_request_bytes: 100,
             ..defaults()
         };
-        let e = QuerySpec::from_request("q", br#"{"text":"eleven char"}"#, &d).unwrap_err();
+        let e = spec_of("q", br#"{"text":"eleven char"}"#, &d).unwrap_err();
         assert!(e.to_string().contains("max_text_chars"), "{e}");
         let big = format!(r#"{{"text":"x","sources":[{}]}}"#, vec!["\"s\""; 50].join(","));
-        let e = QuerySpec::from_request("q", big.as_bytes(), &d).unwrap_err();
+        let e = spec_of("q", big.as_bytes(), &d).unwrap_err();
         assert!(e.to_string().contains("max_request_bytes"), "{e}");
         assert_eq!(e.refusal(), Refusal::Invalid);
     }
@@ -853,8 +909,8 @@ mod tests {
         std::fs::write(&blocked, b"not a directory").unwrap();
         let d = defaults();
         let mut r = Registry::new(&blocked, 4);
-        let spec = QuerySpec::from_request("q", br#"{"text":"x"}"#, &d).unwrap();
-        let p = r.insert(spec.clone(), vec![1.0, 0.0]).unwrap();
+        let spec = spec_of("q", br#"{"text":"x"}"#, &d).unwrap();
+        let p = r.insert(spec.clone(), vec![vec![1.0, 0.0]]).unwrap();
         assert!(
             matches!(p, Persisted::MemoryOnly(ref e) if e.contains("state")),
             "{p:?}"
@@ -868,7 +924,7 @@ mod tests {
         std::fs::create_dir(&full_dir).unwrap();
         std::os::unix::fs::symlink("/dev/full", full_dir.join("queries.json.tmp")).unwrap();
         let mut full = Registry::new(&full_dir, 4);
-        let p = full.insert(spec.clone(), vec![1.0, 0.0]).unwrap();
+        let p = full.insert(spec.clone(), vec![vec![1.0, 0.0]]).unwrap();
         assert!(
             matches!(p, Persisted::MemoryOnly(ref e) if e.contains("No space left")),
             "{p:?}"
@@ -879,5 +935,58 @@ mod tests {
         assert!(r.retry_save());
         assert!(r.store_error().is_none());
         assert_eq!(Registry::new(&blocked, 4).load_specs().unwrap(), vec![spec]);
+    }
+
+    #[test]
+    fn an_all_query_fires_only_when_every_condition_holds_within_its_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = defaults();
+        let mut r = Registry::new(dir.path(), 4).with_model("m");
+        let plan = QueryPlan::from_request(
+            "both",
+            br#"{"all":[{"text":"three","modalities":["thermal"],"threshold":0.5},{"text":"three","modalities":["audio"],"sources":["mic"],"threshold":0.5}],"within_windows":1,"cooldown_s":0}"#,
+            &d,
+        )
+        .unwrap();
+        let (thermal, audio) = (Target::Modality(Modality::Thermal), Target::Modality(Modality::Audio));
+        assert_eq!(
+            r.insert(plan.spec.clone(), vec![vec![1.0, 0.0], vec![0.0, 1.0]])
+                .unwrap(),
+            Persisted::Saved
+        );
+        let t = |seq: i64| (seq * 2_000_000_000, seq * 2_000_000_000 + 2_000_000_000);
+        let mut at = |src: &str, m: Target, v: [f32; 2], seq: i64| {
+            let (a, b) = t(seq);
+            r.matches(src, m, &v, seq, a, b)
+        };
+        // Thermal alone: nothing. Audio on another source: nothing.
+        assert!(at("cam", thermal, [1.0, 0.0], 10).is_empty());
+        assert!(at("other", audio, [0.0, 1.0], 10).is_empty());
+        // Audio on mic three windows later: too far apart.
+        assert!(at("mic", audio, [0.0, 1.0], 13).is_empty());
+        // Thermal again next to it: both hold within one window → fires.
+        let a = at("cam", thermal, [0.9, 0.1], 14);
+        assert_eq!(a.len(), 1);
+        let hits = a[0].conditions.as_ref().unwrap();
+        assert_eq!((hits[0].seq, hits[1].seq, hits[1].source.as_str()), (14, 13, "mic"));
+        assert_eq!((a[0].t_start_ns, a[0].t_end_ns), (t(13).0, t(14).1));
+        assert!((a[0].score - 0.9).abs() < 1e-6, "the weakest condition's score");
+        // A window meeting no condition never fires, even with both met before.
+        assert!(at("cam", thermal, [0.0, 1.0], 15).is_empty());
+        // The store keeps the vectors and the model; version 1 stores still load.
+        let (model, stored) = Registry::new(dir.path(), 4).load().unwrap();
+        assert_eq!((model.as_str(), stored.len()), ("m", 1));
+        assert_eq!(stored[0].vectors, vec![vec![1.0, 0.0], vec![0.0, 1.0]]);
+        assert_eq!(stored[0].spec, plan.spec);
+        std::fs::write(
+            dir.path().join("queries.json"),
+            br#"{"version":1,"queries":[{"id":"q","text":"x","threshold":0.3,"modalities":["audio"],"cooldown_s":1}]}"#,
+        )
+        .unwrap();
+        let (model, stored) = Registry::new(dir.path(), 4).load().unwrap();
+        assert_eq!(
+            (model.as_str(), stored[0].spec.kind, stored[0].vectors.len()),
+            ("", QueryKind::Text, 0)
+        );
     }
 }
