@@ -171,6 +171,7 @@ struct BenchCli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run
 enum QueryOp {
     /// Register (or replace) a query. One term (--text, --audio, --image, --window)
     /// is a plain query; several are summed (each weighing 1); --all conditions must

@@ -526,7 +526,7 @@ pub fn combine(parts: &[(f32, Vec<f32>)]) -> Result<Vec<f32>, String> {
         acc.iter_mut().zip(v).for_each(|(a, x)| *a += w * x / n);
     }
     let n = acc.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if !(n > 1e-6) {
+    if n.is_nan() || n <= 1e-6 {
         return Err("the terms cancel out (their weighted sum is zero)".into());
     }
     acc.iter_mut().for_each(|a| *a /= n);
