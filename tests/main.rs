@@ -10,6 +10,7 @@ mod bus_faults;
 mod cli;
 mod daemon_bus;
 mod faults;
+mod fusion_search;
 mod hostile_bus;
 mod minibind;
 mod pack_fixture;

@@ -1,0 +1,348 @@
+//! Fusion, richer queries and search, by meaning, with the built-in MiniBind pack.
+//!
+//! Two daemons replay the same recording (held-out digit-world files, never seen in
+//! training): a thermal camera showing 3, 5, 3, 8 and a microphone hearing 1, 3, 3, 4,
+//! six seconds each (three 2 s windows). So a three is seen alone (segment 0), heard
+//! alone (1), both (2), and neither (3). Thresholds sit midway between the cosines of
+//! threes and of the other digits, measured with `sensebind embed` on the same files.
+
+use crate::common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const THERMAL: [usize; 4] = [3, 5, 3, 8];
+const AUDIO: [usize; 4] = [1, 3, 3, 4];
+/// Windows per segment (6 s, 2 s windows every 2 s).
+const PER: i64 = 3;
+
+fn python() -> PathBuf {
+    std::env::var("SENSEBIND_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `sensebind embed` of each file / text: input → unit vector.
+fn embed(args: &[String]) -> BTreeMap<String, Vec<f32>> {
+    let out = Command::new(bin()).arg("embed").args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let j: serde_json::Value = serde_json::from_str(l).unwrap();
+            let v = j["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+            (j["input"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+/// Midway between the least cosine of `yes` and the greatest of `no` (asserting they
+/// are apart).
+fn midway(what: &str, yes: &[f32], no: &[f32]) -> f32 {
+    let lo = yes.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = no.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    assert!(lo > hi + 0.02, "{what}: threes {yes:?} do not stand apart from the others {no:?}");
+    (lo + hi) / 2.0
+}
+
+struct Recording {
+    thermal_dir: PathBuf,
+    wav: PathBuf,
+    /// The example clip: a three by another voice than the recording's.
+    example: PathBuf,
+    thr_thermal: f32,
+    thr_audio: f32,
+    thr_example: f32,
+    text3: Vec<f32>,
+}
+
+fn make_recording(dir: &Path) -> Recording {
+    let files = dir.join("heldout");
+    let st = Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/minibind/heldout.py"))
+        .arg(&files)
+        .args(["--per-digit", "3", "--seed", "5", "--modalities", "thermal,audio"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "tools/minibind/heldout.py failed");
+    let f = |m: &str, d: usize, i: usize| files.join(format!("{m}_{d}_{i}.{}", if m == "audio" { "wav" } else { "png" }));
+    // Thermal frames at 1 fps; audio: the 2 s clip of each window.
+    let thermal_dir = dir.join("thermal");
+    std::fs::create_dir_all(&thermal_dir).unwrap();
+    let mut n = 0;
+    for d in THERMAL {
+        for _ in 0..PER * 2 {
+            std::fs::copy(f("thermal", d, 2), thermal_dir.join(format!("f{n:03}.png"))).unwrap();
+            n += 1;
+        }
+    }
+    let wav = dir.join("mic.wav");
+    let mut w: Option<hound::WavWriter<_>> = None;
+    for d in AUDIO {
+        for _ in 0..PER {
+            let mut r = hound::WavReader::open(f("audio", d, 2)).unwrap();
+            let spec = r.spec();
+            let samples: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
+            assert_eq!(samples.len() as u32, spec.sample_rate * 2, "2 s clips");
+            let w = w.get_or_insert_with(|| hound::WavWriter::create(&wav, spec).unwrap());
+            samples.iter().for_each(|s| w.write_sample(*s).unwrap());
+        }
+    }
+    w.unwrap().finalize().unwrap();
+    // Cosines of the very files the recording is made of.
+    let text = "the number three".to_string();
+    let mut args = vec!["--text".to_string(), text.clone()];
+    for d in [1, 3, 4, 5, 8] {
+        for (m, i) in [("thermal", 2), ("audio", 2), ("audio", 0)] {
+            args.push(format!("--{m}"));
+            args.push(f(m, d, i).display().to_string());
+        }
+    }
+    let e = embed(&args);
+    let v = |m: &str, d: usize, i: usize| e[&f(m, d, i).display().to_string()].clone();
+    let text3 = e[&text].clone();
+    let thr_thermal = midway(
+        "thermal vs text",
+        &[dot(&v("thermal", 3, 2), &text3)],
+        &[5, 8].map(|d| dot(&v("thermal", d, 2), &text3)),
+    );
+    let thr_audio = midway(
+        "audio vs text",
+        &[dot(&v("audio", 3, 2), &text3)],
+        &[1, 4].map(|d| dot(&v("audio", d, 2), &text3)),
+    );
+    let ex = v("audio", 3, 0);
+    let thr_example = midway(
+        "audio example",
+        &[dot(&v("audio", 3, 2), &ex)],
+        &[1, 4].map(|d| dot(&v("audio", d, 2), &ex)),
+    );
+    eprintln!("thresholds: thermal {thr_thermal:.3}, audio {thr_audio:.3}, example {thr_example:.3}");
+    Recording {
+        thermal_dir,
+        wav,
+        example: f("audio", 3, 0),
+        thr_thermal,
+        thr_audio,
+        thr_example,
+        text3,
+    }
+}
+
+fn daemon_config(dir: &Path, robot: &str, listen: u16, connect: u16, rec: &Recording) -> PathBuf {
+    use base64::Engine as _;
+    let example = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&rec.example).unwrap());
+    let path = dir.join(format!("{robot}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[robot]
+id = "{robot}"
+state_dir = "{state}"
+[window]
+length_s = 2.0
+hop_s = 2.0
+[bus]
+listen = ["tcp/127.0.0.1:{listen}"]
+connect = ["tcp/127.0.0.1:{connect}"]
+[engine]
+when_full = "block"
+[health]
+interval_s = 0.5
+[queries.presets.both]
+all = [
+  {{ text = "the number three", modalities = ["thermal"], threshold = {tt} }},
+  {{ text = "the number three", modalities = ["audio"], threshold = {ta} }},
+]
+cooldown_s = 0.0
+[queries.presets.voice3]
+example = {{ media = "{example}", mime = "audio/wav" }}
+modalities = ["audio"]
+threshold = {te}
+cooldown_s = 0.0
+[sources.thermal]
+type = "file"
+sensor = "thermal"
+path = "{thermal}"
+fps = 1.0
+pace = "fast"
+start_ns = 0
+[sources.mic]
+type = "file"
+sensor = "microphone"
+path = "{wav}"
+pace = "fast"
+start_ns = 0
+"#,
+            state = dir.join(format!("state-{robot}")).display(),
+            tt = rec.thr_thermal,
+            ta = rec.thr_audio,
+            te = rec.thr_example,
+            thermal = rec.thermal_dir.display(),
+            wav = rec.wav.display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `sensebind search` through a tool config that reaches both daemons.
+fn search(cli_cfg: &Path, args: &[&str]) -> (bool, Vec<serde_json::Value>, String) {
+    let out = Command::new(bin())
+        .args(["--config"])
+        .arg(cli_cfg)
+        .arg("search")
+        .args(args)
+        .output()
+        .unwrap();
+    let hits = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (out.status.success(), hits, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn segment(seq: i64) -> usize {
+    (seq / PER) as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = make_recording(dir.path());
+    let (hub, p1, p2) = (free_port(), free_port(), free_port());
+    let z = listener(hub).await;
+    let sub = z.declare_subscriber("sensebind/**").await.unwrap();
+    let (c1, c2) = (
+        daemon_config(dir.path(), "r1", p1, hub, &rec),
+        daemon_config(dir.path(), "r2", p2, hub, &rec),
+    );
+    let mut d1 = Daemon::start(&c1, &dir.path().join("r1.log"));
+    let mut d2 = Daemon::start(&c2, &dir.path().join("r2.log"));
+    let dump = |r: &str| std::fs::read_to_string(dir.path().join(format!("{r}.log"))).unwrap_or_default();
+
+    // Collect until each robot has published its 12 + 12 windows and 12 fused ones.
+    let mut embeddings: BTreeMap<(String, String, i64), Vec<f32>> = BTreeMap::new();
+    let mut alerts: Vec<serde_json::Value> = Vec::new();
+    let mut fused: Vec<sensebind::bus::FusedMsg> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = |e: &BTreeMap<(String, String, i64), Vec<f32>>, f: &[sensebind::bus::FusedMsg]| {
+        e.keys().filter(|k| k.0 == "r1").count() >= 24 && f.iter().filter(|m| m.robot == "r1").count() >= 12
+    };
+    while !done(&embeddings, &fused) {
+        assert!(Instant::now() < deadline, "the replay did not finish:\n{}", dump("r1"));
+        let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(1), sub.recv_async()).await else {
+            assert!(d1.running() && d2.running(), "a daemon exited:\n{}\n{}", dump("r1"), dump("r2"));
+            continue;
+        };
+        let key = s.key_expr().as_str().to_string();
+        let body = s.payload().to_bytes();
+        if key.ends_with("/embedding/fused") {
+            fused.push(sensebind::bus::FusedMsg::from_cbor(&body).unwrap());
+        } else if key.contains("/embedding/") {
+            let m = sensebind::bus::EmbeddingMsg::from_cbor(&body).unwrap();
+            embeddings.insert((m.robot.clone(), format!("{}/{}", m.modality, m.source), m.seq), m.vector());
+        } else if key.starts_with("sensebind/r1/alerts/") {
+            alerts.push(serde_json::from_slice(&body).unwrap());
+        }
+    }
+    // Late alerts of the last windows.
+    while let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(1500), sub.recv_async()).await {
+        if s.key_expr().as_str().starts_with("sensebind/r1/alerts/") {
+            alerts.push(serde_json::from_slice(&s.payload().to_bytes()).unwrap());
+        }
+    }
+
+    // Fused: one per window, both streams in it, complete.
+    let f1: Vec<_> = fused.iter().filter(|m| m.robot == "r1").collect();
+    assert_eq!(f1.len(), 12, "one fused window per seq");
+    assert!(
+        f1.iter().filter(|m| m.complete && m.members.len() == 2).count() >= 11,
+        "fused windows hold both streams: {:?}",
+        f1.iter().map(|m| (m.seq, m.members.len(), m.complete)).collect::<Vec<_>>()
+    );
+
+    // `all`: fires only where a three is both seen and heard (segment 2).
+    let seqs = |id: &str| -> Vec<i64> {
+        alerts
+            .iter()
+            .filter(|a| a["query_id"] == id)
+            .map(|a| a["seq"].as_i64().unwrap())
+            .collect()
+    };
+    let both = seqs("both");
+    eprintln!("`all` alerts at {both:?}; example alerts at {:?}", seqs("voice3"));
+    assert!(!both.is_empty(), "the all query never fired:\n{}", dump("r1"));
+    assert!(both.iter().all(|s| segment(*s) == 2), "the all query fired outside segment 2: {both:?}");
+    let a = alerts.iter().find(|a| a["query_id"] == "both").unwrap();
+    assert_eq!(a["conditions"].as_array().unwrap().len(), 2, "{a}");
+    // The audio example (a three, another voice) fires on the recording's threes.
+    let voice = seqs("voice3");
+    assert!(voice.iter().all(|s| matches!(segment(*s), 1 | 2)), "example query off the threes: {voice:?}");
+    assert!(voice.len() >= 5, "the example query missed spoken threes: {voice:?} of 6");
+
+    // Search: threes first, with the cosines a client computes.
+    let cli = dir.path().join("cli.toml");
+    std::fs::write(
+        &cli,
+        format!("[robot]\nid = \"r1\"\n[bus]\nlisten = []\nconnect = [\"tcp/127.0.0.1:{p1}\", \"tcp/127.0.0.1:{p2}\"]\n"),
+    )
+    .unwrap();
+    let (ok, hits, err) = search(&cli, &["the number three", "--k", "6", "--json", "--modalities", "thermal,audio"]);
+    assert!(ok, "{err}");
+    assert_eq!(hits.len(), 6, "{err}");
+    for h in &hits {
+        let seq = h["seq"].as_i64().unwrap();
+        let digit = if h["modality"] == "thermal" { THERMAL[segment(seq)] } else { AUDIO[segment(seq)] };
+        assert_eq!(digit, 3, "a top hit is not a three: {h}");
+        assert_eq!(h["robot"], "r1");
+        let key = ("r1".to_string(), format!("{}/{}", h["modality"].as_str().unwrap(), h["source"].as_str().unwrap()), seq);
+        let client = dot(&embeddings[&key], &rec.text3);
+        assert!((h["score"].as_f64().unwrap() as f32 - client).abs() < 1e-5, "score {h} vs {client}");
+    }
+    let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
+    // By example window: the fused window of segment 2 finds fused windows of threes.
+    let (ok, hits, err) = search(&cli, &["--example", "fused/7", "--k", "3", "--json", "--modalities", "fused"]);
+    assert!(ok, "{err}");
+    assert_eq!(hits[0]["seq"], 7, "a window is its own best match: {hits:?}");
+    // Fleet: both robots answer, merged best first.
+    let (ok, hits, err) = search(&cli, &["the number three", "--k", "4", "--json", "--robot", "*"]);
+    assert!(ok, "{err}");
+    let robots: std::collections::BTreeSet<&str> = hits.iter().map(|h| h["robot"].as_str().unwrap()).collect();
+    assert_eq!(robots.into_iter().collect::<Vec<_>>(), ["r1", "r2"], "{hits:?}");
+    let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "merged best first: {scores:?}");
+    // Errors say what is wrong.
+    let (ok, _, err) = search(&cli, &["x", "--k", "100000", "--robot", "r1"]);
+    assert!(!ok && err.contains("history.max_k"), "{err}");
+    let (ok, _, err) = search(&cli, &["x", "--robot", "nobody"]);
+    assert!(!ok && err.contains("no daemon answers"), "{err}");
+
+    // The history survives a restart: it is reloaded, whole, before any new window.
+    d2.stop();
+    d1.stop();
+    let log = dir.path().join("r1b.log");
+    let mut d1 = Daemon::start(&c1, &log);
+    let t0 = Instant::now();
+    let loaded = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("history_loaded")) {
+            break l.to_string();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "no history_loaded in:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(loaded.contains("windows=36"), "12 thermal, 12 audio and 12 fused windows reloaded: {loaded}");
+    d1.stop();
+}
