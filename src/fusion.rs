@@ -91,6 +91,20 @@ impl Fuser {
         }
     }
 
+    /// Expect these streams from `now` (the graph's streams, known before any window:
+    /// otherwise the first windows of a fast replay would be fused from whichever
+    /// stream came first). A stream that never reports stops being expected after
+    /// `active`, like one that goes silent.
+    pub fn expect(mut self, streams: impl IntoIterator<Item = (String, Modality)>, now: Instant) -> Fuser {
+        for key in streams {
+            self.streams.entry(key).or_insert(StreamState {
+                last_seq: i64::MIN,
+                last_seen: now,
+            });
+        }
+        self
+    }
+
     fn weight(&self, m: Modality) -> f32 {
         self.weights.get(&m).copied().unwrap_or(1.0)
     }
@@ -99,7 +113,7 @@ impl Fuser {
     pub fn push(&mut self, e: &Embedded, now: Instant) -> Vec<Fused> {
         let key = (e.source.to_string(), e.modality);
         let st = self.streams.entry(key).or_insert(StreamState {
-            last_seq: e.seq,
+            last_seq: i64::MIN,
             last_seen: now,
         });
         st.last_seq = st.last_seq.max(e.seq);
@@ -297,6 +311,29 @@ mod tests {
             )
             .is_empty());
         assert_eq!(f.pending(), 0);
+    }
+
+    #[test]
+    fn streams_known_in_advance_are_waited_for_from_the_first_window() {
+        let t0 = Instant::now();
+        let f = Fuser::new(BTreeMap::new(), BTreeMap::new(), None, Duration::from_secs(5));
+        let mut f = f.expect(
+            [
+                ("th".to_string(), Modality::Thermal),
+                ("mic".to_string(), Modality::Audio),
+            ],
+            t0,
+        );
+        // A fast replay: the thermal stream's windows all come first.
+        for seq in 0..5 {
+            assert!(f
+                .push(&emb("th", Modality::Thermal, seq, vec![1.0, 0.0]), t0)
+                .is_empty());
+        }
+        for seq in 0..5 {
+            let out = f.push(&emb("mic", Modality::Audio, seq, vec![0.0, 1.0]), t0);
+            assert_eq!((out.len(), out[0].members.len(), out[0].complete), (1, 2, true));
+        }
     }
 
     #[test]

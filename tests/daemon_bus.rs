@@ -81,7 +81,11 @@ async fn daemon_end_to_end_over_zenoh() {
         };
         let key = s.key_expr().as_str().to_string();
         let body = s.payload().to_bytes().to_vec();
-        if let Some(rest) = key.strip_prefix("sensebind/itest/embedding/") {
+        if key == "sensebind/itest/embedding/fused" {
+            // The fused stream: every stream's window in one (tests/fusion_search.rs).
+            let f = sensebind::bus::FusedMsg::from_cbor(&body).expect("CBOR fused embedding");
+            assert_eq!((f.modality.as_str(), f.robot.as_str()), ("fused", "itest"));
+        } else if let Some(rest) = key.strip_prefix("sensebind/itest/embedding/") {
             assert_eq!(s.encoding().to_string(), "application/cbor");
             let msg = EmbeddingMsg::from_cbor(&body).expect("CBOR embedding");
             let m = msg.modality.as_str();
@@ -100,8 +104,15 @@ async fn daemon_end_to_end_over_zenoh() {
         } else if key.starts_with("sensebind/itest/labels/") {
             let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
             let m = j["modality"].as_str().unwrap();
-            assert_eq!(key, format!("sensebind/itest/labels/{m}/{}", source_of(m)));
-            assert_eq!(j["source"], source_of(m));
+            if m == "fused" {
+                assert_eq!(
+                    (key.as_str(), j["source"].as_str()),
+                    ("sensebind/itest/labels/fused", Some("fused"))
+                );
+            } else {
+                assert_eq!(key, format!("sensebind/itest/labels/{m}/{}", source_of(m)));
+                assert_eq!(j["source"], source_of(m));
+            }
             let top = j["top"].as_array().unwrap();
             assert!(!top.is_empty());
             let probs: Vec<f64> = top.iter().map(|t| t["prob"].as_f64().unwrap()).collect();

@@ -38,7 +38,12 @@ fn embed(args: &[String]) -> BTreeMap<String, Vec<f32>> {
         .lines()
         .map(|l| {
             let j: serde_json::Value = serde_json::from_str(l).unwrap();
-            let v = j["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+            let v = j["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
             (j["input"].as_str().unwrap().to_string(), v)
         })
         .collect()
@@ -49,7 +54,10 @@ fn embed(args: &[String]) -> BTreeMap<String, Vec<f32>> {
 fn midway(what: &str, yes: &[f32], no: &[f32]) -> f32 {
     let lo = yes.iter().copied().fold(f32::INFINITY, f32::min);
     let hi = no.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    assert!(lo > hi + 0.02, "{what}: threes {yes:?} do not stand apart from the others {no:?}");
+    assert!(
+        lo > hi + 0.02,
+        "{what}: threes {yes:?} do not stand apart from the others {no:?}"
+    );
     (lo + hi) / 2.0
 }
 
@@ -73,7 +81,8 @@ fn make_recording(dir: &Path) -> Recording {
         .status()
         .unwrap();
     assert!(st.success(), "tools/minibind/heldout.py failed");
-    let f = |m: &str, d: usize, i: usize| files.join(format!("{m}_{d}_{i}.{}", if m == "audio" { "wav" } else { "png" }));
+    let f =
+        |m: &str, d: usize, i: usize| files.join(format!("{m}_{d}_{i}.{}", if m == "audio" { "wav" } else { "png" }));
     // Thermal frames at 1 fps; audio: the 2 s clip of each window.
     let thermal_dir = dir.join("thermal");
     std::fs::create_dir_all(&thermal_dir).unwrap();
@@ -208,7 +217,11 @@ fn search(cli_cfg: &Path, args: &[&str]) -> (bool, Vec<serde_json::Value>, Strin
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    (out.status.success(), hits, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        hits,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn segment(seq: i64) -> usize {
@@ -242,7 +255,12 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
     while !done(&embeddings, &fused) {
         assert!(Instant::now() < deadline, "the replay did not finish:\n{}", dump("r1"));
         let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(1), sub.recv_async()).await else {
-            assert!(d1.running() && d2.running(), "a daemon exited:\n{}\n{}", dump("r1"), dump("r2"));
+            assert!(
+                d1.running() && d2.running(),
+                "a daemon exited:\n{}\n{}",
+                dump("r1"),
+                dump("r2")
+            );
             continue;
         };
         let key = s.key_expr().as_str().to_string();
@@ -251,13 +269,18 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
             fused.push(sensebind::bus::FusedMsg::from_cbor(&body).unwrap());
         } else if key.contains("/embedding/") {
             let m = sensebind::bus::EmbeddingMsg::from_cbor(&body).unwrap();
-            embeddings.insert((m.robot.clone(), format!("{}/{}", m.modality, m.source), m.seq), m.vector());
+            embeddings.insert(
+                (m.robot.clone(), format!("{}/{}", m.modality, m.source), m.seq),
+                m.vector(),
+            );
         } else if key.starts_with("sensebind/r1/alerts/") {
             alerts.push(serde_json::from_slice(&body).unwrap());
         }
     }
-    // Late alerts of the last windows.
-    while let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(1500), sub.recv_async()).await {
+    // Late alerts of the last windows (health keeps arriving: a fixed spell).
+    let until = Instant::now() + Duration::from_secs(2);
+    while let Ok(Ok(s)) = tokio::time::timeout(until.saturating_duration_since(Instant::now()), sub.recv_async()).await
+    {
         if s.key_expr().as_str().starts_with("sensebind/r1/alerts/") {
             alerts.push(serde_json::from_slice(&s.payload().to_bytes()).unwrap());
         }
@@ -269,7 +292,9 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
     assert!(
         f1.iter().filter(|m| m.complete && m.members.len() == 2).count() >= 11,
         "fused windows hold both streams: {:?}",
-        f1.iter().map(|m| (m.seq, m.members.len(), m.complete)).collect::<Vec<_>>()
+        f1.iter()
+            .map(|m| (m.seq, m.members.len(), m.complete))
+            .collect::<Vec<_>>()
     );
 
     // `all`: fires only where a three is both seen and heard (segment 2).
@@ -283,37 +308,72 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
     let both = seqs("both");
     eprintln!("`all` alerts at {both:?}; example alerts at {:?}", seqs("voice3"));
     assert!(!both.is_empty(), "the all query never fired:\n{}", dump("r1"));
-    assert!(both.iter().all(|s| segment(*s) == 2), "the all query fired outside segment 2: {both:?}");
+    assert!(
+        both.iter().all(|s| segment(*s) == 2),
+        "the all query fired outside segment 2: {both:?}"
+    );
     let a = alerts.iter().find(|a| a["query_id"] == "both").unwrap();
     assert_eq!(a["conditions"].as_array().unwrap().len(), 2, "{a}");
     // The audio example (a three, another voice) fires on the recording's threes.
     let voice = seqs("voice3");
-    assert!(voice.iter().all(|s| matches!(segment(*s), 1 | 2)), "example query off the threes: {voice:?}");
-    assert!(voice.len() >= 5, "the example query missed spoken threes: {voice:?} of 6");
+    assert!(
+        voice.iter().all(|s| matches!(segment(*s), 1 | 2)),
+        "example query off the threes: {voice:?}"
+    );
+    assert!(
+        voice.len() >= 5,
+        "the example query missed spoken threes: {voice:?} of 6"
+    );
 
     // Search: threes first, with the cosines a client computes.
     let cli = dir.path().join("cli.toml");
     std::fs::write(
         &cli,
-        format!("[robot]\nid = \"r1\"\n[bus]\nlisten = []\nconnect = [\"tcp/127.0.0.1:{p1}\", \"tcp/127.0.0.1:{p2}\"]\n"),
+        format!(
+            "[robot]\nid = \"r1\"\n[bus]\nlisten = []\nconnect = [\"tcp/127.0.0.1:{p1}\", \"tcp/127.0.0.1:{p2}\"]\n"
+        ),
     )
     .unwrap();
-    let (ok, hits, err) = search(&cli, &["the number three", "--k", "6", "--json", "--modalities", "thermal,audio"]);
+    let (ok, hits, err) = search(
+        &cli,
+        &[
+            "the number three",
+            "--k",
+            "6",
+            "--json",
+            "--modalities",
+            "thermal,audio",
+        ],
+    );
     assert!(ok, "{err}");
     assert_eq!(hits.len(), 6, "{err}");
     for h in &hits {
         let seq = h["seq"].as_i64().unwrap();
-        let digit = if h["modality"] == "thermal" { THERMAL[segment(seq)] } else { AUDIO[segment(seq)] };
+        let digit = if h["modality"] == "thermal" {
+            THERMAL[segment(seq)]
+        } else {
+            AUDIO[segment(seq)]
+        };
         assert_eq!(digit, 3, "a top hit is not a three: {h}");
         assert_eq!(h["robot"], "r1");
-        let key = ("r1".to_string(), format!("{}/{}", h["modality"].as_str().unwrap(), h["source"].as_str().unwrap()), seq);
+        let key = (
+            "r1".to_string(),
+            format!("{}/{}", h["modality"].as_str().unwrap(), h["source"].as_str().unwrap()),
+            seq,
+        );
         let client = dot(&embeddings[&key], &rec.text3);
-        assert!((h["score"].as_f64().unwrap() as f32 - client).abs() < 1e-5, "score {h} vs {client}");
+        assert!(
+            (h["score"].as_f64().unwrap() as f32 - client).abs() < 1e-5,
+            "score {h} vs {client}"
+        );
     }
     let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
     // By example window: the fused window of segment 2 finds fused windows of threes.
-    let (ok, hits, err) = search(&cli, &["--example", "fused/7", "--k", "3", "--json", "--modalities", "fused"]);
+    let (ok, hits, err) = search(
+        &cli,
+        &["--example", "fused/7", "--k", "3", "--json", "--modalities", "fused"],
+    );
     assert!(ok, "{err}");
     assert_eq!(hits[0]["seq"], 7, "a window is its own best match: {hits:?}");
     // Fleet: both robots answer, merged best first.
@@ -329,9 +389,10 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
     let (ok, _, err) = search(&cli, &["x", "--robot", "nobody"]);
     assert!(!ok && err.contains("no daemon answers"), "{err}");
 
-    // The history survives a restart: it is reloaded, whole, before any new window.
+    // The history survives kill -9 and a restart: reloaded, whole, before any new window.
     d2.stop();
-    d1.stop();
+    d1.child.kill().unwrap();
+    d1.child.wait().unwrap();
     let log = dir.path().join("r1b.log");
     let mut d1 = Daemon::start(&c1, &log);
     let t0 = Instant::now();
@@ -343,6 +404,9 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
         assert!(t0.elapsed() < Duration::from_secs(60), "no history_loaded in:\n{text}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(loaded.contains("windows=36"), "12 thermal, 12 audio and 12 fused windows reloaded: {loaded}");
+    assert!(
+        loaded.contains("windows=36"),
+        "12 thermal, 12 audio and 12 fused windows reloaded: {loaded}"
+    );
     d1.stop();
 }

@@ -330,6 +330,16 @@ pub async fn run_graph_with(
             (f.deadline_s > 0.0).then(|| Duration::from_secs_f64(f.deadline_s)),
             Duration::from_secs_f64(f.active_s),
         )
+        .expect(
+            drivers.iter().flat_map(|b| {
+                b.source
+                    .info()
+                    .streams
+                    .into_iter()
+                    .map(|st| (b.config.id.clone(), st.modality))
+            }),
+            Instant::now(),
+        )
     });
     // ---- history: outputs thread → history thread → disk
     let history_tx = match &history {

@@ -180,13 +180,17 @@ struct Registered {
     /// One vector, or one per condition.
     vectors: Vec<Vec<f32>>,
     last_fired_ns: Option<i64>,
-    /// `all` queries: each condition's latest matching window.
-    met: Vec<Option<ConditionHit>>,
+    /// `all` queries: each condition's recent matching windows, by seq (at most
+    /// `MET_KEPT` each), so windows that arrive out of order still pair up.
+    met: Vec<BTreeMap<i64, ConditionHit>>,
 }
+
+/// Matching windows remembered per condition of an `all` query.
+const MET_KEPT: usize = 64;
 
 impl Registered {
     fn new(spec: QuerySpec, vectors: Vec<Vec<f32>>) -> Registered {
-        let met = vec![None; spec.conditions.len()];
+        let met = vec![BTreeMap::new(); spec.conditions.len()];
         Registered {
             spec,
             vectors,
@@ -489,40 +493,54 @@ impl Registry {
                 });
                 continue;
             }
-            // `all`: note each condition this window meets, then fire when every
-            // condition has been met within `within_windows` seqs of the others.
-            let mut met_now = false;
-            for (i, (c, v)) in r.spec.conditions.iter().zip(&r.vectors).enumerate() {
+            // `all`: note each condition this window meets; fire when, for one of
+            // them, every other condition was met within `within_windows` seqs.
+            let within = r.spec.within_windows as i64;
+            let mut fired = None;
+            for i in 0..r.spec.conditions.len() {
+                let c = &r.spec.conditions[i];
                 if !applies(&c.modalities, &c.sources, source, modality) {
                     continue;
                 }
-                let Some(score) = dot(v, emb) else { continue };
+                let Some(score) = dot(&r.vectors[i], emb) else { continue };
                 if score < c.threshold {
                     continue;
                 }
-                let better = match &r.met[i] {
-                    Some(h) => seq > h.seq || (seq == h.seq && score > h.score),
-                    None => true,
+                let hit = ConditionHit {
+                    source: source.to_string(),
+                    modality,
+                    seq,
+                    t_start_ns,
+                    t_end_ns,
+                    score,
                 };
-                if better {
-                    r.met[i] = Some(ConditionHit {
-                        source: source.to_string(),
-                        modality,
-                        seq,
-                        t_start_ns,
-                        t_end_ns,
-                        score,
-                    });
-                    met_now = true;
+                let m = &mut r.met[i];
+                if m.get(&seq).is_none_or(|h| h.score < score) {
+                    m.insert(seq, hit.clone());
                 }
+                while m.len() > MET_KEPT {
+                    m.pop_first();
+                }
+                if fired.is_some() {
+                    continue;
+                }
+                // The best hit of every other condition within reach of this seq.
+                let others: Option<Vec<ConditionHit>> = (0..r.met.len())
+                    .map(|j| {
+                        if j == i {
+                            return Some(hit.clone());
+                        }
+                        r.met[j]
+                            .range(seq - within..=seq + within)
+                            .map(|(_, h)| h)
+                            .max_by(|a, b| a.score.total_cmp(&b.score))
+                            .cloned()
+                    })
+                    .collect();
+                fired = others;
             }
-            if !met_now || r.met.iter().any(|m| m.is_none()) {
-                continue;
-            }
-            let hits: Vec<ConditionHit> = r.met.iter().flatten().cloned().collect();
-            let lo = hits.iter().map(|h| h.seq).min().unwrap_or(seq);
-            let hi = hits.iter().map(|h| h.seq).max().unwrap_or(seq);
-            if hi - lo > r.spec.within_windows as i64 || !cooled(r.last_fired_ns) {
+            let Some(hits) = fired else { continue };
+            if !cooled(r.last_fired_ns) {
                 continue;
             }
             r.last_fired_ns = Some(t_end_ns);
@@ -973,6 +991,13 @@ mod tests {
         assert!((a[0].score - 0.9).abs() < 1e-6, "the weakest condition's score");
         // A window meeting no condition never fires, even with both met before.
         assert!(at("cam", thermal, [0.0, 1.0], 15).is_empty());
+        // Out of order (a fast replay: one stream's windows all come first): thermal
+        // meets at 20 and 30, then audio at 20 pairs with thermal 20.
+        assert!(at("cam", thermal, [1.0, 0.0], 20).is_empty());
+        assert!(at("cam", thermal, [1.0, 0.0], 30).is_empty());
+        let a = at("mic", audio, [0.0, 1.0], 20);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].conditions.as_ref().unwrap()[0].seq, 20);
         // The store keeps the vectors and the model; version 1 stores still load.
         let (model, stored) = Registry::new(dir.path(), 4).load().unwrap();
         assert_eq!((model.as_str(), stored.len()), ("m", 1));

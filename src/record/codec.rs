@@ -21,7 +21,7 @@ pub const EVENT: &str = "sensebind.Event";
 pub const ALERT: &str = "sensebind.Alert";
 
 /// JSON Schema of `sensebind.Embedding`: one window's embedding.
-pub const EMBEDDING_SCHEMA: &str = r#"{"title":"sensebind.Embedding","description":"A window's embedding, as published on embedding/<modality>/<source> (there as CBOR with packed f32).","type":"object","properties":{"robot":{"type":"string"},"source":{"type":"string"},"modality":{"type":"string"},"seq":{"type":"integer"},"t_start_ns":{"type":"integer"},"t_end_ns":{"type":"integer"},"model":{"type":"string"},"dim":{"type":"integer"},"embedding":{"type":"array","items":{"type":"number"},"description":"unit-norm f32 values"},"scale":{"type":"number"},"coverage":{"type":"number"}},"required":["source","modality","seq","t_start_ns","t_end_ns","dim","embedding"]}"#;
+pub const EMBEDDING_SCHEMA: &str = r#"{"title":"sensebind.Embedding","description":"A window's embedding, as published on embedding/<modality>/<source> (there as CBOR with packed f32).","type":"object","properties":{"robot":{"type":"string"},"source":{"type":"string"},"modality":{"type":"string"},"seq":{"type":"integer"},"t_start_ns":{"type":"integer"},"t_end_ns":{"type":"integer"},"model":{"type":"string"},"dim":{"type":"integer"},"embedding":{"type":"array","items":{"type":"number"},"description":"unit-norm f32 values"},"scale":{"type":"number"},"coverage":{"type":"number"},"members":{"type":"array","description":"embedding/fused only: the streams summed, [{source, modality, weight, coverage}]"},"complete":{"type":"boolean","description":"embedding/fused only: every expected stream is a member"}},"required":["source","modality","seq","t_start_ns","t_end_ns","dim","embedding"]}"#;
 
 /// JSON Schema of `sensebind.Labels` (the bus message of labels/<modality>/<source>).
 pub const LABELS_SCHEMA: &str = r#"{"title":"sensebind.Labels","type":"object","properties":{"robot":{"type":"string"},"source":{"type":"string"},"modality":{"type":"string"},"seq":{"type":"integer"},"t_start_ns":{"type":"integer"},"t_end_ns":{"type":"integer"},"model":{"type":"string"},"top":{"type":"array","items":{"type":"object","properties":{"label":{"type":"string"},"prob":{"type":"number"},"score":{"type":"number"}}}}},"required":["source","modality","seq","top"]}"#;
@@ -30,7 +30,7 @@ pub const LABELS_SCHEMA: &str = r#"{"title":"sensebind.Labels","type":"object","
 pub const EVENT_SCHEMA: &str = r#"{"title":"sensebind.Event","type":"object","properties":{"robot":{"type":"string"},"source":{"type":"string"},"modality":{"type":"string"},"label":{"type":"string"},"state":{"type":"string","enum":["start","end"]},"start_ns":{"type":"integer"},"end_ns":{"type":["integer","null"]},"prob":{"type":"number"},"seq":{"type":"integer"}},"required":["source","modality","label","state"]}"#;
 
 /// JSON Schema of `sensebind.Alert` (alerts/<id>).
-pub const ALERT_SCHEMA: &str = r#"{"title":"sensebind.Alert","type":"object","properties":{"robot":{"type":"string"},"query_id":{"type":"string"},"text":{"type":"string"},"source":{"type":"string"},"modality":{"type":"string"},"score":{"type":"number"},"threshold":{"type":"number"},"seq":{"type":"integer"},"t_start_ns":{"type":"integer"},"t_end_ns":{"type":"integer"}},"required":["query_id","source","modality","score","seq"]}"#;
+pub const ALERT_SCHEMA: &str = r#"{"title":"sensebind.Alert","type":"object","properties":{"robot":{"type":"string"},"query_id":{"type":"string"},"text":{"type":"string"},"source":{"type":"string"},"modality":{"type":"string"},"score":{"type":"number"},"threshold":{"type":"number"},"seq":{"type":"integer"},"t_start_ns":{"type":"integer"},"t_end_ns":{"type":"integer"},"conditions":{"type":"array","description":"all-of queries: the window that met each condition"}},"required":["query_id","source","modality","score","seq"]}"#;
 
 /// The schema a channel with `schema` name uses: (encoding, data) for the MCAP schema
 /// record and the channel's message encoding.
@@ -57,7 +57,16 @@ pub fn encode_published(topic: &str, payload: &[u8], cbor: bool) -> Option<Resul
         _ => return None,
     };
     let result = (|| {
-        let value: serde_json::Value = if cbor {
+        let value: serde_json::Value = if cbor && topic == "embedding/fused" {
+            let m = crate::bus::FusedMsg::from_cbor(payload).map_err(DecodeError)?;
+            let vector = m.vector();
+            serde_json::json!({
+                "robot": m.robot, "source": m.source, "modality": m.modality, "seq": m.seq,
+                "t_start_ns": m.t_start_ns, "t_end_ns": m.t_end_ns, "model": m.model, "dim": m.dim,
+                "embedding": vector, "scale": m.scale, "coverage": m.coverage,
+                "members": m.members, "complete": m.complete,
+            })
+        } else if cbor {
             let m = EmbeddingMsg::from_cbor(payload).map_err(DecodeError)?;
             let vector = m.vector();
             serde_json::json!({

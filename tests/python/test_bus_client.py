@@ -111,7 +111,7 @@ def test_python_client_reads_every_topic(daemon):
     got = queue.Queue()
     with open_session(port) as s:
         s.declare_subscriber("sensebind/pytest/**", lambda sample: got.put((str(sample.key_expr), sample.payload.to_bytes(), str(sample.encoding))))
-        seqs, labels, alert, error = {}, 0, None, None
+        seqs, labels, alert, error, fused = {}, 0, None, None, []
         deadline = time.time() + 60
         sent = False
         while time.time() < deadline:
@@ -120,7 +120,16 @@ def test_python_client_reads_every_topic(daemon):
                 key, body, enc = got.get(timeout=1)
             except queue.Empty:
                 continue
-            if "/embedding/" in key:
+            if key == "sensebind/pytest/embedding/fused":
+                m = cbor2.loads(body)
+                v = np.frombuffer(m["embedding"], dtype="<f4")
+                assert (m["modality"], m["source"], v.shape) == ("fused", "fused", (m["dim"],))
+                assert abs(np.linalg.norm(v) - 1.0) < 1e-4
+                assert {x["modality"] for x in m["members"]} <= MODALITIES and isinstance(m["complete"], bool)
+                fused.append(m)
+            elif key == "sensebind/pytest/labels/fused":
+                assert json.loads(body)["modality"] == "fused"
+            elif "/embedding/" in key:
                 assert enc == "application/cbor"
                 m = cbor2.loads(body)
                 v = np.frombuffer(m["embedding"], dtype="<f4")
@@ -143,8 +152,9 @@ def test_python_client_reads_every_topic(daemon):
                 s.put("sensebind/pytest/queries/py1", json.dumps({"text": "a siren", "threshold": -1, "modalities": ["vision"], "cooldown_s": 0}))
                 s.put("sensebind/pytest/queries/oops", json.dumps({"text": "x", "threshold": 7}))
                 sent = True
-            if MODALITIES <= {k for k, v in seqs.items() if len(v) >= 2} and alert and error:
+            if MODALITIES <= {k for k, v in seqs.items() if len(v) >= 2} and alert and error and len(fused) >= 2:
                 break
+        assert any(len(m["members"]) == len(MODALITIES) for m in fused), [m["members"] for m in fused]
         assert MODALITIES <= set(seqs), f"got {sorted(seqs)}"
         for m, v in seqs.items():
             assert v == sorted(v) and len(set(v)) == len(v), (m, v)
@@ -152,6 +162,12 @@ def test_python_client_reads_every_topic(daemon):
         assert error and "threshold" in error["error"]
         listed = [json.loads(r.ok.payload.to_bytes()) for r in s.get("sensebind/pytest/queries/**") if r.ok]
         assert [q["id"] for q in listed] == ["py1"]
+        # Search the history from Python: one reply, best first.
+        replies = [r for r in s.get("sensebind/pytest/search?text=a%20siren;k=3;modalities=vision,fused")]
+        assert replies and replies[0].ok, [r.err.payload.to_bytes() for r in replies if r.err]
+        found = json.loads(replies[0].ok.payload.to_bytes())["results"]
+        assert 1 <= len(found) <= 3 and {h["modality"] for h in found} <= {"vision", "fused"}
+        assert [h["score"] for h in found] == sorted((h["score"] for h in found), reverse=True)
         assert proc.poll() is None
 
 
