@@ -871,7 +871,13 @@ async fn search(cfg: Config, a: SearchCli) -> Result<()> {
         bail!("every daemon refused the search");
     }
     let score = |v: &serde_json::Value| v["score"].as_f64().unwrap_or(f64::NEG_INFINITY);
-    hits.sort_by(|x, y| score(y).total_cmp(&score(x)));
+    // Best first; ties (the same scene on two robots) by robot, then newest first.
+    hits.sort_by(|x, y| {
+        score(y)
+            .total_cmp(&score(x))
+            .then_with(|| x["robot"].as_str().cmp(&y["robot"].as_str()))
+            .then_with(|| y["t_end_ns"].as_i64().cmp(&x["t_end_ns"].as_i64()))
+    });
     hits.truncate(a.k);
     for h in &hits {
         if a.json {

@@ -122,7 +122,11 @@ async fn daemon_end_to_end_over_zenoh() {
         } else if key.starts_with("sensebind/itest/events/") {
             let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
             let m = j["modality"].as_str().unwrap();
-            assert_eq!(key, format!("sensebind/itest/events/{m}/{}", source_of(m)));
+            if m == "fused" {
+                assert_eq!(key, "sensebind/itest/events/fused");
+            } else {
+                assert_eq!(key, format!("sensebind/itest/events/{m}/{}", source_of(m)));
+            }
             assert!(j["state"] == "start" || j["state"] == "end", "{j}");
             assert!(j["prob"].as_f64().unwrap() >= 0.33 || j["state"] == "end", "{j}");
             events += 1;

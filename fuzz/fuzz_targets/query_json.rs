@@ -1,7 +1,9 @@
-//! A `queries/<id>` request body from the bus, and a query store read at start.
+//! A `queries/<id>` request body from the bus, a query store read at start, and the
+//! parameters of a `search` selector.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sensebind::queries::{parse_store, QuerySpec};
+use sensebind::history::params::{SearchLimits, SearchParams};
+use sensebind::queries::{parse_store, QueryPlan};
 use std::sync::OnceLock;
 
 fn defaults() -> &'static sensebind::config::QueriesConfig {
@@ -14,12 +16,29 @@ fn defaults() -> &'static sensebind::config::QueriesConfig {
 }
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(spec) = QuerySpec::from_request("q", data, defaults()) {
-        assert!(spec.text.chars().count() <= defaults().max_text_chars);
-        assert!((-1.0..=1.0).contains(&spec.threshold));
+    let d = defaults();
+    if let Ok(plan) = QueryPlan::from_request("q", data, d) {
+        let s = &plan.spec;
+        assert!((-1.0..=1.0).contains(&s.threshold));
+        assert_eq!(plan.probes.len(), s.vectors());
+        assert!(plan.probes.len() <= d.max_conditions);
+        for terms in &plan.probes {
+            assert!(!terms.is_empty() && terms.len() <= d.max_terms);
+        }
+        for c in &s.conditions {
+            assert!((-1.0..=1.0).contains(&c.threshold));
+        }
     }
-    let (specs, _problem) = parse_store(data);
+    let (_model, specs, _problem) = parse_store(data);
     for s in specs {
-        assert!(sensebind::ident::validate_chunk(&s.id).is_ok());
+        assert!(sensebind::ident::validate_chunk(&s.spec.id).is_ok());
+    }
+    let limits = SearchLimits {
+        max_k: 100,
+        max_text_chars: 1000,
+    };
+    if let Ok(p) = SearchParams::parse(&String::from_utf8_lossy(data), limits, 1_800_000_000_000_000_000) {
+        assert!((1..=100).contains(&p.k));
+        assert!(p.text.is_some() != p.example.is_some());
     }
 });
