@@ -181,6 +181,7 @@ def test_three_named_sources_share_one_time_grid(tmp_path):
             s.declare_subscriber("sensebind/pytest/health", lambda x: got.put((str(x.key_expr), x.payload.to_bytes())))
             spans, health = {}, None
             wanted = {"sensebind/pytest/embedding/vision/front", "sensebind/pytest/embedding/vision/back", "sensebind/pytest/embedding/audio/mic"}
+            fused = set()
             deadline = time.time() + 60
             while time.time() < deadline:
                 assert proc.poll() is None, log.read_text()
@@ -190,6 +191,12 @@ def test_three_named_sources_share_one_time_grid(tmp_path):
                     continue
                 if key.endswith("/health"):
                     health = json.loads(body)
+                    continue
+                if key == "sensebind/pytest/embedding/fused":
+                    # One fused window per seq, on the same grid.
+                    m = cbor2.loads(body)
+                    assert m["seq"] not in fused, m["seq"]
+                    fused.add(m["seq"])
                     continue
                 assert key in wanted, key
                 m = cbor2.loads(body)
@@ -231,6 +238,6 @@ def test_readme_python_client_works(daemon):
     lines = [l.split() for l in out.stdout.splitlines() if l and not l.startswith("ALERT")]
     seen = {l[0] for l in lines}
     assert MODALITIES <= seen, out.stdout
-    assert {l[1] for l in lines} == set(DEMO), out.stdout
+    assert {l[1] for l in lines} == set(DEMO) | {"fused"}, out.stdout
     assert all(l[-1] == "1.0" for l in lines), out.stdout
     assert proc.poll() is None, log.read_text()
