@@ -395,8 +395,68 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
     let (ok, _, err) = search(&cli, &["x", "--robot", "nobody"]);
     assert!(!ok && err.contains("no daemon answers"), "{err}");
 
+    // The command line registers every form; the daemon embeds the WAV itself.
+    let query = |args: &[&str]| {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&cli)
+            .args(["query"])
+            .args(args)
+            .args(["--robot", "r1"])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let example = rec.example.display().to_string();
+    let (ok, out) = query(&["add", "ex", "--audio", &example, "--modalities", "audio,fused"]);
+    assert!(ok && out.contains("[audio/wav example"), "{out}");
+    let (ok, out) = query(&[
+        "add",
+        "seen-and-heard",
+        "--within",
+        "1",
+        "--all",
+        "text=the number three;modalities=thermal;threshold=0.5",
+        "--all",
+        &format!("audio={example};modalities=audio"),
+    ]);
+    assert!(
+        ok && out.contains("all of: the number three; [audio/wav example"),
+        "{out}"
+    );
+    let (ok, out) = query(&["add", "sum", "--text", "the number three", "--window", "fused/7"]);
+    assert!(ok && out.contains("\"the number three\" + [window fused/7]"), "{out}");
+    let (ok, out) = query(&["list"]);
+    assert!(ok, "{out}");
+    let kinds: Vec<(String, String)> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|q| {
+            (
+                q["id"].as_str().unwrap().to_string(),
+                q["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for want in [
+        ("ex", "example"),
+        ("seen-and-heard", "all"),
+        ("sum", "terms"),
+        ("both", "all"),
+    ] {
+        assert!(kinds.contains(&(want.0.into(), want.1.into())), "{want:?} in {kinds:?}");
+    }
+    // Refusals name what is wrong: locally, and from the daemon.
+    let (ok, out) = query(&["add", "bad", "--all", "colour=red"]);
+    assert!(!ok && out.contains("unknown key `colour`"), "{out}");
+    let (ok, out) = query(&["add", "bad", "--window", "audio/nowhere/99999"]);
+    assert!(!ok && out.contains("no such window in the history"), "{out}");
+
     // The history survives kill -9 and a restart: reloaded, whole, before any new window.
-    d2.stop();
+    assert_eq!(d2.stop_within(Duration::from_secs(10)), Some(0), "r2:\n{}", dump("r2"));
     d1.child.kill().unwrap();
     d1.child.wait().unwrap();
     let log = dir.path().join("r1b.log");
@@ -425,5 +485,11 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
         plain.contains("windows=36"),
         "12 thermal, 12 audio and 12 fused windows reloaded: {loaded}"
     );
-    d1.stop();
+    let code = d1.stop_within(Duration::from_secs(10));
+    assert_eq!(
+        code,
+        Some(0),
+        "r1 after restart:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 }
