@@ -49,7 +49,6 @@ pub struct Produced {
 impl Outputs {
     /// Messages for one embedded window; alerts come from `queries`.
     pub fn on_embedded(&mut self, e: &Embedded, queries: &mut Registry) -> Produced {
-        let mut out = Vec::new();
         let m = e.modality;
         let src: &str = &e.source;
         let msg = EmbeddingMsg {
@@ -65,19 +64,6 @@ impl Outputs {
             scale: self.scales.get(&m).copied().unwrap_or(1.0),
             coverage: e.coverage as f32,
         };
-        match msg.to_cbor() {
-            Ok(b) => out.push((self.topics.embedding(m, src), b, Enc::Cbor)),
-            Err(err) => {
-                tracing::error!(event = crate::telemetry::names::ENCODE_FAILED, modality = %m, error = %err, "embedding not published")
-            }
-        }
-        let labels = self.labels.get(&m).filter(|s| !s.is_empty());
-        let tracker = labels.is_some().then(|| {
-            let (start, end, min) = self.event_params;
-            self.events
-                .entry((src.to_string(), m))
-                .or_insert_with(|| EventTracker::new(start, end, min))
-        });
         let w = Win {
             source: src,
             label_scale: 1.0,
@@ -87,26 +73,17 @@ impl Outputs {
             t_start_ns: e.t_start_ns,
             t_end_ns: e.t_end_ns,
         };
-        let keys = (self.topics.labels(m, src), self.topics.events(m, src));
-        let alerts = derived(
-            &mut out,
-            &self.topics,
-            &self.robot,
-            &self.model,
-            self.top_k,
-            &w,
-            labels,
-            tracker,
-            keys,
-            queries,
-        );
-        Produced { messages: out, alerts }
+        let keys = [
+            self.topics.embedding(m, src),
+            self.topics.labels(m, src),
+            self.topics.events(m, src),
+        ];
+        self.window(&w, msg.to_cbor(), keys, queries)
     }
 
     /// Messages for one fused window: `embedding/fused`, its labels, events and the
     /// alerts of queries that target `fused`.
     pub fn on_fused(&mut self, f: &Fused, queries: &mut Registry) -> Produced {
-        let mut out = Vec::new();
         let weights: f32 = f.members.iter().map(|m| m.weight).sum();
         let scale = if weights > 0.0 {
             f.members
@@ -142,18 +119,6 @@ impl Outputs {
                 .collect(),
             complete: f.complete,
         };
-        match msg.to_cbor() {
-            Ok(b) => out.push((self.topics.fused("embedding"), b, Enc::Cbor)),
-            Err(err) => {
-                tracing::error!(event = crate::telemetry::names::ENCODE_FAILED, modality = "fused", error = %err, "embedding not published")
-            }
-        }
-        let labels = self.fused_labels.as_ref().filter(|s| !s.is_empty());
-        let tracker = labels.is_some().then(|| {
-            let (start, end, min) = self.event_params;
-            self.fused_events
-                .get_or_insert_with(|| EventTracker::new(start, end, min))
-        });
         let w = Win {
             source: "fused",
             label_scale: scale,
@@ -163,20 +128,73 @@ impl Outputs {
             t_start_ns: f.t_start_ns,
             t_end_ns: f.t_end_ns,
         };
-        let keys = (self.topics.fused("labels"), self.topics.fused("events"));
-        let alerts = derived(
-            &mut out,
-            &self.topics,
-            &self.robot,
-            &self.model,
-            self.top_k,
-            &w,
-            labels,
-            tracker,
-            keys,
-            queries,
-        );
-        Produced { messages: out, alerts }
+        let keys = ["embedding", "labels", "events"].map(|k| self.topics.fused(k));
+        self.window(&w, msg.to_cbor(), keys, queries)
+    }
+
+    /// One window of any stream: its embedding (encoded), labels, events and alerts,
+    /// on `keys` = [embedding, labels, events].
+    fn window(
+        &mut self,
+        w: &Win,
+        embedding: Result<Vec<u8>, crate::bus::BusError>,
+        [embedding_key, labels_key, events_key]: [String; 3],
+        queries: &mut Registry,
+    ) -> Produced {
+        let mut out = Vec::new();
+        let (src, m) = (w.source, w.target);
+        match embedding {
+            Ok(b) => out.push((embedding_key, b, Enc::Cbor)),
+            Err(err) => {
+                tracing::error!(event = crate::telemetry::names::ENCODE_FAILED, modality = %m, error = %err, "embedding not published")
+            }
+        }
+        // The stream's label set and event tracker (one per stream, made on first use).
+        let (start, end, min) = self.event_params;
+        let new_tracker = || EventTracker::new(start, end, min);
+        let (labels, tracker) = match m {
+            Target::Modality(md) => (
+                self.labels.get(&md),
+                self.events.entry((src.to_string(), md)).or_insert_with(new_tracker),
+            ),
+            Target::Fused => (
+                self.fused_labels.as_ref(),
+                self.fused_events.get_or_insert_with(new_tracker),
+            ),
+        };
+        if let Some(set) = labels.filter(|s| !s.is_empty()) {
+            let scored = set.classify_scaled(w.vector, w.label_scale);
+            let top: Vec<_> = scored.iter().take(self.top_k.max(1)).collect();
+            let body = json!({
+                "robot": self.robot, "source": src, "modality": m, "seq": w.seq,
+                "t_start_ns": w.t_start_ns, "t_end_ns": w.t_end_ns,
+                "model": self.model, "top": top,
+            });
+            out.push((labels_key, body.to_string().into_bytes(), Enc::Json));
+            for ev in tracker.update(&scored, w.seq, w.t_start_ns, w.t_end_ns) {
+                let body = json!({
+                    "robot": self.robot, "source": src, "modality": m, "label": ev.label, "state": ev.state,
+                    "start_ns": ev.start_ns, "end_ns": ev.end_ns, "prob": ev.prob, "seq": ev.seq,
+                });
+                out.push((events_key.clone(), body.to_string().into_bytes(), Enc::Json));
+            }
+        }
+        let alerts = queries.matches(src, m, w.vector, w.seq, w.t_start_ns, w.t_end_ns);
+        let n = alerts.len();
+        for a in alerts {
+            let mut body = serde_json::to_value(&a).unwrap_or_default();
+            body["robot"] = json!(self.robot);
+            body["source"] = json!(src);
+            out.push((
+                self.topics.alerts(&a.query_id),
+                body.to_string().into_bytes(),
+                Enc::Json,
+            ));
+        }
+        Produced {
+            messages: out,
+            alerts: n,
+        }
     }
 }
 
@@ -190,52 +208,6 @@ struct Win<'a> {
     seq: i64,
     t_start_ns: i64,
     t_end_ns: i64,
-}
-
-/// Labels, events and alerts of one window (any stream, fused included); returns how
-/// many alerts were added to `out`.
-#[allow(clippy::too_many_arguments)] // the pieces of `Outputs` one window reads
-fn derived(
-    out: &mut Vec<Message>,
-    topics: &Topics,
-    robot: &str,
-    model: &str,
-    top_k: usize,
-    w: &Win,
-    labels: Option<&LabelSet>,
-    tracker: Option<&mut EventTracker>,
-    (labels_key, events_key): (String, String),
-    queries: &mut Registry,
-) -> usize {
-    let (src, m) = (w.source, w.target);
-    if let Some(set) = labels {
-        let scored = set.classify_scaled(w.vector, w.label_scale);
-        let top: Vec<_> = scored.iter().take(top_k.max(1)).collect();
-        let body = json!({
-            "robot": robot, "source": src, "modality": m, "seq": w.seq,
-            "t_start_ns": w.t_start_ns, "t_end_ns": w.t_end_ns,
-            "model": model, "top": top,
-        });
-        out.push((labels_key, body.to_string().into_bytes(), Enc::Json));
-        if let Some(tracker) = tracker {
-            for ev in tracker.update(&scored, w.seq, w.t_start_ns, w.t_end_ns) {
-                let body = json!({
-                    "robot": robot, "source": src, "modality": m, "label": ev.label, "state": ev.state,
-                    "start_ns": ev.start_ns, "end_ns": ev.end_ns, "prob": ev.prob, "seq": ev.seq,
-                });
-                out.push((events_key.clone(), body.to_string().into_bytes(), Enc::Json));
-            }
-        }
-    }
-    let alerts = queries.matches(src, m, w.vector, w.seq, w.t_start_ns, w.t_end_ns);
-    let n = alerts.len();
-    for a in alerts {
-        let mut body = serde_json::to_value(&a).unwrap_or_default();
-        body["robot"] = json!(robot);
-        body["source"] = json!(src);
-        out.push((topics.alerts(&a.query_id), body.to_string().into_bytes(), Enc::Json));
-    }
-    n
 }
 
 #[cfg(test)]

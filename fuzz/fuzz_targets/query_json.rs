@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
         max_text_chars: 1000,
     };
     if let Ok(p) = SearchParams::parse(&String::from_utf8_lossy(data), limits, 1_800_000_000_000_000_000) {
-        assert!((1..=100).contains(&p.k));
+        assert!((1..=100).contains(&p.search.k));
         assert!(p.text.is_some() != p.example.is_some());
     }
 });

@@ -117,25 +117,34 @@ pub struct EmbeddingMsg {
 
 impl EmbeddingMsg {
     pub fn vector(&self) -> Vec<f32> {
-        self.embedding
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
+        unpack_vector(&self.embedding)
     }
     pub fn pack_vector(v: &[f32]) -> Vec<u8> {
         v.iter().flat_map(|x| x.to_le_bytes()).collect()
     }
     pub fn to_cbor(&self) -> Result<Vec<u8>, BusError> {
-        let mut out = Vec::new();
-        ciborium::into_writer(self, &mut out).map_err(|e| BusError::Encode {
-            what: "embedding".into(),
-            reason: e.to_string(),
-        })?;
-        Ok(out)
+        to_cbor(self, "embedding")
     }
     pub fn from_cbor(b: &[u8]) -> Result<Self, String> {
         ciborium::from_reader(b).map_err(|e| e.to_string())
     }
+}
+
+/// Little-endian f32 values from a packed byte string (a trailing partial value is
+/// ignored).
+pub fn unpack_vector(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn to_cbor(v: &impl Serialize, what: &str) -> Result<Vec<u8>, BusError> {
+    let mut out = Vec::new();
+    ciborium::into_writer(v, &mut out).map_err(|e| BusError::Encode {
+        what: what.into(),
+        reason: e.to_string(),
+    })?;
+    Ok(out)
 }
 
 /// `embedding/fused` payload (CBOR map): the fields of [`EmbeddingMsg`] (`source` and
@@ -171,21 +180,13 @@ pub struct FusedMember {
 
 impl FusedMsg {
     pub fn to_cbor(&self) -> Result<Vec<u8>, BusError> {
-        let mut out = Vec::new();
-        ciborium::into_writer(self, &mut out).map_err(|e| BusError::Encode {
-            what: "fused embedding".into(),
-            reason: e.to_string(),
-        })?;
-        Ok(out)
+        to_cbor(self, "fused embedding")
     }
     pub fn from_cbor(b: &[u8]) -> Result<Self, String> {
         ciborium::from_reader(b).map_err(|e| e.to_string())
     }
     pub fn vector(&self) -> Vec<f32> {
-        self.embedding
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
+        unpack_vector(&self.embedding)
     }
 }
 

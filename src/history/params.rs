@@ -49,16 +49,13 @@ impl std::fmt::Display for WindowRef {
     }
 }
 
-/// A parsed search.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// A parsed search: what to look for, and the search itself (its `vector` empty
+/// until the text or example is embedded or fetched).
+#[derive(Debug, Clone, Default)]
 pub struct SearchParams {
     pub text: Option<String>,
     pub example: Option<WindowRef>,
-    pub k: usize,
-    pub targets: Vec<Target>,
-    pub sources: Vec<String>,
-    pub since_ns: Option<i64>,
-    pub until_ns: Option<i64>,
+    pub search: super::SearchRequest,
 }
 
 /// Bounds a search request must keep (from config).
@@ -121,10 +118,8 @@ pub fn time_bound(v: &str, now_ns: i64) -> Result<i64, String> {
 impl SearchParams {
     /// Parse the selector's parameters (`a=1;b=2`).
     pub fn parse(params: &str, limits: SearchLimits, now_ns: i64) -> Result<SearchParams, String> {
-        let mut p = SearchParams {
-            k: 10,
-            ..Default::default()
-        };
+        let mut p = SearchParams::default();
+        p.search.k = 10;
         for part in params.split(';').filter(|x| !x.is_empty()) {
             let (key, raw) = part.split_once('=').unwrap_or((part, ""));
             let v = percent_decode(raw)?;
@@ -144,14 +139,14 @@ impl SearchParams {
                 }
                 "example" => p.example = Some(WindowRef::parse(&v)?),
                 "k" => {
-                    p.k = v
+                    p.search.k = v
                         .parse()
                         .ok()
                         .filter(|k| (1..=limits.max_k).contains(k))
                         .ok_or_else(|| format!("`k={v}`: expected 1..={} (`history.max_k`)", limits.max_k))?;
                 }
                 "modalities" => {
-                    p.targets = v
+                    p.search.targets = v
                         .split(',')
                         .filter(|x| !x.is_empty())
                         .map(|m| m.trim().parse::<Target>().map_err(|e| format!("`modalities`: {e}")))
@@ -169,10 +164,10 @@ impl SearchParams {
                     for id in &s {
                         crate::ident::validate_chunk(id).map_err(|e| format!("`sources`: {e}"))?;
                     }
-                    p.sources = s;
+                    p.search.sources = s;
                 }
-                "since" => p.since_ns = Some(time_bound(&v, now_ns).map_err(|e| format!("`since`: {e}"))?),
-                "until" => p.until_ns = Some(time_bound(&v, now_ns).map_err(|e| format!("`until`: {e}"))?),
+                "since" => p.search.since_ns = Some(time_bound(&v, now_ns).map_err(|e| format!("`since`: {e}"))?),
+                "until" => p.search.until_ns = Some(time_bound(&v, now_ns).map_err(|e| format!("`until`: {e}"))?),
                 other => {
                     return Err(format!(
                         "unknown parameter `{}` (expected text, example, k, modalities, sources, since, until)",
@@ -186,7 +181,7 @@ impl SearchParams {
             (Some(_), Some(_)) => return Err("give `text` or `example`, not both".into()),
             _ => {}
         }
-        if let (Some(a), Some(b)) = (p.since_ns, p.until_ns) {
+        if let (Some(a), Some(b)) = (p.search.since_ns, p.search.until_ns) {
             if a >= b {
                 return Err("`since` is not before `until`".into());
             }
@@ -219,8 +214,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.text.as_deref(), Some("a dog barking"));
-        assert_eq!((p.k, p.targets.len(), p.sources.len()), (5, 2, 1));
-        assert_eq!(p.since_ns, Some(3_600_000_000_000));
+        assert_eq!((p.search.k, p.search.targets.len(), p.search.sources.len()), (5, 2, 1));
+        assert_eq!(p.search.since_ns, Some(3_600_000_000_000));
         let p = SearchParams::parse("example=audio/mic/42", L, 0).unwrap();
         assert_eq!(p.example.unwrap().to_string(), "audio/mic/42");
         assert_eq!(

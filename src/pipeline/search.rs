@@ -104,11 +104,7 @@ pub fn run_search(
     };
     let req = SearchRequest {
         vector,
-        k: p.k,
-        targets: p.targets.clone(),
-        sources: p.sources.clone(),
-        since_ns: p.since_ns,
-        until_ns: p.until_ns,
+        ..p.search.clone()
     };
     let h = history.read().unwrap_or_else(|p| p.into_inner());
     h.search(&req).map_err(|e| e.to_string())

@@ -164,16 +164,9 @@ pub struct Alert {
     pub conditions: Option<Vec<ConditionHit>>,
 }
 
-/// The window that met one condition of an `all` query.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ConditionHit {
-    pub source: String,
-    pub modality: Target,
-    pub seq: i64,
-    pub t_start_ns: i64,
-    pub t_end_ns: i64,
-    pub score: f32,
-}
+/// The window that met one condition of an `all` query, with its score (the shape of
+/// a search hit).
+pub type ConditionHit = crate::history::Hit;
 
 struct Registered {
     spec: QuerySpec,
