@@ -1,26 +1,22 @@
 //! Offline embedding of files (`sensebind embed`, parity tests) through exactly the
 //! daemon's stages: a file source (as fast as possible, t = 0 at the first sample),
 //! the windower, [`dispatch`](crate::pipeline::stages::dispatch) and the one
-//! window → embedding path ([`embed_windows`]).
+//! window → embedding path ([`Models::encode_windows`]); the file → windows part,
+//! shared with example media in queries, is [`crate::pipeline::models::file_windows`].
 //!
 //! One difference, as in official ImageBind: a file shorter than one window is
 //! embedded as one clip (its fbank padded), where a live stream would drop the window
 //! for low coverage. No input yields silently nothing.
 
 use crate::config::Config;
-use crate::engine::worker::embed_windows;
 use crate::engine::EngineError;
 use crate::modality::{Modality, Sensor};
-use crate::pipeline::stages::dispatch;
 use crate::pipeline::{window_limits, Models};
 use crate::preprocess::PreprocessError;
-use crate::sources::file::{self, FileConfig};
-use crate::sources::{Frame, FrameData, SourceError, StopFlag};
-use crate::telemetry::{LogLimiter, StreamStats};
-use crate::window::{Window, WindowData, WindowParams, Windower};
+use crate::sources::file;
+use crate::sources::{Frame, FrameData, SourceError};
+use crate::window::{Window, WindowData, WindowParams};
 use std::path::Path;
-use std::sync::atomic::Ordering::{self, Relaxed};
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
@@ -46,55 +42,18 @@ pub struct Embedding {
     pub scale: f32,
 }
 
-/// Windows of a file, and how many were dropped for low coverage.
-pub type FileWindows = (Vec<Window>, u64);
-
-/// Cut a WAV file into the daemon's windows (from t = 0).
-pub fn audio_windows(cfg: &Config, path: &Path) -> Result<FileWindows, SourceError> {
-    let mut params = WindowParams::from_config(&cfg.window);
-    params.origin_ns = 0;
-    let wav = file::read_wav(path)?;
-    let frames = wav.samples.len() / wav.channels.max(1) as usize;
-    if (frames as i128 * 1_000_000_000) < (params.length_ns as i128 * wav.sample_rate as i128) {
-        // Shorter than one window: one clip, as official ImageBind.
-        params.min_coverage = 0.0;
-    }
-    file_windows(cfg, path, Sensor::Microphone, params)
-}
+pub use crate::pipeline::models::{audio_windows, FileWindows};
 
 /// Cut an IMU CSV (`t_s,ax,ay,az,gx,gy,gz`, times from its first reading) into the
 /// daemon's windows (from t = 0).
 pub fn imu_windows(cfg: &Config, path: &Path) -> Result<FileWindows, SourceError> {
     let mut params = WindowParams::from_config(&cfg.window);
     params.origin_ns = 0;
-    file_windows(cfg, path, Sensor::Imu, params)
-}
-
-fn file_windows(cfg: &Config, path: &Path, sensor: Sensor, params: WindowParams) -> Result<FileWindows, SourceError> {
-    let modality = sensor.modality();
-    let fcfg = FileConfig::fast(sensor, path, 0);
-    let mut src = file::build(&fcfg, 0, window_limits(cfg).image, StopFlag::default());
-    src.open()?;
-    let rate = src.info().streams[0].nominal_rate_hz;
-    let mut w = Windower::new("file", modality, params, rate).with_limits(window_limits(cfg));
-    let stats = StreamStats::new("file", modality);
-    let mut limiter = LogLimiter::new(Duration::from_secs(10));
-    let mut windows = Vec::new();
-    while let Some(frame) = src.next_frame()? {
-        dispatch(w.push(frame), &stats, &mut limiter, |win| windows.push(win));
-    }
-    dispatch(w.flush(), &stats, &mut limiter, |win| windows.push(win));
-    Ok((windows, stats.dropped_coverage.load(Relaxed)))
+    crate::pipeline::models::file_windows(cfg, path, Sensor::Imu, params)
 }
 
 fn encode(models: &Models, m: Modality, windows: &[&Window]) -> Result<Vec<Vec<f32>>, OfflineError> {
-    let (Some(prep), Some(enc)) = (models.preprocessors.get(&m), models.encoders.get(&m)) else {
-        return Err(OfflineError::Failed(format!("no {m} encoder loaded")));
-    };
-    embed_windows(prep.as_ref(), enc.as_ref(), windows)
-        .into_iter()
-        .map(|r| r.map_err(OfflineError::Failed))
-        .collect()
+    models.encode_windows(m, windows).map_err(OfflineError::Failed)
 }
 
 /// Every window of a WAV file that passes `window.min_coverage` (at least one).
@@ -225,51 +184,4 @@ pub fn embed_texts(models: &Models, texts: &[String]) -> Result<Vec<Embedding>, 
             scale: models.scale(Modality::Text),
         })
         .collect())
-}
-
-/// An example's media (from a `queries/<id>` request) embedded through the daemon's
-/// own preprocessing: a WAV through the audio windows (several windows: their mean,
-/// renormalised), a PNG/JPEG as a still image.
-pub fn embed_media(
-    models: &Models,
-    cfg: &Config,
-    mime: crate::queries::request::Mime,
-    bytes: &[u8],
-) -> Result<(Modality, Vec<f32>), OfflineError> {
-    use crate::queries::request::Mime;
-    match mime {
-        Mime::Wav => {
-            // Through the same file source and windower as `embed --audio`.
-            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "sensebind-example-{}-{}.wav",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::write(&path, bytes).map_err(|e| OfflineError::Failed(format!("{}: {e}", path.display())))?;
-            let out = embed_audio(models, cfg, &path);
-            let _ = std::fs::remove_file(&path);
-            let all = out.map_err(|e| {
-                OfflineError::Failed(e.to_string().replace(&path.display().to_string(), "the WAV example"))
-            })?;
-            Ok((
-                Modality::Audio,
-                crate::engine::worker::mean_of(all.into_iter().map(|e| e.vector)),
-            ))
-        }
-        Mime::Png | Mime::Jpeg => {
-            let img = file::decode_image(bytes, window_limits(cfg).image, "a PNG or JPEG image")
-                .map_err(OfflineError::Failed)?;
-            let rgb = img.to_rgb8();
-            let (width, height) = rgb.dimensions();
-            let vprep = crate::preprocess::vision::VisionPrep::new(models.vision_config.clone());
-            let input = vprep
-                .still(width, height, rgb.as_raw())
-                .map_err(|e| OfflineError::Failed(format!("image example: {e}")))?;
-            let enc = models.encoders.get(&Modality::Vision).ok_or_else(|| {
-                OfflineError::Failed("no vision encoder loaded: image examples need a camera source".into())
-            })?;
-            Ok((Modality::Vision, enc.encode(&[input])?.remove(0)))
-        }
-    }
 }

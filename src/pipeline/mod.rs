@@ -685,8 +685,8 @@ fn term_resolver(cfg: &Config, models: &Arc<Models>, history: Option<search::Sha
                     v.pop()
                         .ok_or((Refusal::Encoder, "text encoder returned nothing".into()))
                 }),
-            TermSource::Media { mime, bytes } => crate::offline::embed_media(&models, &cfg, *mime, bytes)
-                .map(|(_, v)| v)
+            TermSource::Media { mime, bytes } => models
+                .embed_media(&cfg, *mime, bytes)
                 .map_err(|e| (Refusal::Invalid, format!("{} example: {e}", mime.as_str()))),
             TermSource::Window(w) => {
                 let Some(h) = &history else {

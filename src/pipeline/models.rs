@@ -3,17 +3,28 @@
 //! pack's encoder takes (so a mismatched `preprocess.*.size` stops `run` and `check`
 //! with one line, instead of failing every window at run time).
 
+use super::window_limits;
 use super::PipelineError;
 use crate::calibration::Calibration;
 use crate::config::{Config, VisionPrepConfig};
 use crate::engine::ort_backend::OrtEncoder;
+use crate::engine::worker::embed_windows;
 use crate::engine::{Encoder, EngineError};
 use crate::modality::Modality;
+use crate::modality::Sensor;
 use crate::pack::Pack;
 use crate::preprocess::text::TextPrep;
 use crate::preprocess::{self, Preprocessor};
+use crate::queries::request::Mime;
+use crate::sources::file::{self, FileConfig};
+use crate::sources::{SourceError, StopFlag};
+use crate::telemetry::{LogLimiter, StreamStats};
+use crate::window::{Window, WindowParams, Windower};
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub struct Models {
     pub pack: Pack,
@@ -85,4 +96,96 @@ impl Models {
     pub fn scale(&self, m: Modality) -> f32 {
         self.encoders.get(&m).map_or(1.0, |e| e.logit_scale())
     }
+}
+
+impl Models {
+    /// Windows → embeddings through the daemon's one path (preprocess, encode).
+    pub fn encode_windows(&self, m: Modality, windows: &[&Window]) -> Result<Vec<Vec<f32>>, String> {
+        let (Some(prep), Some(enc)) = (self.preprocessors.get(&m), self.encoders.get(&m)) else {
+            return Err(format!("no {m} encoder loaded"));
+        };
+        embed_windows(prep.as_ref(), enc.as_ref(), windows)
+            .into_iter()
+            .collect()
+    }
+
+    /// An example's media (from a `queries/<id>` request) embedded through the
+    /// daemon's own path: a WAV through the file source, windower and audio
+    /// preprocessing (several windows: their mean, renormalised), a PNG/JPEG as a
+    /// still image.
+    pub fn embed_media(&self, cfg: &Config, mime: Mime, bytes: &[u8]) -> Result<Vec<f32>, String> {
+        match mime {
+            Mime::Wav => {
+                static N: AtomicU64 = AtomicU64::new(0);
+                let path = std::env::temp_dir().join(format!(
+                    "sensebind-example-{}-{}.wav",
+                    std::process::id(),
+                    N.fetch_add(1, Relaxed)
+                ));
+                std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+                let windows = audio_windows(cfg, &path);
+                let _ = std::fs::remove_file(&path);
+                let hide = |e: String| e.replace(&path.display().to_string(), "the WAV example");
+                let (windows, _) = windows.map_err(|e| hide(e.to_string()))?;
+                if windows.is_empty() {
+                    return Err("the WAV example holds no audio".into());
+                }
+                let refs: Vec<&Window> = windows.iter().collect();
+                let vs = self.encode_windows(Modality::Audio, &refs).map_err(hide)?;
+                Ok(crate::engine::worker::mean_of(vs.into_iter()))
+            }
+            Mime::Png | Mime::Jpeg => {
+                let img = file::decode_image(bytes, window_limits(cfg).image, "a PNG or JPEG image")?;
+                let rgb = img.to_rgb8();
+                let (width, height) = rgb.dimensions();
+                let vprep = crate::preprocess::vision::VisionPrep::new(self.vision_config.clone());
+                let input = vprep.still(width, height, rgb.as_raw()).map_err(|e| e.to_string())?;
+                let enc = self
+                    .encoders
+                    .get(&Modality::Vision)
+                    .ok_or("no vision encoder loaded: image examples need a camera source")?;
+                Ok(enc.encode(&[input]).map_err(|e| e.to_string())?.remove(0))
+            }
+        }
+    }
+}
+
+/// Windows of a file, and how many were dropped for low coverage.
+pub type FileWindows = (Vec<Window>, u64);
+
+/// Cut a WAV file into the daemon's windows (from t = 0). A file shorter than one
+/// window is one clip, as in official ImageBind.
+pub fn audio_windows(cfg: &Config, path: &Path) -> Result<FileWindows, SourceError> {
+    let mut params = WindowParams::from_config(&cfg.window);
+    params.origin_ns = 0;
+    let wav = file::read_wav(path)?;
+    let frames = wav.samples.len() / wav.channels.max(1) as usize;
+    if (frames as i128 * 1_000_000_000) < (params.length_ns as i128 * wav.sample_rate as i128) {
+        params.min_coverage = 0.0;
+    }
+    file_windows(cfg, path, Sensor::Microphone, params)
+}
+
+/// A recording file (as fast as it reads, t = 0 at its first sample) through the
+/// windower and [`dispatch`](super::stages::dispatch), as a live stream would be.
+pub fn file_windows(
+    cfg: &Config,
+    path: &Path,
+    sensor: Sensor,
+    params: WindowParams,
+) -> Result<FileWindows, SourceError> {
+    let modality = sensor.modality();
+    let fcfg = FileConfig::fast(sensor, path, 0);
+    let mut src = file::build(&fcfg, 0, window_limits(cfg).image, StopFlag::default());
+    src.open()?;
+    let rate = src.info().streams[0].nominal_rate_hz;
+    let mut w = Windower::new("file", modality, params, rate).with_limits(window_limits(cfg));
+    let stats = StreamStats::new("file", modality);
+    let mut limiter = LogLimiter::new(Duration::from_secs(10));
+    let mut windows = Vec::new();
+    while let Some(frame) = src.next_frame()? {
+        super::stages::dispatch(w.push(frame), &stats, &mut limiter, |win| windows.push(win));
+    }
+    super::stages::dispatch(w.flush(), &stats, &mut limiter, |win| windows.push(win));
+    Ok((windows, stats.dropped_coverage.load(Relaxed)))
 }
