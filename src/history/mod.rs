@@ -667,6 +667,48 @@ impl History {
 mod tests {
     use super::*;
 
+    impl History {
+        /// Make writes to the open segment fail (a read-only handle), or work again.
+        fn writable(&mut self, on: bool) {
+            let seg = self.segments.back_mut().unwrap();
+            seg.file = std::fs::OpenOptions::new()
+                .read(true)
+                .append(on)
+                .open(&seg.path)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_record_and_appending_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let dim = 16;
+        let now = Instant::now();
+        let mut h = History::open(dir.path(), "m", dim, opts()).unwrap();
+        for seq in 0..5 {
+            h.append(&rec("cam", Modality::Vision.into(), seq, dim), now).unwrap();
+        }
+        let bytes = h.bytes();
+        h.writable(false);
+        let e = h.append(&rec("cam", Modality::Vision.into(), 5, dim), now).unwrap_err();
+        assert!(
+            e.to_string().contains("cannot append") && e.to_string().contains("seg-"),
+            "{e}"
+        );
+        assert_eq!((h.len(), h.bytes()), (5, bytes), "nothing of it is indexed or counted");
+        assert!(h.get("cam", Modality::Vision.into(), 5).unwrap().is_none());
+        h.writable(true);
+        h.append(&rec("cam", Modality::Vision.into(), 6, dim), now).unwrap();
+        drop(h);
+        let h = History::open(dir.path(), "m", dim, opts()).unwrap();
+        assert!(h.load_notes.is_empty(), "{:?}", h.load_notes);
+        assert_eq!(h.len(), 6);
+        assert_eq!(
+            h.get("cam", Modality::Vision.into(), 6).unwrap().unwrap(),
+            rec("cam", Modality::Vision.into(), 6, dim)
+        );
+    }
+
     fn opts() -> HistoryOptions {
         HistoryOptions {
             retention_ns: 3600 * 1_000_000_000,
