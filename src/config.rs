@@ -434,27 +434,38 @@ impl HistoryConfig {
     }
 }
 
-/// A duration such as `90s`, `15m`, `6h`, `2d` (or plain seconds) in nanoseconds.
-pub fn parse_duration_ns(s: &str) -> Result<i64, String> {
+/// A number with an optional unit (`6h`, `512MiB`): the number times the unit's
+/// multiplier from `units` (the empty unit included), or an error showing `examples`.
+fn quantity(s: &str, units: &[(&str, f64)], examples: &str) -> Result<f64, String> {
     let t = s.trim();
     let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
-    let mult = match unit.trim() {
-        "" | "s" => 1.0,
-        "ms" => 1e-3,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        u => {
-            return Err(format!(
-                "unknown unit `{u}` in `{s}` (expected s, m, h or d, e.g. \"6h\")"
-            ))
-        }
+    let unit = unit.trim();
+    let Some((_, mult)) = units.iter().find(|(u, _)| *u == unit) else {
+        let names: Vec<&str> = units.iter().map(|(u, _)| *u).filter(|u| !u.is_empty()).collect();
+        return Err(format!(
+            "unknown unit `{unit}` in `{s}` (expected one of {}, e.g. {examples})",
+            names.join(", ")
+        ));
     };
     let v: f64 = num
         .trim()
         .parse()
-        .map_err(|_| format!("expected a duration such as \"90s\", \"15m\", \"6h\" or \"2d\", got `{s}`"))?;
-    let ns = v * mult * 1e9;
+        .map_err(|_| format!("expected a value such as {examples}, got `{s}`"))?;
+    Ok(v * mult)
+}
+
+/// A duration such as `90s`, `15m`, `6h`, `2d` (or plain seconds) in nanoseconds.
+pub fn parse_duration_ns(s: &str) -> Result<i64, String> {
+    const UNITS: &[(&str, f64)] = &[
+        ("", 1.0),
+        ("s", 1.0),
+        ("ms", 1e-3),
+        ("m", 60.0),
+        ("min", 60.0),
+        ("h", 3600.0),
+        ("d", 86400.0),
+    ];
+    let ns = quantity(s, UNITS, "\"90s\", \"15m\", \"6h\" or \"2d\"")? * 1e9;
     if !(ns.is_finite() && ns > 0.0 && ns < 1e18) {
         return Err(format!("expected a positive duration of at most 31 years, got `{s}`"));
     }
@@ -463,27 +474,18 @@ pub fn parse_duration_ns(s: &str) -> Result<i64, String> {
 
 /// A size such as `1048576`, `512MiB`, `2GiB`, `1GB`, `800kB` in bytes.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
-    let mult: f64 = match unit.trim() {
-        "" | "B" => 1.0,
-        "kB" | "KB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "KiB" => 1024.0,
-        "MiB" => 1024.0 * 1024.0,
-        "GiB" => 1024.0 * 1024.0 * 1024.0,
-        u => {
-            return Err(format!(
-                "unknown unit `{u}` in `{s}` (expected B, kB, MB, GB, KiB, MiB or GiB)"
-            ))
-        }
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected a size such as \"512MiB\" or \"2GiB\", got `{s}`"))?;
-    let b = v * mult;
+    const UNITS: &[(&str, f64)] = &[
+        ("", 1.0),
+        ("B", 1.0),
+        ("kB", 1e3),
+        ("KB", 1e3),
+        ("MB", 1e6),
+        ("GB", 1e9),
+        ("KiB", 1024.0),
+        ("MiB", 1048576.0),
+        ("GiB", 1073741824.0),
+    ];
+    let b = quantity(s, UNITS, "\"512MiB\" or \"2GiB\"")?;
     if !(b.is_finite() && (1.0..1e18).contains(&b)) {
         return Err(format!("expected a positive size, got `{s}`"));
     }
@@ -1039,5 +1041,18 @@ mod tests {
             10,
             "no sets written: the defaults stay"
         );
+    }
+
+    #[test]
+    fn durations_and_sizes_read_with_their_units() {
+        assert_eq!(parse_duration_ns("6h").unwrap(), 6 * 3600 * 1_000_000_000);
+        assert_eq!(parse_duration_ns(" 90 s").unwrap(), 90_000_000_000);
+        assert_eq!(parse_duration_ns("1.5").unwrap(), 1_500_000_000);
+        assert!(parse_duration_ns("2w").unwrap_err().contains("unknown unit `w`"));
+        assert!(parse_duration_ns("-1h").unwrap_err().contains("positive"));
+        assert_eq!(parse_bytes("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("800kB").unwrap(), 800_000);
+        assert!(parse_bytes("lots").unwrap_err().contains("unknown unit `lots`"));
+        assert!(parse_bytes("0").unwrap_err().contains("positive"));
     }
 }

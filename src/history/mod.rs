@@ -667,6 +667,16 @@ impl History {
 mod tests {
     use super::*;
 
+    /// A history in `dir` holding camera windows 0..n of `dim` dims.
+    fn camera_history(dir: &Path, dim: usize, n: i64) -> History {
+        let mut h = History::open(dir, "m", dim, opts()).unwrap();
+        for seq in 0..n {
+            h.append(&rec("cam", Modality::Vision.into(), seq, dim), Instant::now())
+                .unwrap();
+        }
+        h
+    }
+
     impl History {
         /// Make writes to the open segment fail (a read-only handle), or work again.
         fn writable(&mut self, on: bool) {
@@ -684,10 +694,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dim = 16;
         let now = Instant::now();
-        let mut h = History::open(dir.path(), "m", dim, opts()).unwrap();
-        for seq in 0..5 {
-            h.append(&rec("cam", Modality::Vision.into(), seq, dim), now).unwrap();
-        }
+        let mut h = camera_history(dir.path(), dim, 5);
         let bytes = h.bytes();
         h.writable(false);
         let e = h.append(&rec("cam", Modality::Vision.into(), 5, dim), now).unwrap_err();
@@ -828,10 +835,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dim = 16;
         let now = Instant::now();
-        let mut h = History::open(dir.path(), "m", dim, opts()).unwrap();
-        for seq in 0..10 {
-            h.append(&rec("cam", Modality::Vision.into(), seq, dim), now).unwrap();
-        }
+        let h = camera_history(dir.path(), dim, 10);
         let path = h.segments[0].path.clone();
         drop(h);
         // A record half written (a power cut mid-write), then garbage.
