@@ -19,6 +19,7 @@ pub mod fusion;
 pub mod history;
 pub mod ident;
 pub mod liveview;
+pub mod logging;
 pub mod modality;
 pub mod offline;
 pub mod outputs;

@@ -87,7 +87,7 @@ pub async fn start(
         ctx,
         channels: HashMap::new(),
         last_image: HashMap::new(),
-        image_every: Duration::from_secs_f64(1.0 / cfg.image_rate_hz),
+        image_every: crate::config::secs(1.0 / cfg.image_rate_hz),
         max_side: cfg.image_max_side,
         registry,
     };

@@ -225,30 +225,27 @@ enum QueryOp {
 /// check) at `warn` so their stdout/stderr stay readable. RUST_LOG overrides both.
 fn init_logging(cfg: &Config, daemon: bool, force_json: bool) {
     let level = if daemon {
-        cfg.log.level.clone()
+        cfg.log.level.as_str()
     } else {
-        "warn,zenoh=error".to_string()
+        "warn,zenoh=error"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = force_json || cfg.log.format == LogFormat::Json;
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        b.json().with_current_span(false).init();
-    } else {
-        b.init();
-    }
+    sensebind::logging::init(level, force_json || cfg.log.format == LogFormat::Json);
 }
 
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = real_main(cli) {
-        // One line, whatever the cause chain holds (TOML errors carry code snippets).
-        let msg = format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ");
-        eprintln!("sensebind: error: {msg}");
+        // One line per error, whatever the cause chain holds (TOML errors carry code
+        // snippets); a config with several mistakes gets a line for each key.
+        let one_line = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        match e.downcast_ref::<sensebind::config::ConfigError>() {
+            Some(sensebind::config::ConfigError::Invalid(all)) => {
+                for line in all.lines() {
+                    eprintln!("sensebind: error: configuration: {}", one_line(line));
+                }
+            }
+            _ => eprintln!("sensebind: error: {}", one_line(&format!("{e:#}"))),
+        }
         std::process::exit(1);
     }
 }
@@ -365,7 +362,7 @@ async fn record(cfg: Config, out: PathBuf, seconds: Option<f64>, embeddings: boo
         match seconds {
             Some(s) => tokio::select! {
                 _ = shutdown_signal() => {}
-                _ = tokio::time::sleep(Duration::from_secs_f64(s)) => {}
+                _ = tokio::time::sleep(sensebind::config::secs(s.min(1e9))) => {}
             },
             None => shutdown_signal().await,
         }
@@ -1046,7 +1043,7 @@ async fn listen(cfg: Config, robot: Option<String>, embeddings: bool, json: bool
             "; one line per window: time (UTC), modality/source, top labels, ▶ event start, ■ event end, ! query alert"
         }
     );
-    let deadline = (seconds > 0.0).then(|| tokio::time::Instant::now() + Duration::from_secs_f64(seconds));
+    let deadline = (seconds > 0.0).then(|| tokio::time::Instant::now() + sensebind::config::secs(seconds.min(1e9)));
     let mut lines = Lines::new();
     loop {
         // A window's line waits briefly for its events and alerts.

@@ -27,6 +27,7 @@ pub mod names {
     pub const SOURCE_OPEN_FAILED: &str = "source_open_failed";
     pub const SOURCE_FAILED: &str = "source_failed";
     pub const SOURCE_BAD_DATA: &str = "source_bad_data";
+    pub const SOURCE_ALL_REJECTED: &str = "source_all_rejected";
     pub const SOURCE_ENDED: &str = "source_ended";
     pub const SOURCE_PANICKED: &str = "source_panicked";
     pub const SOURCE_STUCK: &str = "source_stuck";

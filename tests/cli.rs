@@ -177,6 +177,48 @@ fn config_with_a_bad_key_is_a_one_line_error() {
 }
 
 #[test]
+fn out_of_range_durations_stop_run_and_check_with_a_line_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("huge.toml");
+    // Each of these panicked (rc 101) or passed `check` before they were range-checked.
+    std::fs::write(
+        &cfg,
+        "[health]\ninterval_s = 1e-6\nstall_s = 1e300\n[fusion]\ndeadline_s = 1e300\nactive_s = 1e300\n\
+         [engine]\nmax_wait_s = 1e300\n[daemon]\nwatchdog_stall_s = 1e300\nshutdown_timeout_s = 1e300\n\
+         [window]\nidle_flush_s = 1e300\n[queries]\nid_min_interval_s = 1e300\n[log]\nlevel = \"loud\"\n\
+         [sources.mic]\ntype = \"file\"\nsensor = \"microphone\"\npath = \"a.wav\"\nstart_ns = 9223372036854775807\n",
+    )
+    .unwrap();
+    let keys = [
+        "health.interval_s",
+        "health.stall_s",
+        "fusion.deadline_s",
+        "fusion.active_s",
+        "engine.max_wait_s",
+        "daemon.watchdog_stall_s",
+        "daemon.shutdown_timeout_s",
+        "window.idle_flush_s",
+        "queries.id_min_interval_s",
+        "log.level",
+        "sources.mic.start_ns",
+    ];
+    for cmd in ["check", "run"] {
+        let out = Command::new(bin()).args([cmd, "--config"]).arg(&cfg).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), keys.len(), "{cmd}: one line per key:\n{err}");
+        for k in keys {
+            assert_eq!(
+                lines.iter().filter(|l| l.contains(&format!("`{k}`"))).count(),
+                1,
+                "{cmd}: `{k}`:\n{err}"
+            );
+        }
+    }
+}
+
+#[test]
 fn systemd_unit_verifies() {
     // `systemd-analyze verify` where systemd is installed. On CI (`CI` set) it must be:
     // tools/dev.sh setup installs the `systemd` package that provides it.

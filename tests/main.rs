@@ -12,6 +12,7 @@ mod daemon_bus;
 mod faults;
 mod fusion_search;
 mod hostile_bus;
+mod hostile_two;
 mod minibind;
 mod pack_fixture;
 mod parity;

@@ -100,6 +100,22 @@ async fn labels_seen(z: &zenoh::Session, within: Duration) -> usize {
     n
 }
 
+/// The replies (JSON) to one history search from `z`, waiting up to 5 s.
+async fn search_replies(z: &zenoh::Session) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let replies = z
+        .get("sensebind/secure/search?text=the%20number%20seven;k=3")
+        .timeout(Duration::from_secs(5))
+        .await
+        .unwrap();
+    while let Ok(r) = replies.recv_async().await {
+        if let Ok(s) = r.result() {
+            out.push(serde_json::from_slice(&s.payload().to_bytes()).unwrap());
+        }
+    }
+    out
+}
+
 /// A daemon on `tls/127.0.0.1:<port>` with the shipped `configs/zenoh/<shipped>`,
 /// pointed at a PKI made in `dir/tls`: the robot's CA (`ca`) signing the daemon's
 /// certificate and `clients`, and another CA (`other-ca`) signing `outsider`.
@@ -138,8 +154,12 @@ fn secure_daemon(
 async fn mutual_tls_and_access_control_serve_operators_and_refuse_everyone_else() {
     require_ort();
     let dir = tempfile::tempdir().unwrap();
-    let (pki, mut daemon, log, port) =
-        secure_daemon(dir.path(), "mtls-acl.json5", &["operator", "stranger"], "intruder");
+    let (pki, mut daemon, log, port) = secure_daemon(
+        dir.path(),
+        "mtls-acl.json5",
+        &["operator", "viewer", "stranger"],
+        "intruder",
+    );
     let dump = || std::fs::read_to_string(&log).unwrap_or_default();
     let endpoint = format!("tls/127.0.0.1:{port}");
     // The operator is served: labels, query registration, listing, alerts.
@@ -184,6 +204,41 @@ async fn mutual_tls_and_access_control_serve_operators_and_refuse_everyone_else(
     assert!(
         !ids.contains(&"evil".to_string()),
         "the stranger's query was registered: {ids:?}"
+    );
+
+    // Search: the operator and the viewer get the same hits from the history; the
+    // stranger gets no answer at all.
+    let viewer = tls_client(&endpoint, &client_tls(&pki, "ca", "viewer"))
+        .await
+        .expect("the viewer connects");
+    assert!(
+        labels_seen(&viewer, Duration::from_secs(4)).await >= 2,
+        "the viewer receives labels"
+    );
+    let op_hits = search_replies(&operator).await;
+    assert_eq!(op_hits.len(), 1, "one reply to the operator's search; log:\n{}", dump());
+    let hits = op_hits[0]["results"].as_array().expect("results").len();
+    assert_eq!(hits, 3, "{}", op_hits[0]);
+    let view_hits = search_replies(&viewer).await;
+    assert_eq!(view_hits.len(), 1, "the viewer may search");
+    assert_eq!(view_hits[0]["results"].as_array().unwrap().len(), 3);
+    assert!(
+        search_replies(&stranger).await.is_empty(),
+        "ACL must refuse the stranger's search"
+    );
+    // Neither the viewer nor the stranger can register or delete queries.
+    viewer
+        .put("sensebind/secure/queries/peek", r#"{"text":"x"}"#)
+        .await
+        .unwrap();
+    viewer.delete("sensebind/secure/queries/op").await.unwrap();
+    stranger.delete("sensebind/secure/queries/op").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ids = query_ids(&operator, "secure").await;
+    assert_eq!(ids, vec!["op".to_string()], "only the operator manages queries");
+    assert!(
+        query_ids(&viewer, "secure").await.is_empty(),
+        "viewers cannot list queries"
     );
 
     // Without a certificate from the robot's CA, or without TLS: no session at all.

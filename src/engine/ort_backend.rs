@@ -189,10 +189,18 @@ impl OrtEncoder {
         }
         let provider = registered.join(",");
         // Profile the warm-up run only: its trace says which provider got each node.
-        let profile_prefix = std::env::temp_dir().join(format!("sensebind-ort-{}-{modality}", std::process::id()));
-        let (mut builder, profiling) = match builder.with_profiling(&profile_prefix) {
-            Ok(b) => (b, true),
-            Err(e) => (e.recover(), false),
+        // The trace is written in a private directory of the state directory (never a
+        // shared /tmp) and removed after the warm-up; traces a killed daemon left
+        // behind are removed at the next start.
+        let (mut builder, profiling) = match profile_dir(cache_dir) {
+            Some(dir) => {
+                let prefix = dir.join(format!("{PROFILE_PREFIX}{}-{modality}", std::process::id()));
+                match builder.with_profiling(&prefix) {
+                    Ok(b) => (b, true),
+                    Err(e) => (e.recover(), false),
+                }
+            }
+            None => (builder, false),
         };
         let session = match pack.models.get(&modality) {
             Some(ModelSource::File(f)) => builder.commit_from_file(f),
@@ -286,6 +294,63 @@ impl OrtEncoder {
         }
         tracing::debug!(modality = %self.modality, ms = started.elapsed().as_millis() as u64, "warm-up done");
         Ok(())
+    }
+}
+
+/// Names of ONNX Runtime profile traces: `sensebind-ort-<pid>-<modality>…json`.
+const PROFILE_PREFIX: &str = "sensebind-ort-";
+
+/// `<state>/ort-profile`, private to the daemon's user (0700), with the traces of
+/// processes that are gone removed (a kill -9 during a warm-up leaves its trace).
+/// Earlier versions wrote the traces to the temporary directory: those of dead
+/// processes are removed there too. `None` (no profiling) if it cannot be made.
+pub fn profile_dir(state: &Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = state.join("ort-profile");
+    if std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .is_err()
+    {
+        return None;
+    }
+    let meta = std::fs::symlink_metadata(&dir).ok()?;
+    if !meta.is_dir() {
+        return None;
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).ok()?;
+    }
+    sweep_profiles(&dir);
+    sweep_profiles(&std::env::temp_dir());
+    Some(dir)
+}
+
+/// Remove the profile traces in `dir` whose process is gone (regular files only, and
+/// in the shared temporary directory only files of this user).
+fn sweep_profiles(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PROFILE_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        match e.path().symlink_metadata() {
+            Ok(m) if m.is_file() && m.uid() == uid => {
+                let _ = std::fs::remove_file(e.path());
+            }
+            _ => {}
+        }
     }
 }
 

@@ -121,7 +121,7 @@ pub fn window_limits(cfg: &Config) -> WindowLimits {
             max_aspect_ratio: cfg.limits.max_aspect_ratio,
         },
         max_frames: cfg.limits.max_window_frames,
-        max_time_jump_ns: (cfg.limits.max_time_jump_s * 1e9) as i64,
+        max_time_jump_ns: crate::config::secs_ns(cfg.limits.max_time_jump_s),
     }
 }
 
@@ -249,8 +249,8 @@ pub async fn run_graph_with(
     tracing::info!(event = names::BUS_OPEN, base = %topics.base(), listen = ?cfg.bus.listen, connect = ?cfg.bus.connect, "zenoh session open");
     let sink = Arc::new(ZenohSink::new(session.clone(), cfg.bus.when_full, &topics));
     let telemetry = Arc::new(
-        Telemetry::new(Duration::from_secs_f64(cfg.health.stall_s))
-            .with_wedge_after(Duration::from_secs_f64(cfg.daemon.watchdog_stall_s)),
+        Telemetry::new(crate::config::secs(cfg.health.stall_s))
+            .with_wedge_after(crate::config::secs(cfg.daemon.watchdog_stall_s)),
     );
     if let Ok(r) = registry.lock() {
         telemetry.emit(DaemonEvent::Queries(r.len() as u64));
@@ -327,8 +327,8 @@ pub async fn run_graph_with(
                     (*m, worker::budget_stride(cfg.window.hop_s, rate))
                 })
                 .collect(),
-            (f.deadline_s > 0.0).then(|| Duration::from_secs_f64(f.deadline_s)),
-            Duration::from_secs_f64(f.active_s),
+            (f.deadline_s > 0.0).then(|| crate::config::secs(f.deadline_s)),
+            crate::config::secs(f.active_s),
         )
         .expect(
             drivers.iter().flat_map(|b| {
@@ -346,7 +346,7 @@ pub async fn run_graph_with(
         Some(h) => {
             let (tx, rx) = edge::<crate::history::Record>("history", 4096, WhenFull::DropOldest);
             let (h, tel) = (h.clone(), telemetry.clone());
-            let sync = Duration::from_secs_f64(cfg.history.sync_s);
+            let sync = crate::config::secs(cfg.history.sync_s);
             sup.thread("history", Role::Finite, move || search::history_stage(rx, h, tel, sync))
                 .map_err(|e| PipelineError::Setup(format!("cannot start the history thread: {e}")))?;
             Some(tx)
@@ -373,7 +373,7 @@ pub async fn run_graph_with(
     let gate = Gate::new(cfg.engine.concurrency);
     // `block` is for replays that must lose nothing: no window is ever stale there.
     let max_wait = (cfg.engine.max_wait_s > 0.0 && cfg.engine.when_full != WhenFull::Block)
-        .then(|| Duration::from_secs_f64(cfg.engine.max_wait_s));
+        .then(|| crate::config::secs(cfg.engine.max_wait_s));
     let mut workers: BTreeMap<Modality, WorkerHandle> = BTreeMap::new();
     for m in &modalities {
         let budget = cfg.engine.budget(*m);
@@ -400,7 +400,7 @@ pub async fn run_graph_with(
     drop(out_tx);
 
     // ---- sources and their streams' windowers
-    let idle = Duration::from_secs_f64(cfg.window.idle_flush_s);
+    let idle = crate::config::secs(cfg.window.idle_flush_s);
     let ids: Vec<String> = drivers.iter().map(|b| b.config.id.clone()).collect();
     for BuiltSource {
         config: s,
@@ -441,7 +441,7 @@ pub async fn run_graph_with(
             routes,
             sstats,
             stop.clone(),
-            Duration::from_secs_f64(s.restart_backoff_s),
+            crate::config::secs(s.restart_backoff_s),
             taps.frames.clone(),
             models.device_geometry.clone(),
         );
@@ -460,7 +460,7 @@ pub async fn run_graph_with(
             topics.clone(),
             telemetry.clone(),
             robot.clone(),
-            Duration::from_secs_f64(cfg.health.interval_s),
+            crate::config::secs(cfg.health.interval_s),
         ),
     );
     let embed: stages::EmbedText = {
@@ -512,7 +512,7 @@ pub async fn run_graph_with(
         sup.task(
             "systemd",
             Role::Forever,
-            systemd::systemd_stage(n, telemetry.clone(), Duration::from_secs_f64(cfg.health.interval_s)),
+            systemd::systemd_stage(n, telemetry.clone(), crate::config::secs(cfg.health.interval_s)),
         );
     }
     tracing::info!(event = names::DAEMON_STARTED, robot = %robot, sources = ?ids, watchdog_s = ?hooks.notifier.as_ref().and_then(|n| n.watchdog).map(|w| w.as_secs_f64()), "sensebind running");
@@ -530,7 +530,7 @@ pub async fn run_graph_with(
     };
 
     // ---- shutdown, within the deadline
-    let deadline = Instant::now() + Duration::from_secs_f64(cfg.daemon.shutdown_timeout_s);
+    let deadline = Instant::now() + crate::config::secs(cfg.daemon.shutdown_timeout_s);
     tracing::info!(event = names::DAEMON_STOPPING, "shutting down");
     if let Some(n) = &hooks.notifier {
         n.stopping();
@@ -644,7 +644,7 @@ async fn open_history(cfg: &Config, models: &Arc<Models>) -> (Option<search::Sha
         retention_ns,
         max_bytes,
         segment_ns: (cfg.history.segment_s * 1e9) as i64,
-        sync: Duration::from_secs_f64(cfg.history.sync_s),
+        sync: crate::config::secs(cfg.history.sync_s),
     };
     let (model, dim) = (models.pack.name().to_string(), models.encoders[&Modality::Text].dim());
     let t0 = Instant::now();
@@ -730,7 +730,9 @@ async fn restore_queries(
     use crate::queries::{QueryKind, QueryPlan};
     let model = models.pack.name().to_string();
     let dim = models.encoders[&Modality::Text].dim();
-    let mut registry = Registry::new(&cfg.state_dir(), cfg.queries.max_queries).with_model(&model);
+    let mut registry = Registry::new(&cfg.state_dir(), cfg.queries.max_queries)
+        .with_model(&model)
+        .with_max_bytes(cfg.queries.max_store_bytes);
     let (stored_model, stored) = registry.load()?;
     // Presets from config come back at every start (and win over a stored query of
     // the same id); a bad one stops the start with its key path.

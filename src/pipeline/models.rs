@@ -22,7 +22,7 @@ use crate::telemetry::{LogLimiter, StreamStats};
 use crate::window::{Window, WindowParams, Windower};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,22 +116,22 @@ impl Models {
     pub fn embed_media(&self, cfg: &Config, mime: Mime, bytes: &[u8]) -> Result<Vec<f32>, String> {
         match mime {
             Mime::Wav => {
-                static N: AtomicU64 = AtomicU64::new(0);
-                let path = std::env::temp_dir().join(format!(
-                    "sensebind-example-{}-{}.wav",
-                    std::process::id(),
-                    N.fetch_add(1, Relaxed)
-                ));
-                std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-                let windows = audio_windows(cfg, &path);
-                let _ = std::fs::remove_file(&path);
-                let hide = |e: String| e.replace(&path.display().to_string(), "the WAV example");
-                let (windows, _) = windows.map_err(|e| hide(e.to_string()))?;
+                // Decoded in memory: no file is written for bytes from the bus.
+                let input = file::WavInput::Memory(Arc::from(bytes));
+                let header = file::open_wav(&input).map_err(|e| e.to_string())?;
+                let seconds = header.frames as f64 / header.sample_rate as f64;
+                let max = cfg.queries.max_example_seconds;
+                if seconds > max {
+                    return Err(format!(
+                        "the WAV example is {seconds:.1} s long; `queries.max_example_seconds` is {max}"
+                    ));
+                }
+                let (windows, _) = audio_windows_of(cfg, input).map_err(|e| e.to_string())?;
                 if windows.is_empty() {
                     return Err("the WAV example holds no audio".into());
                 }
                 let refs: Vec<&Window> = windows.iter().collect();
-                let vs = self.encode_windows(Modality::Audio, &refs).map_err(hide)?;
+                let vs = self.encode_windows(Modality::Audio, &refs)?;
                 Ok(crate::engine::worker::mean_of(vs.into_iter()))
             }
             Mime::Png | Mime::Jpeg => {
@@ -156,14 +156,27 @@ pub type FileWindows = (Vec<Window>, u64);
 /// Cut a WAV file into the daemon's windows (from t = 0). A file shorter than one
 /// window is one clip, as in official ImageBind.
 pub fn audio_windows(cfg: &Config, path: &Path) -> Result<FileWindows, SourceError> {
+    audio_windows_of(cfg, file::WavInput::Path(path.to_path_buf()))
+}
+
+/// [`audio_windows`] of a WAV file or of one held in memory.
+pub fn audio_windows_of(cfg: &Config, input: file::WavInput) -> Result<FileWindows, SourceError> {
     let mut params = WindowParams::from_config(&cfg.window);
     params.origin_ns = 0;
-    let wav = file::read_wav(path)?;
-    let frames = wav.samples.len() / wav.channels.max(1) as usize;
-    if (frames as i128 * 1_000_000_000) < (params.length_ns as i128 * wav.sample_rate as i128) {
+    let header = file::open_wav(&input)?;
+    if (header.frames as i128 * 1_000_000_000) < (params.length_ns as i128 * header.sample_rate as i128) {
         params.min_coverage = 0.0;
     }
-    file_windows(cfg, path, Sensor::Microphone, params)
+    let src = match input {
+        file::WavInput::Path(p) => file::build(
+            &FileConfig::fast(Sensor::Microphone, &p, 0),
+            0,
+            window_limits(cfg).image,
+            StopFlag::default(),
+        ),
+        file::WavInput::Memory(b) => file::build_wav_in_memory(b, 0, StopFlag::default()),
+    };
+    source_windows(cfg, src, params)
 }
 
 /// A recording file (as fast as it reads, t = 0 at its first sample) through the
@@ -174,11 +187,23 @@ pub fn file_windows(
     sensor: Sensor,
     params: WindowParams,
 ) -> Result<FileWindows, SourceError> {
-    let modality = sensor.modality();
     let fcfg = FileConfig::fast(sensor, path, 0);
-    let mut src = file::build(&fcfg, 0, window_limits(cfg).image, StopFlag::default());
+    source_windows(
+        cfg,
+        file::build(&fcfg, 0, window_limits(cfg).image, StopFlag::default()),
+        params,
+    )
+}
+
+/// A one-stream source read to its end through the windower.
+fn source_windows(
+    cfg: &Config,
+    mut src: Box<dyn crate::sources::Source>,
+    params: WindowParams,
+) -> Result<FileWindows, SourceError> {
     src.open()?;
-    let rate = src.info().streams[0].nominal_rate_hz;
+    let info = src.info();
+    let (modality, rate) = (info.streams[0].modality, info.streams[0].nominal_rate_hz);
     let mut w = Windower::new("file", modality, params, rate).with_limits(window_limits(cfg));
     let stats = StreamStats::new("file", modality);
     let mut limiter = LogLimiter::new(Duration::from_secs(10));

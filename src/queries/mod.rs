@@ -24,6 +24,9 @@ pub enum QueryError {
     Full { id: String, max: usize, count: usize },
     #[error("query store {path}: {reason}")]
     Store { path: PathBuf, reason: String },
+    /// The store would grow past `queries.max_store_bytes`.
+    #[error("query `{id}`: the query store would hold {bytes} bytes with it (`queries.max_store_bytes` = {max})")]
+    StoreFull { id: String, bytes: usize, max: usize },
 }
 
 /// Why a request on `queries/<id>` was refused: the `code` of its
@@ -33,7 +36,8 @@ pub enum QueryError {
 pub enum Refusal {
     /// The key below `queries/` is not one valid id chunk.
     BadId,
-    /// The request body is larger than `queries.max_request_bytes`.
+    /// The request body is larger than `queries.max_request_bytes`, or the store
+    /// would grow past `queries.max_store_bytes`.
     TooLarge,
     /// Not a valid request (JSON, text length, threshold, …).
     Invalid,
@@ -81,6 +85,7 @@ impl QueryError {
             QueryError::Invalid { .. } => Refusal::Invalid,
             QueryError::Full { .. } => Refusal::TooMany,
             QueryError::Store { .. } => Refusal::Store,
+            QueryError::StoreFull { .. } => Refusal::TooLarge,
         }
     }
 }
@@ -107,7 +112,7 @@ impl Admission {
             burst: cfg.registration_burst as f64,
             tokens: cfg.registration_burst as f64,
             last: None,
-            id_interval: std::time::Duration::from_secs_f64(cfg.id_min_interval_s),
+            id_interval: crate::config::secs(cfg.id_min_interval_s),
             recent: BTreeMap::new(),
         }
     }
@@ -205,6 +210,8 @@ fn dot(a: &[f32], b: &[f32]) -> Option<f32> {
 pub struct Registry {
     path: PathBuf,
     max: usize,
+    /// Largest store file, in bytes (`queries.max_store_bytes`).
+    max_bytes: usize,
     /// The model the vectors come from (stored with them).
     model: String,
     queries: BTreeMap<String, Registered>,
@@ -248,6 +255,7 @@ impl Registry {
         Registry {
             path: state_dir.join("queries.json"),
             max,
+            max_bytes: usize::MAX,
             model: String::new(),
             queries: BTreeMap::new(),
             store_error: None,
@@ -375,8 +383,28 @@ impl Registry {
                 reason: format!("{} vectors for a query that needs {}", vectors.len(), spec.vectors()),
             });
         }
-        self.queries.insert(spec.id.clone(), Registered::new(spec, vectors));
-        Ok(self.persist())
+        let id = spec.id.clone();
+        let old = self.queries.insert(id.clone(), Registered::new(spec, vectors));
+        let body = self.body();
+        let bytes = body.as_ref().map_or(0, Vec::len);
+        if bytes > self.max_bytes {
+            match old {
+                Some(o) => self.queries.insert(id.clone(), o),
+                None => self.queries.remove(&id),
+            };
+            return Err(QueryError::StoreFull {
+                id,
+                bytes,
+                max: self.max_bytes,
+            });
+        }
+        Ok(self.persist_body(body))
+    }
+
+    /// Bound the store file's size (`queries.max_store_bytes`).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// Remove a query and write the store; `None` if it was not registered.
@@ -391,7 +419,12 @@ impl Registry {
     }
 
     fn persist(&mut self) -> Persisted {
-        match self.save() {
+        let body = self.body();
+        self.persist_body(body)
+    }
+
+    fn persist_body(&mut self, body: Result<Vec<u8>, String>) -> Persisted {
+        match self.save(body) {
             Ok(()) => {
                 if self.store_error.take().is_some() {
                     tracing::info!(event = crate::telemetry::names::QUERY_STORE_RECOVERED, path = %self.path.display(), "query store written again; it holds every registered query");
@@ -462,8 +495,8 @@ impl Registry {
     ) -> Vec<Alert> {
         let mut out = Vec::new();
         for r in self.queries.values_mut() {
-            let cool_ns = (r.spec.cooldown_s * 1e9) as i64;
-            let cooled = |last: Option<i64>| last.is_none_or(|l| t_end_ns - l >= cool_ns);
+            let cool_ns = crate::config::secs_ns(r.spec.cooldown_s);
+            let cooled = |last: Option<i64>| last.is_none_or(|l| t_end_ns.saturating_sub(l) >= cool_ns);
             if r.spec.conditions.is_empty() {
                 if !applies(&r.spec.modalities, &r.spec.sources, source, modality) {
                     continue;
@@ -558,14 +591,9 @@ impl Registry {
         out
     }
 
-    fn save(&self) -> Result<(), QueryError> {
-        let serr = |reason: String| QueryError::Store {
-            path: self.path.clone(),
-            reason,
-        };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| serr(format!("cannot create directory: {e}")))?;
-        let body = serde_json::to_vec_pretty(&Stored {
+    /// The store file's bytes for the queries registered now.
+    fn body(&self) -> Result<Vec<u8>, String> {
+        serde_json::to_vec_pretty(&Stored {
             version: 2,
             model: self.model.clone(),
             queries: self
@@ -577,7 +605,17 @@ impl Registry {
                 })
                 .collect(),
         })
-        .map_err(|e| serr(e.to_string()))?;
+        .map_err(|e| e.to_string())
+    }
+
+    fn save(&self, body: Result<Vec<u8>, String>) -> Result<(), QueryError> {
+        let serr = |reason: String| QueryError::Store {
+            path: self.path.clone(),
+            reason,
+        };
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| serr(format!("cannot create directory: {e}")))?;
+        let body = body.map_err(serr)?;
         let tmp = self.path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
@@ -669,6 +707,59 @@ mod tests {
             assert!(e.contains("query `q1`") && e.contains(needle), "{e}");
         }
         assert!(spec_of("a/b", br#"{"text":"x"}"#, &d).is_err());
+    }
+
+    #[test]
+    fn repeated_targets_are_kept_once_and_the_store_is_bounded() {
+        let d = defaults();
+        // 150 000 × "audio" (and a source 150 000 times) is one of each.
+        let body = format!(
+            r#"{{"text":"x","modalities":[{}"fused"],"sources":[{}"mic"]}}"#,
+            "\"audio\",".repeat(150_000),
+            "\"mic\",".repeat(150_000)
+        );
+        let spec = spec_of("q", body.as_bytes(), &d).unwrap();
+        assert_eq!(spec.modalities, vec![Modality::Audio.into(), Target::Fused]);
+        assert_eq!(spec.sources, vec!["mic".to_string()]);
+        let many: Vec<String> = (0..65).map(|i| format!("\"s{i}\"")).collect();
+        let e = spec_of(
+            "q",
+            format!(r#"{{"text":"x","sources":[{}]}}"#, many.join(",")).as_bytes(),
+            &d,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("at most 64"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::new(dir.path(), 100).with_max_bytes(64 << 10);
+        let v = vec![vec![0.5f32; 1024]];
+        let mut n = 0;
+        let refused = loop {
+            match r.insert(spec_of(&format!("q{n}"), br#"{"text":"x"}"#, &d).unwrap(), v.clone()) {
+                Ok(p) => assert_eq!(p, Persisted::Saved),
+                Err(e) => break e,
+            }
+            n += 1;
+        };
+        assert_eq!(refused.refusal(), Refusal::TooLarge);
+        assert!(refused.to_string().contains("queries.max_store_bytes"), "{refused}");
+        assert!(n >= 2, "{n} queries fit");
+        let size = std::fs::metadata(r.path()).unwrap().len() as usize;
+        assert!(size <= 64 << 10, "{size}");
+        assert_eq!(r.len(), n, "the refused query is not registered");
+        // Replacing a query with one of the same size still works; a removal frees room.
+        assert_eq!(
+            r.insert(spec_of("q0", br#"{"text":"y"}"#, &d).unwrap(), v.clone())
+                .unwrap(),
+            Persisted::Saved
+        );
+        assert_eq!(r.remove("q1"), Some(Persisted::Saved));
+        assert_eq!(
+            r.insert(spec_of(&format!("q{n}"), br#"{"text":"x"}"#, &d).unwrap(), v)
+                .unwrap(),
+            Persisted::Saved
+        );
     }
 
     #[test]

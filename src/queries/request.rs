@@ -368,11 +368,21 @@ impl Check<'_> {
         if m.is_empty() {
             return Err(self.inv(format!("`{at}` is empty")));
         }
-        Ok(m)
+        // A repeated name means nothing more: kept once, in first-seen order (so the
+        // list is never longer than the targets there are).
+        let mut seen = Vec::with_capacity(Modality::SENSED.len() + 1);
+        for t in m {
+            if !seen.contains(&t) {
+                seen.push(t);
+            }
+        }
+        Ok(seen)
     }
 
     fn sources(&self, at: &str, s: &Option<Vec<String>>) -> Result<Vec<String>, QueryError> {
-        let s = s.clone().unwrap_or_default();
+        let mut s = s.clone().unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        s.retain(|id| seen.insert(id.clone()));
         if s.len() > 64 {
             return Err(self.inv(format!("`{at}` lists {} ids (at most 64)", s.len())));
         }

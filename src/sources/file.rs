@@ -20,6 +20,10 @@ pub enum Pace {
     Fast,
 }
 
+/// The latest `start_ns` (2^62 ns, year 2116): times on the recording's axis stay far
+/// from `i64::MAX` however long it loops.
+pub const MAX_START_NS: i64 = 1 << 62;
+
 /// `type = "file"` keys.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -87,11 +91,14 @@ pub fn parse(id: &str, keys: toml::Table) -> Result<Box<dyn DriverConfig>, Sourc
             format!("expected 1..=1000 ms, got {}", c.chunk_ms),
         ));
     }
-    if c.start_ns < -1 {
+    if !(-1..=MAX_START_NS).contains(&c.start_ns) {
         return Err(key_error(
             id,
             "start_ns",
-            format!("expected -1 (now) or a time >= 0, got {}", c.start_ns),
+            format!(
+                "expected -1 (now) or a time in 0..={MAX_START_NS} ns, got {}",
+                c.start_ns
+            ),
         ));
     }
     Ok(Box::new(c))
@@ -116,9 +123,20 @@ pub fn build(cfg: &FileConfig, start_ns: Nanos, limits: ImageLimits, stop: StopF
     let sensor = cfg.sensor;
     let inner: Box<dyn Replay> = match sensor {
         Sensor::Camera | Sensor::Depth | Sensor::Thermal => Box::new(FrameFolder::new(sensor, path, cfg.fps, limits)),
-        Sensor::Microphone => Box::new(WavReplay::new(path, cfg.chunk_ms)),
+        Sensor::Microphone => Box::new(WavReplay::new(WavInput::Path(path), cfg.chunk_ms)),
         Sensor::Imu => Box::new(ImuCsv::new(path)),
     };
+    wrap(cfg, start_ns, sensor, inner, stop)
+}
+
+/// A WAV held in memory, replayed as fast as it reads from `start_ns` (query examples).
+pub fn build_wav_in_memory(bytes: Arc<[u8]>, start_ns: Nanos, stop: StopFlag) -> Box<dyn Source> {
+    let cfg = FileConfig::fast(Sensor::Microphone, Path::new("memory"), start_ns);
+    let inner = Box::new(WavReplay::new(WavInput::Memory(bytes), cfg.chunk_ms));
+    wrap(&cfg, start_ns, Sensor::Microphone, inner, stop)
+}
+
+fn wrap(cfg: &FileConfig, start_ns: Nanos, sensor: Sensor, inner: Box<dyn Replay>, stop: StopFlag) -> Box<dyn Source> {
     Box::new(FileSource {
         sensor,
         inner,
@@ -192,13 +210,13 @@ impl Source for FileSource {
         if item.is_none() && self.looped {
             let d = self.inner.duration_ns();
             if d > 0 {
-                self.loop_offset_ns += d;
+                self.loop_offset_ns = self.loop_offset_ns.saturating_add(d);
                 self.inner.rewind();
                 item = self.inner.next()?;
             }
         }
         let Some((rel, data)) = item else { return Ok(None) };
-        let t_ns = self.epoch_ns + self.loop_offset_ns + rel;
+        let t_ns = self.epoch_ns.saturating_add(self.loop_offset_ns).saturating_add(rel);
         if let Some(p) = &self.pacer {
             if !p.wait_until(t_ns) {
                 return Ok(None);
@@ -257,6 +275,12 @@ fn checked_decode(path: &Path, limits: ImageLimits, what: &str) -> Result<image:
 /// Decode an image held in memory (PNG or JPEG, format guessed from its bytes),
 /// checking its size against `limits` from the header, before any pixel is decoded.
 pub fn decode_image(bytes: &[u8], limits: ImageLimits, what: &str) -> Result<image::DynamicImage, String> {
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        // JPEG: strictly (a truncated or lying file is refused, not filled grey).
+        let (w, h, rgb) = super::pixfmt::decode_jpeg_rgb(bytes, limits).map_err(|e| format!("expected {what}: {e}"))?;
+        let img = image::RgbImage::from_raw(w, h, rgb).ok_or_else(|| format!("expected {what}: bad JPEG size"))?;
+        return Ok(image::DynamicImage::ImageRgb8(img));
+    }
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| format!("expected {what}: {e}"))?;
@@ -368,13 +392,33 @@ pub struct Wav {
     pub samples: Vec<f32>,
 }
 
-/// Read a whole WAV file (integer 8–32 bit or 32-bit float).
-pub fn read_wav(path: &Path) -> Result<Wav, SourceError> {
-    let f = std::fs::File::open(path).map_err(|e| open_err(path, format!("expected a WAV file: {e}")))?;
-    parse_wav(std::io::BufReader::new(f)).map_err(|e| match e {
-        WavError::Header(e) => open_err(path, e),
-        WavError::Data(e) => bad(path, e),
-    })
+/// Where a WAV comes from: a file (streamed, re-opened to loop) or bytes held in
+/// memory (a query example: decoded in place, never written to a file).
+#[derive(Clone)]
+pub enum WavInput {
+    Path(PathBuf),
+    Memory(Arc<[u8]>),
+}
+
+impl WavInput {
+    fn describe(&self) -> String {
+        match self {
+            WavInput::Path(p) => p.display().to_string(),
+            WavInput::Memory(b) => format!("a WAV of {} bytes in memory", b.len()),
+        }
+    }
+    fn open_err(&self, reason: impl ToString) -> SourceError {
+        SourceError::Open {
+            what: self.describe(),
+            reason: reason.to_string(),
+        }
+    }
+    fn bad(&self, reason: impl ToString) -> SourceError {
+        SourceError::BadData {
+            what: self.describe(),
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// Why a WAV stream could not be read: its header, or its data.
@@ -384,99 +428,214 @@ pub enum WavError {
     Data(String),
 }
 
-/// Parse a WAV stream (integer 8–32 bit or 32-bit float) into normalised samples.
-pub fn parse_wav(r: impl std::io::Read) -> Result<Wav, WavError> {
-    let reader = hound::WavReader::new(r).map_err(|e| WavError::Header(format!("expected a WAV file: {e}")))?;
-    let spec = reader.spec();
-    if spec.channels == 0 || spec.sample_rate == 0 {
-        return Err(WavError::Header(
-            "WAV header has 0 channels or a 0 Hz sample rate".into(),
-        ));
-    }
-    let samples: Result<Vec<f32>, hound::Error> = match spec.sample_format {
-        hound::SampleFormat::Float => reader.into_samples::<f32>().collect(),
-        hound::SampleFormat::Int => {
-            if !(1..=32).contains(&spec.bits_per_sample) {
-                return Err(WavError::Header(format!(
-                    "WAV header has {} bits per sample",
-                    spec.bits_per_sample
-                )));
-            }
-            let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
-            reader
-                .into_samples::<i32>()
-                .map(|s| s.map(|v| v as f32 * scale))
-                .collect()
+type WavRead = Box<dyn std::io::Read + Send>;
+
+/// An open WAV, read a chunk at a time (memory independent of the file's length).
+pub struct WavStream {
+    reader: hound::WavReader<WavRead>,
+    pub sample_rate: u32,
+    pub channels: u16,
+    /// Frames the header declares (a truncated file holds fewer).
+    pub frames: u64,
+    /// Integer samples: 1 / 2^(bits-1); `None` for 32-bit float.
+    int_scale: Option<f32>,
+}
+
+impl WavStream {
+    /// Open and check a WAV header (integer 8–32 bit or 32-bit float).
+    pub fn open(r: impl std::io::Read + Send + 'static) -> Result<WavStream, WavError> {
+        let reader = hound::WavReader::new(Box::new(r) as WavRead)
+            .map_err(|e| WavError::Header(format!("expected a WAV file: {e}")))?;
+        let spec = reader.spec();
+        if spec.channels == 0 || spec.sample_rate == 0 {
+            return Err(WavError::Header(
+                "WAV header has 0 channels or a 0 Hz sample rate".into(),
+            ));
         }
+        let int_scale = match spec.sample_format {
+            hound::SampleFormat::Float => None,
+            hound::SampleFormat::Int => {
+                if !(1..=32).contains(&spec.bits_per_sample) {
+                    return Err(WavError::Header(format!(
+                        "WAV header has {} bits per sample",
+                        spec.bits_per_sample
+                    )));
+                }
+                Some(1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32)
+            }
+        };
+        Ok(WavStream {
+            frames: reader.duration() as u64,
+            reader,
+            sample_rate: spec.sample_rate,
+            channels: spec.channels,
+            int_scale,
+        })
+    }
+
+    /// Up to `frames` more frames (interleaved, normalised) appended to `out`: the
+    /// number read (0 at the end), or why the data stopped (what was read stays in `out`).
+    pub fn read(&mut self, frames: usize, out: &mut Vec<f32>) -> Result<usize, WavError> {
+        let want = frames.saturating_mul(self.channels as usize);
+        let before = out.len();
+        let err = match self.int_scale {
+            Some(scale) => {
+                let mut it = self.reader.samples::<i32>();
+                read_into(&mut it, want, out, |v| v as f32 * scale)
+            }
+            None => {
+                let mut it = self.reader.samples::<f32>();
+                read_into(&mut it, want, out, |v| v)
+            }
+        };
+        // Whole frames only: a frame cut by the end of the data is dropped.
+        let got = (out.len() - before) / self.channels as usize;
+        out.truncate(before + got * self.channels as usize);
+        match err {
+            Some(e) => Err(WavError::Data(format!("WAV data unreadable: {e}"))),
+            None => Ok(got),
+        }
+    }
+}
+
+fn read_into<T, I: Iterator<Item = hound::Result<T>>>(
+    it: &mut I,
+    want: usize,
+    out: &mut Vec<f32>,
+    f: impl Fn(T) -> f32,
+) -> Option<hound::Error> {
+    for _ in 0..want {
+        match it.next() {
+            Some(Ok(v)) => out.push(f(v)),
+            Some(Err(e)) => return Some(e),
+            None => break,
+        }
+    }
+    None
+}
+
+/// Open a WAV from a file or memory.
+pub fn open_wav(input: &WavInput) -> Result<WavStream, SourceError> {
+    let r: WavRead = match input {
+        WavInput::Path(p) => {
+            let f = std::fs::File::open(p).map_err(|e| open_err(p, format!("expected a WAV file: {e}")))?;
+            Box::new(std::io::BufReader::new(f))
+        }
+        WavInput::Memory(b) => Box::new(std::io::Cursor::new(b.clone())),
     };
-    let samples = samples.map_err(|e| WavError::Data(format!("WAV data unreadable: {e}")))?;
+    WavStream::open(r).map_err(|e| match e {
+        WavError::Header(e) | WavError::Data(e) => input.open_err(e),
+    })
+}
+
+/// Parse a whole WAV stream (integer 8–32 bit or 32-bit float) into normalised
+/// samples (tests and tools; the daemon streams with [`WavStream`]).
+pub fn parse_wav(r: impl std::io::Read + Send + 'static) -> Result<Wav, WavError> {
+    let mut s = WavStream::open(r)?;
+    let mut samples = Vec::new();
+    while s.read(1 << 16, &mut samples)? > 0 {}
     Ok(Wav {
-        sample_rate: spec.sample_rate,
-        channels: spec.channels,
+        sample_rate: s.sample_rate,
+        channels: s.channels,
         samples,
     })
 }
 
 struct WavReplay {
-    path: PathBuf,
+    input: WavInput,
     chunk_ms: u32,
-    wav: Option<Wav>,
-    pos: usize,
+    stream: Option<WavStream>,
+    /// Frames handed out since the start of this pass.
+    pos: u64,
+    /// Frames the last full pass held (the file's true length, for looping).
+    length: Option<u64>,
+    /// The data stopped with this error: reported once, then the pass ends.
+    failed: Option<SourceError>,
+    ended: bool,
 }
 
 impl WavReplay {
-    fn new(path: PathBuf, chunk_ms: u32) -> Self {
+    fn new(input: WavInput, chunk_ms: u32) -> Self {
         WavReplay {
-            path,
+            input,
             chunk_ms: chunk_ms.max(1),
-            wav: None,
+            stream: None,
             pos: 0,
+            length: None,
+            failed: None,
+            ended: false,
         }
     }
 }
 
 impl Replay for WavReplay {
     fn describe(&self) -> String {
-        format!("WAV {} in {} ms chunks", self.path.display(), self.chunk_ms)
+        format!("WAV {} in {} ms chunks", self.input.describe(), self.chunk_ms)
     }
     fn rate_hz(&self) -> f64 {
         1000.0 / self.chunk_ms as f64
     }
     fn open(&mut self) -> Result<(), SourceError> {
-        if self.wav.is_none() {
-            self.wav = Some(read_wav(&self.path)?);
+        if self.stream.is_none() {
+            self.stream = Some(open_wav(&self.input)?);
+            self.pos = 0;
+            self.ended = false;
         }
         Ok(())
     }
     fn next(&mut self) -> Result<Option<(Nanos, FrameData)>, SourceError> {
-        let Some(w) = &self.wav else { return Ok(None) };
-        let ch = w.channels as usize;
-        let frames_total = w.samples.len() / ch;
-        let frame0 = self.pos;
-        if frame0 >= frames_total {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        if self.ended {
             return Ok(None);
         }
+        self.open()?;
+        let Some(w) = self.stream.as_mut() else { return Ok(None) };
         let n = ((w.sample_rate as u64 * self.chunk_ms as u64 / 1000) as usize).max(1);
-        let end = (frame0 + n).min(frames_total);
-        self.pos = end;
+        let mut samples = Vec::with_capacity(n * w.channels as usize);
+        let got = match w.read(n, &mut samples) {
+            Ok(got) => got,
+            Err(WavError::Header(e) | WavError::Data(e)) => {
+                self.failed = Some(self.input.bad(e));
+                self.ended = true;
+                samples.len() / w.channels as usize
+            }
+        };
+        if got == 0 {
+            self.ended = true;
+            self.length = Some(self.pos);
+            return match self.failed.take() {
+                Some(e) => Err(e),
+                None => Ok(None),
+            };
+        }
+        let frame0 = self.pos;
+        self.pos += got as u64;
+        if self.ended {
+            self.length = Some(self.pos);
+        }
         let rel = (frame0 as i128 * 1_000_000_000 / w.sample_rate as i128) as Nanos;
         Ok(Some((
             rel,
             FrameData::Audio {
                 sample_rate: w.sample_rate,
                 channels: w.channels,
-                samples: w.samples[frame0 * ch..end * ch].to_vec(),
+                samples,
             },
         )))
     }
     fn duration_ns(&self) -> Nanos {
-        self.wav
-            .as_ref()
-            .map(|w| ((w.samples.len() / w.channels as usize) as i128 * 1_000_000_000 / w.sample_rate as i128) as Nanos)
-            .unwrap_or(0)
+        let Some(w) = &self.stream else { return 0 };
+        let frames = self.length.unwrap_or(w.frames);
+        (frames as i128 * 1_000_000_000 / w.sample_rate as i128) as Nanos
     }
     fn rewind(&mut self) {
+        // Re-opened at the next read: a file is streamed again from its start.
+        self.stream = None;
         self.pos = 0;
+        self.ended = false;
+        self.failed = None;
     }
 }
 

@@ -397,6 +397,9 @@ const FEATURE_DRIVERS: &[(&str, &str)] = &[
 /// The drivers feature `robot` enables (every one that builds on Debian).
 const ROBOT_DRIVERS: &[&str] = &["iio", "alsa", "v4l2"];
 
+/// The longest source → windower queue, in frames.
+pub const MAX_QUEUE: usize = 1 << 20;
+
 /// Keys every source has, whatever its driver.
 const COMMON_KEYS: [&str; 3] = ["restart_backoff_s", "queue", "when_full"];
 
@@ -457,15 +460,15 @@ pub fn parse(id: &str, table: &toml::Table) -> Result<SourceConfig, SourceConfig
         }
     }
     let c: CommonKeys = parse_keys(id, common)?;
-    if !(c.restart_backoff_s.is_finite() && c.restart_backoff_s > 0.0 && c.restart_backoff_s <= 30.0) {
+    if let Err(e) = crate::config::RESTART_BACKOFF.check(c.restart_backoff_s) {
+        return Err(key_error(id, "restart_backoff_s", e));
+    }
+    if let Some(q) = c.queue.filter(|q| !(1..=MAX_QUEUE).contains(q)) {
         return Err(key_error(
             id,
-            "restart_backoff_s",
-            format!("expected seconds in (0, 30], got {}", c.restart_backoff_s),
+            "queue",
+            format!("expected 1..={MAX_QUEUE} frames, got {q}"),
         ));
-    }
-    if c.queue == Some(0) {
-        return Err(key_error(id, "queue", "expected at least 1"));
     }
     let driver = if kind == "off" {
         None
@@ -514,9 +517,19 @@ pub fn parse(id: &str, table: &toml::Table) -> Result<SourceConfig, SourceConfig
     })
 }
 
-/// Parse every `[sources.<id>]` table (config validation and graph building).
+/// Parse every `[sources.<id>]` table (graph building): the first error.
 pub fn parse_all(tables: &BTreeMap<String, toml::Table>) -> Result<Vec<SourceConfig>, SourceConfigError> {
-    tables.iter().map(|(id, t)| parse(id, t)).collect()
+    parse_all_errors(tables).map_err(|mut e| e.remove(0))
+}
+
+/// Parse every `[sources.<id>]` table (config validation): every error, in id order.
+pub fn parse_all_errors(tables: &BTreeMap<String, toml::Table>) -> Result<Vec<SourceConfig>, Vec<SourceConfigError>> {
+    let (ok, errors): (Vec<_>, Vec<_>) = tables.iter().map(|(id, t)| parse(id, t)).partition(Result::is_ok);
+    if errors.is_empty() {
+        Ok(ok.into_iter().filter_map(Result::ok).collect())
+    } else {
+        Err(errors.into_iter().filter_map(Result::err).collect())
+    }
 }
 
 #[cfg(test)]

@@ -82,6 +82,53 @@ pub fn yuyv_to_rgb(w: u32, h: u32, buf: &[u8]) -> Result<Vec<u8>, SourceError> {
     Ok(out)
 }
 
+/// Decode a JPEG (baseline or progressive) into RGB8, strictly: a truncated stream, or
+/// one whose data ends before the image its header declares (a lenient decoder fills
+/// the rest with grey), is refused with the decoder's reason. The header's size is
+/// checked against `limits` before any pixel is decoded.
+pub fn decode_jpeg_rgb(buf: &[u8], limits: ImageLimits) -> Result<(u32, u32, Vec<u8>), String> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    // The size is checked against `limits` below, from the header, before decoding.
+    let opts = DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(usize::MAX)
+        .set_max_height(usize::MAX);
+    let mut head = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(buf), opts);
+    head.decode_headers().map_err(|e| format!("not a valid JPEG: {e}"))?;
+    let (w, h) = head.dimensions().ok_or("not a valid JPEG: no image size")?;
+    let (w, h) = (w as u32, h as u32);
+    limits.check(w, h)?;
+    // Every 8×8 block costs at least a bit or two of scan data (a DC code, an end of
+    // block): a file far smaller than its declared size is lying about it (a decoder
+    // would invent the rest).
+    let min_bytes = w as u64 * h as u64 / 512;
+    if (buf.len() as u64) < min_bytes {
+        return Err(format!(
+            "not a valid JPEG: {} bytes cannot hold the {w}×{h} image its header declares (at least {min_bytes})",
+            buf.len()
+        ));
+    }
+    let luma = matches!(head.input_colorspace(), Some(ColorSpace::Luma | ColorSpace::LumaA));
+    let out = if luma { ColorSpace::Luma } else { ColorSpace::RGB };
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(buf), opts.jpeg_set_out_colorspace(out));
+    let px = d.decode().map_err(|e| format!("not a valid JPEG: {e}"))?;
+    let n = w as usize * h as usize;
+    let rgb = if luma {
+        px.iter().take(n).flat_map(|&v| [v, v, v]).collect()
+    } else {
+        px
+    };
+    if rgb.len() != n * 3 {
+        return Err(format!(
+            "not a valid JPEG: {} bytes decoded for a {w}×{h} image",
+            rgb.len()
+        ));
+    }
+    Ok((w, h, rgb))
+}
+
 /// A frame ready for windowing: a compressed image ([`FrameData::Jpeg`]) is decoded,
 /// anything else passes through untouched. The error says why the frame is unusable.
 pub fn decoded(
@@ -145,22 +192,9 @@ pub fn convert(
             format!("a thermal stream takes `y16` or `grey`, not `{what}`"),
         )),
         (PixelFormat::Mjpeg, Target::Camera) => {
-            let mut reader = image::ImageReader::with_format(std::io::Cursor::new(buf), image::ImageFormat::Jpeg);
-            let mut l = image::Limits::default();
-            l.max_image_width = Some(limits.max_side);
-            l.max_image_height = Some(limits.max_side);
-            reader.limits(l);
-            let img = reader
-                .decode()
-                .map_err(|e| bad(what, format!("cannot decode the JPEG frame: {e}")))?
-                .to_rgb8();
-            let (iw, ih) = img.dimensions();
-            limits.check(iw, ih).map_err(|e| bad(what, e))?;
-            Ok(FrameData::Rgb8 {
-                width: iw,
-                height: ih,
-                data: img.into_raw(),
-            })
+            let (width, height, data) =
+                decode_jpeg_rgb(buf, limits).map_err(|e| bad(what, format!("cannot decode the JPEG frame: {e}")))?;
+            Ok(FrameData::Rgb8 { width, height, data })
         }
         (PixelFormat::Yuyv, Target::Camera) => Ok(FrameData::Rgb8 {
             width: w,
@@ -291,5 +325,56 @@ mod tests {
         assert!(e.to_string().contains("limits.max_image_side"), "{e}");
         // Drivers may hand over padded buffers: the extra bytes are ignored.
         assert!(convert(PixelFormat::Grey, Target::Camera, 1, 1, &[1, 2, 3], l).is_ok());
+    }
+
+    /// A JPEG of a gradient, `w`×`h`.
+    fn gradient_jpeg(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 7) as u8, (y * 5) as u8, ((x ^ y) * 3) as u8])
+        });
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&img)
+            .unwrap();
+        jpeg
+    }
+
+    #[test]
+    fn truncated_and_lying_jpegs_are_refused_with_the_reason() {
+        let l = ImageLimits::default();
+        let jpeg = gradient_jpeg(64, 48);
+        // A whole JPEG decodes as the `image` crate decodes it (same pixels).
+        let (w, h, px) = decode_jpeg_rgb(&jpeg, l).unwrap();
+        let reference = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+        assert_eq!((w, h), reference.dimensions());
+        assert_eq!(px, reference.into_raw());
+        // Cut short: the lenient decoder fills the rest with grey; this one refuses.
+        let cut = &jpeg[..jpeg.len() * 6 / 10];
+        assert!(image::load_from_memory(cut).is_ok(), "the lenient decoder accepts it");
+        let e = decode_jpeg_rgb(cut, l).unwrap_err();
+        assert!(e.contains("not a valid JPEG"), "{e}");
+        let e = convert(PixelFormat::Mjpeg, Target::Camera, 0, 0, cut, l).unwrap_err();
+        assert!(matches!(e, SourceError::BadData { .. }), "{e}");
+        // Lying: the header claims 4000×3000 (SOF0 height/width patched), the data
+        // holds a 64×48 image.
+        let mut lying = jpeg.clone();
+        let sof = lying.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
+        lying[sof + 5..sof + 9].copy_from_slice(&[0x0B, 0xB8, 0x0F, 0xA0]);
+        let e = decode_jpeg_rgb(&lying, l).unwrap_err();
+        assert!(e.contains("not a valid JPEG"), "{e}");
+        // Beyond `limits.max_image_side`: refused from the header.
+        let e = decode_jpeg_rgb(&lying, ImageLimits { max_side: 1024, ..l }).unwrap_err();
+        assert!(e.contains("limits.max_image_side"), "{e}");
+        // File frames and examples take the same path.
+        let e = crate::sources::file::decode_image(cut, l, "a PNG or JPEG image").unwrap_err();
+        assert!(e.contains("not a valid JPEG"), "{e}");
+        // A grey JPEG is expanded to RGB.
+        let mut grey = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut grey, 90)
+            .encode_image(&image::GrayImage::from_fn(16, 8, |x, _| image::Luma([x as u8 * 10])))
+            .unwrap();
+        let (_, _, px) = decode_jpeg_rgb(&grey, l).unwrap();
+        assert_eq!(px.len(), 16 * 8 * 3);
+        assert_eq!(px[30], px[31]);
     }
 }

@@ -27,6 +27,10 @@ pub struct Route {
     pub stats: Arc<StreamStats>,
 }
 
+/// Rejected frames in a row (and none accepted) after which a source backs off as
+/// after a failed read.
+pub const BAD_STREAK: u32 = 64;
+
 /// Longest wait between reopen attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -72,6 +76,8 @@ pub fn runner(
     move || {
         let mut backoff = restart_backoff;
         let mut bad_log = LogLimiter::new(Duration::from_secs(10));
+        // Frames rejected in a row since the last good one.
+        let mut bad_streak = 0u32;
         'outer: while !stop.is_stopped() {
             let opened = catch_unwind(AssertUnwindSafe(|| source.open()));
             match opened {
@@ -120,6 +126,7 @@ pub fn runner(
                 match next {
                     Ok(Ok(Some(frame))) => {
                         backoff = restart_backoff;
+                        bad_streak = 0;
                         stats.emit(SourceEvent::Frame { t_ns: frame.t_ns });
                         let m = frame.data.modality();
                         let Some(route) = routes.iter().find(|r| r.modality == m) else {
@@ -155,8 +162,20 @@ pub fn runner(
                     }
                     Ok(Err(e @ SourceError::BadData { .. })) => {
                         stats.emit(SourceEvent::BadData);
+                        bad_streak += 1;
                         if let Some(n) = bad_log.allow() {
                             tracing::warn!(event = names::SOURCE_BAD_DATA, source = %id, error = %clip(&e.to_string(), 300), suppressed = n, "frame skipped");
+                        }
+                        // Every frame rejected (a folder of oversized images read as
+                        // fast as it decodes): back off as after a failed read, so a
+                        // source that yields nothing cannot spin a core.
+                        if bad_streak >= BAD_STREAK {
+                            bad_streak = 0;
+                            tracing::warn!(event = names::SOURCE_ALL_REJECTED, source = %id, frames = BAD_STREAK, retry_in_s = backoff.as_secs_f64(), "every frame of the source is being rejected; backing off");
+                            if !stop.sleep(backoff) {
+                                break 'outer;
+                            }
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
                         }
                     }
                     Ok(Err(e)) => {
@@ -284,6 +303,62 @@ mod tests {
         assert_eq!(stats.reconnects.load(Relaxed), 2);
         assert_eq!(stats.frames.load(Relaxed), 9);
         assert_eq!(stats.state(), "ended");
+    }
+
+    /// Every frame is rejected, as fast as the driver can make them.
+    struct AllBad(Arc<std::sync::atomic::AtomicU64>);
+
+    impl Source for AllBad {
+        fn info(&self) -> SourceInfo {
+            Flaky { opens: 0, reads: 0 }.info()
+        }
+        fn clock(&self) -> Arc<dyn Clock> {
+            Arc::new(SystemClock)
+        }
+        fn open(&mut self) -> Result<(), SourceError> {
+            Ok(())
+        }
+        fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+            self.0.fetch_add(1, Relaxed);
+            Err(SourceError::BadData {
+                what: "frames/0001.png".into(),
+                reason: "image larger than `limits.max_image_side`".into(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_source_whose_every_frame_is_rejected_backs_off() {
+        let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stats = Arc::new(SourceStats::new("cam", "test"));
+        let (tx, _rx) = edge("cam/vision", 4, WhenFull::DropNewest);
+        let stop = StopFlag::default();
+        let h = spawn(
+            "cam".into(),
+            Box::new(AllBad(reads.clone())),
+            vec![Route {
+                modality: Modality::Vision,
+                tx,
+                stats: Arc::new(StreamStats::new("cam", Modality::Vision)),
+            }],
+            stats.clone(),
+            stop.clone(),
+            Duration::from_millis(100),
+            Tap::new(),
+            super::super::DeviceGeometry::default(),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        stop.stop();
+        h.join().unwrap();
+        // Back-offs of 0.1, 0.2, 0.4 s… fit about 3 streaks in a second (a spinning
+        // runner reads hundreds of thousands).
+        let n = reads.load(Relaxed);
+        assert!(
+            (BAD_STREAK as u64..=5 * BAD_STREAK as u64).contains(&n),
+            "{n} reads in 1 s"
+        );
+        assert_eq!(stats.errors.load(Relaxed), n);
     }
 
     #[test]

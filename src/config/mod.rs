@@ -15,11 +15,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod validate;
+pub use validate::{check_log_level, secs, secs_ns, Checks, DurationKey, SecsRange, DURATIONS, RESTART_BACKOFF};
+
 /// The commented default configuration, compiled into the binary.
-pub const DEFAULT_TOML: &str = include_str!("../configs/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../configs/default.toml");
 
 /// The built-in demo's sources, layered over the defaults only when no user file is given.
-pub const DEMO_TOML: &str = include_str!("../configs/demo.toml");
+pub const DEMO_TOML: &str = include_str!("../../configs/demo.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -369,6 +372,11 @@ pub struct QueriesConfig {
     pub max_conditions: usize,
     /// Bytes of one example's media, decoded.
     pub max_media_bytes: usize,
+    /// Longest audio example, in seconds.
+    pub max_example_seconds: f64,
+    /// Largest query store (`queries.json`), in bytes: a registration that would
+    /// make it larger is refused (`too_large`).
+    pub max_store_bytes: usize,
     pub registrations_per_s: f64,
     pub registration_burst: u32,
     pub id_min_interval_s: f64,
@@ -556,7 +564,13 @@ impl Config {
         };
         let mut b = config::Config::builder().add_source(config::File::from_str(&base, config::FileFormat::Toml));
         if let Some((path, text)) = &user {
-            // Parse the file alone first so a syntax error names the file.
+            // Parse the file alone first so a syntax error names the file; the TOML
+            // parser's error shows the line (and so the key) of a value no key can
+            // hold, such as an integer beyond 64 bits.
+            text.parse::<toml::Table>().map_err(|e| ConfigError::File {
+                path: path.clone(),
+                cause: e.to_string(),
+            })?;
             config::Config::builder()
                 .add_source(config::File::from_str(text, config::FileFormat::Toml))
                 .build()
@@ -583,311 +597,6 @@ impl Config {
         let cfg: Config = b.build()?.try_deserialize()?;
         cfg.validate()?;
         Ok(cfg)
-    }
-
-    /// Checks that serde cannot express: ranges and cross-field rules.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, what: String| Err(ConfigError::Invalid(format!("`{key}`: {what}")));
-        let w = &self.window;
-        if !(w.length_s.is_finite() && w.length_s > 0.0 && w.length_s <= 60.0) {
-            return bad(
-                "window.length_s",
-                format!("expected seconds in (0, 60], got {}", w.length_s),
-            );
-        }
-        if !(w.hop_s.is_finite() && w.hop_s > 0.0 && w.hop_s <= 60.0) {
-            return bad("window.hop_s", format!("expected seconds in (0, 60], got {}", w.hop_s));
-        }
-        if !(0.0..=1.0).contains(&w.min_coverage) {
-            return bad(
-                "window.min_coverage",
-                format!("expected a fraction in [0, 1], got {}", w.min_coverage),
-            );
-        }
-        if !(w.idle_flush_s.is_finite() && w.idle_flush_s > 0.0) {
-            return bad(
-                "window.idle_flush_s",
-                format!("expected seconds > 0, got {}", w.idle_flush_s),
-            );
-        }
-        if self.engine.providers.is_empty() {
-            return bad(
-                "engine.providers",
-                "expected at least one of tensorrt, cuda, cpu".into(),
-            );
-        }
-        if self.engine.max_batch == 0 || self.engine.max_batch > 256 {
-            return bad(
-                "engine.max_batch",
-                format!("expected 1..=256, got {}", self.engine.max_batch),
-            );
-        }
-        if self.engine.queue_depth == 0 {
-            return bad("engine.queue_depth", "expected at least 1".into());
-        }
-        if self.engine.concurrency > 64 {
-            return bad(
-                "engine.concurrency",
-                format!("expected 0 (no limit) or 1..=64, got {}", self.engine.concurrency),
-            );
-        }
-        if !(self.engine.max_wait_s.is_finite() && self.engine.max_wait_s >= 0.0) {
-            return bad(
-                "engine.max_wait_s",
-                format!("expected seconds >= 0 (0: never), got {}", self.engine.max_wait_s),
-            );
-        }
-        for (m, b) in &self.engine.modalities {
-            if *m == Modality::Text {
-                return bad(
-                    "engine.modalities.text",
-                    "text is embedded on demand (queries, labels), not from streams: expected one of vision, audio, depth, thermal, imu".into(),
-                );
-            }
-            if !(b.max_rate_hz.is_finite() && b.max_rate_hz >= 0.0) {
-                return bad(
-                    &format!("engine.modalities.{m}.max_rate_hz"),
-                    format!("expected windows per second >= 0 (0: no budget), got {}", b.max_rate_hz),
-                );
-            }
-            if !(-1000..=1000).contains(&b.priority) {
-                return bad(
-                    &format!("engine.modalities.{m}.priority"),
-                    format!("expected -1000..=1000, got {}", b.priority),
-                );
-            }
-        }
-        if self.preprocess.audio.std <= 0.0 {
-            return bad("preprocess.audio.std", "expected > 0".into());
-        }
-        if self.preprocess.vision.frames == 0 {
-            return bad("preprocess.vision.frames", "expected at least 1".into());
-        }
-        let d = &self.preprocess.depth;
-        if !(d.min_depth_m > 0.0 && d.max_depth_m > d.min_depth_m) {
-            return bad(
-                "preprocess.depth.min_depth_m",
-                "expected 0 < min_depth_m < max_depth_m".into(),
-            );
-        }
-        let t = &self.preprocess.thermal;
-        if t.range == ThermalRange::Fixed && t.raw_max <= t.raw_min {
-            return bad("preprocess.thermal.raw_max", "expected raw_max > raw_min".into());
-        }
-        if t.range == ThermalRange::Kelvin && !(t.kelvin_min >= 0.0 && t.kelvin_max > t.kelvin_min) {
-            return bad(
-                "preprocess.thermal.kelvin_max",
-                "expected 0 <= kelvin_min < kelvin_max".into(),
-            );
-        }
-        if self.preprocess.imu.samples < 2 {
-            return bad("preprocess.imu.samples", "expected at least 2".into());
-        }
-        if self.preprocess.imu.channels.len() != 6 {
-            return bad(
-                "preprocess.imu.channels",
-                format!(
-                    "expected 6 axes (the IMU encoder takes 6 channels), got {}",
-                    self.preprocess.imu.channels.len()
-                ),
-            );
-        }
-        crate::sources::parse_all(&self.sources).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let l = &self.limits;
-        if !(16..=65_535).contains(&l.max_image_side) {
-            return bad(
-                "limits.max_image_side",
-                format!("expected pixels in 16..=65535, got {}", l.max_image_side),
-            );
-        }
-        if !(l.max_aspect_ratio.is_finite() && l.max_aspect_ratio >= 1.0) {
-            return bad(
-                "limits.max_aspect_ratio",
-                format!("expected a ratio >= 1, got {}", l.max_aspect_ratio),
-            );
-        }
-        if l.max_window_frames < 16 {
-            return bad(
-                "limits.max_window_frames",
-                format!("expected at least 16, got {}", l.max_window_frames),
-            );
-        }
-        if !(l.max_time_jump_s.is_finite() && l.max_time_jump_s >= 2.0 * self.window.length_s) {
-            return bad(
-                "limits.max_time_jump_s",
-                format!(
-                    "expected seconds >= 2 × window.length_s ({}), got {}",
-                    2.0 * self.window.length_s,
-                    l.max_time_jump_s
-                ),
-            );
-        }
-        if !(self.daemon.shutdown_timeout_s.is_finite() && self.daemon.shutdown_timeout_s > 0.0) {
-            return bad("daemon.shutdown_timeout_s", "expected seconds > 0".into());
-        }
-        if !(self.daemon.watchdog_stall_s.is_finite() && self.daemon.watchdog_stall_s > 0.0) {
-            return bad(
-                "daemon.watchdog_stall_s",
-                format!("expected seconds > 0, got {}", self.daemon.watchdog_stall_s),
-            );
-        }
-        let f = &self.foxglove;
-        if f.host.trim().is_empty() {
-            return bad("foxglove.host", "expected a host to listen on, e.g. 127.0.0.1".into());
-        }
-        if !(16..=4096).contains(&f.image_max_side) {
-            return bad(
-                "foxglove.image_max_side",
-                format!("expected 16..=4096 pixels, got {}", f.image_max_side),
-            );
-        }
-        if !(f.image_rate_hz.is_finite() && f.image_rate_hz > 0.0 && f.image_rate_hz <= 60.0) {
-            return bad(
-                "foxglove.image_rate_hz",
-                format!("expected 0 < Hz <= 60, got {}", f.image_rate_hz),
-            );
-        }
-        if self.outputs.queue == 0 {
-            return bad("outputs.queue", "expected at least 1".into());
-        }
-        if !(10..=60_000).contains(&self.bus.alert_block_ms) {
-            return bad(
-                "bus.alert_block_ms",
-                format!("expected milliseconds in 10..=60000, got {}", self.bus.alert_block_ms),
-            );
-        }
-        if self.bus.when_full == WhenFull::DropOldest {
-            return bad(
-                "bus.when_full",
-                "expected `drop_newest` or `block` (zenoh cannot drop a message it already sent)".into(),
-            );
-        }
-        if !(self.health.stall_s.is_finite() && self.health.stall_s > 0.0) {
-            return bad("health.stall_s", "expected seconds > 0".into());
-        }
-        for (m, set) in &self.labels.sets {
-            if *m == Modality::Text {
-                return bad("labels.sets.text", "labels apply to sensed modalities, not text".into());
-            }
-            for (label, prompts) in set {
-                if prompts.is_empty() {
-                    return bad(
-                        &format!("labels.sets.{m}.{label}"),
-                        "expected at least one prompt".into(),
-                    );
-                }
-            }
-        }
-        if !(0.0..=1.0).contains(&self.events.start_prob)
-            || !(0.0..=1.0).contains(&self.events.end_prob)
-            || self.events.end_prob > self.events.start_prob
-        {
-            return bad("events.end_prob", "expected 0 <= end_prob <= start_prob <= 1".into());
-        }
-        let q = &self.queries;
-        if q.max_text_chars == 0 {
-            return bad("queries.max_text_chars", "expected at least 1".into());
-        }
-        if q.max_request_bytes < 64 {
-            return bad(
-                "queries.max_request_bytes",
-                format!("expected at least 64, got {}", q.max_request_bytes),
-            );
-        }
-        if !(q.registrations_per_s.is_finite() && q.registrations_per_s > 0.0) {
-            return bad(
-                "queries.registrations_per_s",
-                format!("expected a rate > 0, got {}", q.registrations_per_s),
-            );
-        }
-        if q.registration_burst == 0 {
-            return bad("queries.registration_burst", "expected at least 1".into());
-        }
-        if !(q.id_min_interval_s.is_finite() && q.id_min_interval_s >= 0.0) {
-            return bad(
-                "queries.id_min_interval_s",
-                format!("expected seconds >= 0, got {}", q.id_min_interval_s),
-            );
-        }
-        for (key, v, lo, hi) in [
-            ("queries.max_terms", q.max_terms, 1, 64),
-            ("queries.max_conditions", q.max_conditions, 2, 16),
-            ("queries.max_media_bytes", q.max_media_bytes, 1024, 64 << 20),
-        ] {
-            if !(lo..=hi).contains(&v) {
-                return bad(key, format!("expected {lo}..={hi}, got {v}"));
-            }
-        }
-        if !(-1.0..=1.0).contains(&self.queries.default_threshold) {
-            return bad("queries.default_threshold", "expected a cosine in [-1, 1]".into());
-        }
-        let f = &self.fusion;
-        if !(f.deadline_s.is_finite() && f.deadline_s >= 0.0) {
-            return bad(
-                "fusion.deadline_s",
-                format!("expected seconds >= 0, got {}", f.deadline_s),
-            );
-        }
-        if !(f.active_s.is_finite() && f.active_s > 0.0) {
-            return bad("fusion.active_s", format!("expected seconds > 0, got {}", f.active_s));
-        }
-        for (m, w) in &f.weights {
-            if *m == Modality::Text {
-                return bad(
-                    "fusion.weights.text",
-                    "text is not a stream; weights apply to sensed modalities".into(),
-                );
-            }
-            if !(w.is_finite() && *w >= 0.0) {
-                return bad(
-                    &format!("fusion.weights.{m}"),
-                    format!("expected a weight >= 0, got {w}"),
-                );
-            }
-        }
-        let h = &self.history;
-        h.retention_ns()?;
-        if h.max_bytes()? < 1 << 20 {
-            return bad(
-                "history.max_bytes",
-                format!("expected at least 1MiB, got `{}`", h.max_bytes),
-            );
-        }
-        if !(h.segment_s.is_finite() && (10.0..=86400.0).contains(&h.segment_s)) {
-            return bad(
-                "history.segment_s",
-                format!("expected seconds in [10, 86400], got {}", h.segment_s),
-            );
-        }
-        if !(h.sync_s.is_finite() && h.sync_s > 0.0 && h.sync_s <= 60.0) {
-            return bad(
-                "history.sync_s",
-                format!("expected seconds in (0, 60], got {}", h.sync_s),
-            );
-        }
-        if !(1..=10_000).contains(&h.max_k) {
-            return bad("history.max_k", format!("expected 1..=10000, got {}", h.max_k));
-        }
-        if !(h.searches_per_s.is_finite() && h.searches_per_s > 0.0) {
-            return bad(
-                "history.searches_per_s",
-                format!("expected > 0, got {}", h.searches_per_s),
-            );
-        }
-        if h.search_burst == 0 {
-            return bad("history.search_burst", "expected at least 1".into());
-        }
-        if !(self.health.interval_s.is_finite() && self.health.interval_s > 0.0) {
-            return bad("health.interval_s", "expected seconds > 0".into());
-        }
-        if self.bus.prefix.is_empty() || self.bus.prefix.contains(['*', '$', '?', '#']) {
-            return bad(
-                "bus.prefix",
-                "expected a plain key expression such as `sensebind`".into(),
-            );
-        }
-        crate::ident::validate_chunk(&self.robot_id()).map_err(|e| ConfigError::Invalid(format!("`robot.id`: {e}")))?;
-        Ok(())
     }
 
     /// The robot id: configured, else the host name.

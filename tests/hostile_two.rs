@@ -1,0 +1,253 @@
+//! Robustness round two, as an attacker on the same machine and on the bus would try
+//! it, against one daemon:
+//! - a planted symlink where earlier versions wrote a WAV example's temporary file
+//!   (`/tmp/sensebind-example-<pid>-<n>.wav`) is never followed: examples are decoded
+//!   in memory;
+//! - ONNX Runtime profile traces left by a killed daemon are removed at start, and none
+//!   is written to the shared temporary directory;
+//! - query text with a newline and terminal escapes cannot forge a log line;
+//! - 150 000 repeated modalities are stored once; the store is bounded
+//!   (`queries.max_store_bytes`, refusal `too_large`);
+//! - truncated and lying JPEG examples, and audio examples over
+//!   `queries.max_example_seconds`, are refused with the reason.
+
+use crate::common;
+
+use base64::Engine as _;
+use common::*;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A mono 16-bit WAV of `seconds` at `rate`: a rising tone.
+fn wav(seconds: f32, rate: u32, bits: u16) -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: bits,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut w = hound::WavWriter::new(&mut out, spec).unwrap();
+    for i in 0..(seconds * rate as f32) as usize {
+        let t = i as f32 / rate as f32;
+        let v = (2.0 * std::f32::consts::PI * (300.0 + 100.0 * t) * t).sin();
+        if bits == 8 {
+            w.write_sample((v * 100.0) as i8).unwrap();
+        } else {
+            w.write_sample((v * 12000.0) as i16).unwrap();
+        }
+    }
+    w.finalize().unwrap();
+    out.into_inner()
+}
+
+fn jpeg(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3) as u8, (y * 2) as u8, 90]));
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(&img)
+        .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_and_bus_attacks_of_round_two_are_refused() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let state = dir.path().join("state");
+    // Traces a killed daemon left behind (pid 999999999 cannot exist: pid_max < 2^22).
+    let profiles = state.join("ort-profile");
+    std::fs::create_dir_all(&profiles).unwrap();
+    let stale = profiles.join("sensebind-ort-999999999-vision_2026.json");
+    std::fs::write(&stale, "[]").unwrap();
+    let stale_tmp = std::env::temp_dir().join("sensebind-ort-999999999-audio_2026.json");
+    std::fs::write(&stale_tmp, "[]").unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "hostile2",
+        port,
+        "[queries]\nregistrations_per_s = 1000.0\nregistration_burst = 1000\nid_min_interval_s = 0.0\nmax_store_bytes = 65536\n",
+    );
+    let log = dir.path().join("daemon.log");
+    let mut daemon = Daemon::start(&cfg, &log);
+    let pid = daemon.child.id();
+    let dump = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // The symlinks a local attacker plants where the example files were written.
+    let victim = dir.path().join("precious.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    let planted: Vec<_> = (0..8)
+        .map(|n| std::env::temp_dir().join(format!("sensebind-example-{pid}-{n}.wav")))
+        .collect();
+    for p in &planted {
+        let _ = std::fs::remove_file(p);
+        std::os::unix::fs::symlink(&victim, p).unwrap();
+    }
+
+    let z = client(port).await;
+    let errors: Arc<Mutex<BTreeMap<String, serde_json::Value>>> = Arc::default();
+    let e2 = errors.clone();
+    let _errors = z
+        .declare_subscriber("sensebind/hostile2/errors/queries/**")
+        .callback(move |s| {
+            let v: serde_json::Value = serde_json::from_slice(&s.payload().to_bytes()).unwrap();
+            e2.lock()
+                .unwrap()
+                .insert(v["query_id"].as_str().unwrap_or_default().to_string(), v);
+        })
+        .await
+        .unwrap();
+    // Up once the first labels arrive.
+    let labels = z.declare_subscriber("sensebind/hostile2/labels/**").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), labels.recv_async())
+        .await
+        .unwrap_or_else(|_| panic!("no labels; log:\n{}", dump()))
+        .unwrap();
+
+    // ORT traces: the stale ones are gone, none of this daemon is left anywhere.
+    assert!(!stale.exists(), "a killed daemon's trace is removed at start");
+    assert!(
+        !stale_tmp.exists(),
+        "a killed daemon's trace in /tmp is removed at start"
+    );
+    let ours = format!("sensebind-ort-{pid}-");
+    for d in [std::env::temp_dir(), profiles.clone()] {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            assert!(
+                !e.file_name().to_string_lossy().starts_with(&ours),
+                "trace left in {}: {:?}",
+                d.display(),
+                e.file_name()
+            );
+        }
+    }
+
+    let put = |id: &str, body: String| {
+        let z = &z;
+        let key = format!("sensebind/hostile2/queries/{id}");
+        async move { z.put(key, body).await.unwrap() }
+    };
+    let registered = |id: &'static str| {
+        let z = &z;
+        async move {
+            for _ in 0..40 {
+                if query_ids(z, "hostile2").await.iter().any(|q| q == id) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            false
+        }
+    };
+    let refusal = |id: &'static str| {
+        let errors = errors.clone();
+        async move {
+            for _ in 0..40 {
+                if let Some(v) = errors.lock().unwrap().get(id) {
+                    return v.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            panic!("no refusal of `{id}`")
+        }
+    };
+
+    // A WAV example is embedded without touching the planted links.
+    put(
+        "ex",
+        format!(
+            r#"{{"example":{{"media":"{}","mime":"audio/wav"}}}}"#,
+            b64(&wav(3.0, 16000, 16))
+        ),
+    )
+    .await;
+    assert!(registered("ex").await, "the WAV example registers; log:\n{}", dump());
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "precious",
+        "the symlink was followed"
+    );
+    for p in &planted {
+        assert!(std::fs::symlink_metadata(p).unwrap().file_type().is_symlink());
+        std::fs::remove_file(p).unwrap();
+    }
+
+    // Log injection: the text reaches the log on one line, its escapes escaped.
+    let forged = "2026-01-01T00:00:00.000000Z ERROR sensebind::pipeline: event=\\\"stage_failed\\\"";
+    put("inj", format!(r#"{{"text":"x\n{forged}\u001b[2J\r"}}"#)).await;
+    assert!(registered("inj").await);
+    let text = dump();
+    assert!(
+        !text.lines().any(|l| l.starts_with("2026-01-01T00:00:00")),
+        "a forged log line:\n{text}"
+    );
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\r'),
+        "raw escapes in the log"
+    );
+    assert!(text.contains(r"x\n2026-01-01T00:00:00"), "the text is logged, escaped");
+
+    // 150 000 × "audio" is one modality; the store stays small.
+    put(
+        "many",
+        format!(
+            r#"{{"text":"a drum","modalities":[{}"audio"]}}"#,
+            "\"audio\",".repeat(150_000)
+        ),
+    )
+    .await;
+    assert!(registered("many").await, "log:\n{}", dump());
+    let store = std::fs::read_to_string(state.join("queries.json")).unwrap();
+    assert!(store.len() < 60_000, "{} bytes", store.len());
+    let stored: serde_json::Value = serde_json::from_str(&store).unwrap();
+    let many = stored["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["id"] == "many")
+        .unwrap()
+        .clone();
+    assert_eq!(many["modalities"], serde_json::json!(["audio"]));
+
+    // Truncated and lying JPEGs, and too long a WAV, are refused with the reason.
+    let good = jpeg(96, 64);
+    let mut lying = good.clone();
+    let sof = lying.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
+    lying[sof + 5..sof + 9].copy_from_slice(&[0x1F, 0x40, 0x1F, 0x40]); // 8000×8000
+    for (id, media, mime, needle) in [
+        ("cut", b64(&good[..good.len() / 2]), "image/jpeg", "not a valid JPEG"),
+        ("lie", b64(&lying), "image/jpeg", "not a valid JPEG"),
+        (
+            "long",
+            b64(&wav(31.0, 1000, 8)),
+            "audio/wav",
+            "queries.max_example_seconds",
+        ),
+    ] {
+        put(id, format!(r#"{{"example":{{"media":"{media}","mime":"{mime}"}}}}"#)).await;
+        let e = refusal(id).await;
+        assert!(e["error"].as_str().unwrap().contains(needle), "{id}: {e}");
+    }
+
+    // The store is bounded: registrations beyond `queries.max_store_bytes` are refused
+    // (`too_large`), the file stays within it, and the daemon goes on.
+    for i in 0..80 {
+        put(&format!("fill{i}"), format!(r#"{{"text":"thing number {i}"}}"#)).await;
+    }
+    let full = refusal("fill79").await;
+    assert_eq!(full["code"], "too_large", "{full}");
+    assert!(
+        full["error"].as_str().unwrap().contains("queries.max_store_bytes"),
+        "{full}"
+    );
+    let size = std::fs::metadata(state.join("queries.json")).unwrap().len();
+    assert!(size <= 65536, "store of {size} bytes");
+    assert!(daemon.running());
+    daemon.stop();
+}
