@@ -604,15 +604,29 @@ fn embed(mut cfg: Config, pack: Option<String>, inp: EmbedInputs) -> Result<()> 
     Ok(())
 }
 
-/// A session for tools: a peer that connects to the daemon's listen endpoints.
-async fn tool_session(cfg: &Config) -> Result<zenoh::Session> {
+/// A session for tools: a client of the daemon's listen endpoints, or of what
+/// `bus.connect` names (the fleet's router). `base` names the daemon(s) in the error
+/// when nothing answers; with `wait` (listen) it keeps trying instead.
+async fn tool_session(cfg: &Config, base: &str, wait: bool) -> Result<zenoh::Session> {
     let mut bus = cfg.bus.clone();
     if bus.connect.is_empty() {
         bus.connect = bus.listen.iter().map(|e| e.replace("0.0.0.0", "127.0.0.1")).collect();
     }
     bus.listen.clear();
-    bus.mode = sensebind::config::ZenohMode::Peer;
-    Ok(zenoh_bus::open(&bus).await?)
+    // A client of whatever it connects to: a daemon (a peer routes for its clients) or
+    // the fleet's router.
+    bus.mode = sensebind::config::ZenohMode::Client;
+    let mut z = zenoh_bus::zenoh_config(&bus)?;
+    if wait {
+        z.insert_json5("connect/exit_on_failure", "false")
+            .map_err(|e| anyhow!("zenoh config: {e}"))?;
+    }
+    zenoh::open(z).await.map_err(|e| {
+        anyhow!(
+            "no daemon answers under {base} at {} (is `sensebind run` up, with the same bus?): {e}",
+            bus.connect.join(", ")
+        )
+    })
 }
 
 /// Whether a daemon holds its liveliness token under `topics`.
@@ -632,9 +646,15 @@ async fn daemon_alive(session: &zenoh::Session, topics: &Topics) -> Result<bool>
 }
 
 async fn require_daemon(session: &zenoh::Session, topics: &Topics) -> Result<()> {
-    for _ in 0..5 {
+    // Through a router, a new session learns the routes to the daemons within about a
+    // second: ask for up to 3 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
         if daemon_alive(session, topics).await? {
             return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -681,7 +701,7 @@ async fn await_answer(
 async fn query(cfg: Config, op: QueryOp, robot: Option<String>) -> Result<()> {
     let robot = robot.unwrap_or_else(|| cfg.robot_id());
     let topics = Topics::new(&cfg.bus.prefix, &robot);
-    let session = tool_session(&cfg).await?;
+    let session = tool_session(&cfg, topics.base(), false).await?;
     require_daemon(&session, &topics).await?;
     match op {
         QueryOp::Add {
@@ -833,7 +853,7 @@ async fn search(cfg: Config, a: SearchCli) -> Result<()> {
         sensebind::bus::validate_chunk(&robot).map_err(|e| anyhow!("--robot: {e}"))?;
     }
     let selector = format!("{}/{robot}/search?{}", cfg.bus.prefix, params.join(";"));
-    let session = tool_session(&cfg).await?;
+    let session = tool_session(&cfg, &format!("{}/{robot}", cfg.bus.prefix), false).await?;
     if robot != "*" {
         require_daemon(&session, &Topics::new(&cfg.bus.prefix, &robot)).await?;
     }
@@ -1029,7 +1049,7 @@ async fn listen(cfg: Config, robot: Option<String>, embeddings: bool, json: bool
     use sensebind::bus::listen::Lines;
     let robot = robot.unwrap_or_else(|| cfg.robot_id());
     let base = format!("{}/{}", cfg.bus.prefix, robot);
-    let session = tool_session(&cfg).await?;
+    let session = tool_session(&cfg, &base, true).await?;
     let sub = session
         .declare_subscriber(format!("{base}/**"))
         .await

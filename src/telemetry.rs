@@ -21,6 +21,7 @@ pub mod names {
     pub const PACK_LOADED: &str = "pack_loaded";
     pub const BUS_OPEN: &str = "bus_open";
     pub const BUS_ERROR: &str = "bus_error";
+    pub const BUS_ISOLATED: &str = "bus_isolated";
     pub const PUBLISH_FAILED: &str = "publish_failed";
     pub const PROVIDER_FALLBACK: &str = "provider_fallback";
     pub const SOURCE_STARTED: &str = "source_started";
@@ -180,6 +181,18 @@ pub const METRICS: &[Metric] = &[
     Metric {
         name: "history.write_errors",
         help: "embeddings that could not be written to the history (disk full, I/O error)",
+    },
+    Metric {
+        name: "history.read_errors",
+        help: "history records that could not be read back (damaged, cut short, I/O error)",
+    },
+    Metric {
+        name: "history.corrupt",
+        help: "history records found damaged (CRC) at load or when read, skipped",
+    },
+    Metric {
+        name: "history.dropped",
+        help: "embeddings lost before reaching the history (its queue was full, or it was gone)",
     },
     Metric {
         name: "searches",
@@ -606,9 +619,17 @@ pub enum DaemonEvent {
         windows: u64,
         bytes: u64,
         oldest_ns: Option<i64>,
+        /// Records found damaged so far.
+        corrupt: u64,
     },
     /// An embedding could not be written to the history (the error, for health).
     HistoryWriteFailed(String),
+    /// An embedding was written: a write or read problem reported before is over.
+    HistoryWritten,
+    /// A record could not be read back, or a file changed outside the daemon.
+    HistoryReadFailed(String),
+    /// An embedding was lost before reaching the history.
+    HistoryDropped,
     /// A search was answered.
     Searched,
     /// A stage ended or panicked; the daemon cannot go on as configured.
@@ -637,6 +658,9 @@ pub struct Telemetry {
     pub fused_incomplete: AtomicU64,
     history: Mutex<(u64, u64, Option<i64>)>,
     history_write_errors: AtomicU64,
+    history_read_errors: AtomicU64,
+    history_corrupt: AtomicU64,
+    history_dropped: AtomicU64,
     history_error: Mutex<Option<String>>,
     pub searches: AtomicU64,
     failed: Mutex<Vec<Value>>,
@@ -660,6 +684,9 @@ impl Telemetry {
             fused_incomplete: AtomicU64::new(0),
             history: Mutex::new((0, 0, None)),
             history_write_errors: AtomicU64::new(0),
+            history_read_errors: AtomicU64::new(0),
+            history_corrupt: AtomicU64::new(0),
+            history_dropped: AtomicU64::new(0),
             history_error: Mutex::new(None),
             searches: AtomicU64::new(0),
             failed: Mutex::new(Vec::new()),
@@ -770,13 +797,24 @@ impl Telemetry {
                 windows,
                 bytes,
                 oldest_ns,
+                corrupt,
             } => {
                 *lock(&self.history) = (windows, bytes, oldest_ns);
-                *lock(&self.history_error) = None;
+                self.history_corrupt.fetch_max(corrupt, Relaxed);
             }
             DaemonEvent::HistoryWriteFailed(e) => {
                 self.history_write_errors.fetch_add(1, Relaxed);
-                *lock(&self.history_error) = Some(e);
+                *lock(&self.history_error) = Some(format!("not written: {e}"));
+            }
+            DaemonEvent::HistoryWritten => {
+                *lock(&self.history_error) = None;
+            }
+            DaemonEvent::HistoryReadFailed(e) => {
+                self.history_read_errors.fetch_add(1, Relaxed);
+                *lock(&self.history_error) = Some(format!("not read: {e}"));
+            }
+            DaemonEvent::HistoryDropped => {
+                self.history_dropped.fetch_add(1, Relaxed);
             }
             DaemonEvent::Searched => {
                 self.searches.fetch_add(1, Relaxed);
@@ -833,7 +871,7 @@ impl Telemetry {
         }
         let history_error = lock(&self.history_error).clone();
         if let Some(e) = &history_error {
-            degraded.push(format!("history not written: {e}"));
+            degraded.push(format!("history {e}"));
         }
         let (h_windows, h_bytes, h_oldest) = *lock(&self.history);
         let failed = lock(&self.failed).clone();
@@ -870,6 +908,9 @@ impl Telemetry {
                 "bytes": h_bytes,
                 "oldest_ns": h_oldest,
                 "write_errors": self.history_write_errors.load(Relaxed),
+                "read_errors": self.history_read_errors.load(Relaxed),
+                "corrupt": self.history_corrupt.load(Relaxed),
+                "dropped": self.history_dropped.load(Relaxed),
                 "error": history_error,
             },
             "searches": self.searches.load(Relaxed),
@@ -1012,6 +1053,21 @@ pub const PROMETHEUS: &[(&str, &str, &str)] = &[
         "sensebind_history_write_errors_total",
         "counter",
         "embeddings that could not be written to the history",
+    ),
+    (
+        "sensebind_history_read_errors_total",
+        "counter",
+        "history records that could not be read back",
+    ),
+    (
+        "sensebind_history_corrupt_total",
+        "counter",
+        "history records found damaged and skipped",
+    ),
+    (
+        "sensebind_history_dropped_total",
+        "counter",
+        "embeddings lost before reaching the history",
     ),
     ("sensebind_searches_total", "counter", "searches answered on `search`"),
     ("sensebind_publish_errors_total", "counter", "bus publish failures"),
@@ -1189,6 +1245,13 @@ impl Telemetry {
             String::new(),
             self.history_write_errors.load(Relaxed).to_string(),
         );
+        for (name, v) in [
+            ("sensebind_history_read_errors_total", &self.history_read_errors),
+            ("sensebind_history_corrupt_total", &self.history_corrupt),
+            ("sensebind_history_dropped_total", &self.history_dropped),
+        ] {
+            put(name, String::new(), v.load(Relaxed).to_string());
+        }
         put(
             "sensebind_searches_total",
             String::new(),
@@ -1256,6 +1319,49 @@ mod tests {
         let h = t.snapshot("r", 0);
         assert_eq!(h["status"], "failed");
         assert_eq!(h["failed_stages"][0]["stage"], "encoder/audio");
+    }
+
+    #[test]
+    fn history_errors_degrade_the_status_until_a_write_succeeds() {
+        let t = Telemetry::new(Duration::from_secs(60));
+        let report = |t: &Telemetry| {
+            t.emit(DaemonEvent::History {
+                windows: 5,
+                bytes: 100,
+                oldest_ns: Some(0),
+                corrupt: 2,
+            })
+        };
+        assert_eq!(t.snapshot("r", 0)["status"], "ok");
+        // A full disk: every write fails; the periodic report does not hide it.
+        for _ in 0..3 {
+            t.emit(DaemonEvent::HistoryWriteFailed("No space left on device".into()));
+            report(&t);
+        }
+        let h = t.snapshot("r", 0);
+        assert_eq!(h["status"], "degraded", "{h}");
+        assert!(h["problems"][0].as_str().unwrap().contains("No space left"), "{h}");
+        assert_eq!(h["history"]["write_errors"], 3);
+        assert_eq!(h["history"]["corrupt"], 2);
+        // Writes succeed again: clear.
+        t.emit(DaemonEvent::HistoryWritten);
+        assert_eq!(t.snapshot("r", 0)["status"], "ok");
+        // A record that cannot be read back: degraded until a write succeeds.
+        t.emit(DaemonEvent::HistoryReadFailed(
+            "seg-1.sbh: failed to fill whole buffer".into(),
+        ));
+        t.emit(DaemonEvent::HistoryDropped);
+        let h = t.snapshot("r", 0);
+        assert_eq!(h["status"], "degraded");
+        assert_eq!(
+            (h["history"]["read_errors"].as_u64(), h["history"]["dropped"].as_u64()),
+            (Some(1), Some(1))
+        );
+        let prom = t.prometheus();
+        assert!(prom.contains("sensebind_history_dropped_total 1"), "{prom}");
+        assert!(prom.contains("sensebind_history_read_errors_total 1"), "{prom}");
+        t.emit(DaemonEvent::HistoryWritten);
+        assert_eq!(t.snapshot("r", 0)["status"], "ok");
     }
 
     #[test]

@@ -146,7 +146,9 @@ fn make_recording(dir: &Path) -> Recording {
     }
 }
 
-fn daemon_config(dir: &Path, robot: &str, listen: u16, connect: u16, rec: &Recording) -> PathBuf {
+/// A robot's config: its bus with the default settings but for the one router it
+/// connects to (it listens nowhere, so everything it exchanges crosses the router).
+fn daemon_config(dir: &Path, robot: &str, router: u16, rec: &Recording) -> PathBuf {
     use base64::Engine as _;
     let example = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&rec.example).unwrap());
     let path = dir.join(format!("{robot}.toml"));
@@ -161,8 +163,8 @@ state_dir = "{state}"
 length_s = 2.0
 hop_s = 2.0
 [bus]
-listen = ["tcp/127.0.0.1:{listen}"]
-connect = ["tcp/127.0.0.1:{connect}"]
+listen = []
+connect = ["tcp/127.0.0.1:{router}"]
 [engine]
 when_full = "block"
 [health]
@@ -233,12 +235,16 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
     require_ort();
     let dir = tempfile::tempdir().unwrap();
     let rec = make_recording(dir.path());
-    let (hub, p1, p2) = (free_port(), free_port(), free_port());
-    let z = listener(hub).await;
+    // The fleet's topology as deployed: a zenoh router; two robots and the operator
+    // (this test's session, and the command line) connect to it with the default
+    // `[bus]` settings and nothing else.
+    let hub = free_port();
+    let _router = zenoh_router(hub).await;
+    let z = router_client(hub).await;
     let sub = z.declare_subscriber("sensebind/**").await.unwrap();
     let (c1, c2) = (
-        daemon_config(dir.path(), "r1", p1, hub, &rec),
-        daemon_config(dir.path(), "r2", p2, hub, &rec),
+        daemon_config(dir.path(), "r1", hub, &rec),
+        daemon_config(dir.path(), "r2", hub, &rec),
     );
     let mut d1 = Daemon::start(&c1, &dir.path().join("r1.log"));
     let mut d2 = Daemon::start(&c2, &dir.path().join("r2.log"));
@@ -329,9 +335,7 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
     let cli = dir.path().join("cli.toml");
     std::fs::write(
         &cli,
-        format!(
-            "[robot]\nid = \"r1\"\n[bus]\nlisten = []\nconnect = [\"tcp/127.0.0.1:{p1}\", \"tcp/127.0.0.1:{p2}\"]\n"
-        ),
+        format!("[robot]\nid = \"r1\"\n[bus]\nlisten = []\nconnect = [\"tcp/127.0.0.1:{hub}\"]\n"),
     )
     .unwrap();
     let (ok, hits, err) = search(
@@ -347,6 +351,7 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
     );
     assert!(ok, "{err}");
     assert_eq!(hits.len(), 6, "{err}");
+    let before_kill = hits.clone();
     for h in &hits {
         let seq = h["seq"].as_i64().unwrap();
         let digit = if h["modality"] == "thermal" {
@@ -459,8 +464,21 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
     assert_eq!(d2.stop_within(Duration::from_secs(10)), Some(0), "r2:\n{}", dump("r2"));
     d1.child.kill().unwrap();
     d1.child.wait().unwrap();
+    // Restarted with a synthetic IMU instead of the replay, so no new thermal or audio
+    // window joins the reloaded ones.
+    let text = std::fs::read_to_string(&c1).unwrap();
+    let cut = text.find("[queries.presets.both]").unwrap();
+    let c1b = dir.path().join("r1b.toml");
+    std::fs::write(
+        &c1b,
+        format!(
+            "{}[sources.imu]\ntype = \"synthetic\"\nsensor = \"imu\"\n",
+            &text[..cut]
+        ),
+    )
+    .unwrap();
     let log = dir.path().join("r1b.log");
-    let mut d1 = Daemon::start(&c1, &log);
+    let mut d1 = Daemon::start(&c1b, &log);
     let t0 = Instant::now();
     let loaded = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -470,21 +488,39 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
         assert!(t0.elapsed() < Duration::from_secs(60), "no history_loaded in:\n{text}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    // Without the log's colour codes.
-    let mut plain = String::new();
-    let mut esc = false;
-    for c in loaded.chars() {
-        match (esc, c) {
-            (false, '\x1b') => esc = true,
-            (true, 'm') => esc = false,
-            (false, c) => plain.push(c),
-            _ => {}
-        }
-    }
     assert!(
-        plain.contains("windows=36"),
+        loaded.contains("windows=36"),
         "12 thermal, 12 audio and 12 fused windows reloaded: {loaded}"
     );
+    // The same search gives the same hits and scores as before the kill.
+    let mut again = Vec::new();
+    for _ in 0..20 {
+        let (ok, hits, err) = search(
+            &cli,
+            &[
+                "the number three",
+                "--k",
+                "6",
+                "--json",
+                "--modalities",
+                "thermal,audio",
+                "--robot",
+                "r1",
+            ],
+        );
+        if ok {
+            again = hits;
+            break;
+        }
+        assert!(err.contains("no daemon answers"), "{err}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let strip = |hits: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        hits.iter()
+            .map(|h| serde_json::json!([h["robot"], h["source"], h["modality"], h["seq"], h["score"]]))
+            .collect()
+    };
+    assert_eq!(strip(&again), strip(&before_kill), "search after kill -9 and restart");
     let code = d1.stop_within(Duration::from_secs(10));
     assert_eq!(
         code,

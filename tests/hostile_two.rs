@@ -103,6 +103,37 @@ async fn local_and_bus_attacks_of_round_two_are_refused() {
         })
         .await
         .unwrap();
+    // Every embedding published, to compare with the history after the SIGTERM.
+    type Published = BTreeMap<(String, String, i64), (String, Vec<f32>)>;
+    let published: Arc<Mutex<Published>> = Arc::default();
+    let p2 = published.clone();
+    let _embeddings = z
+        .declare_subscriber("sensebind/hostile2/embedding/**")
+        .callback(move |s| {
+            let b = s.payload().to_bytes();
+            let (source, target, seq, model, v) = if s.key_expr().as_str().ends_with("/fused") {
+                let m = sensebind::bus::FusedMsg::from_cbor(&b).unwrap();
+                (
+                    "fused".to_string(),
+                    "fused".to_string(),
+                    m.seq,
+                    m.model.clone(),
+                    m.vector(),
+                )
+            } else {
+                let m = sensebind::bus::EmbeddingMsg::from_cbor(&b).unwrap();
+                (
+                    m.source.clone(),
+                    m.modality.to_string(),
+                    m.seq,
+                    m.model.clone(),
+                    m.vector(),
+                )
+            };
+            p2.lock().unwrap().insert((source, target, seq), (model, v));
+        })
+        .await
+        .unwrap();
     // Up once the first labels arrive.
     let labels = z.declare_subscriber("sensebind/hostile2/labels/**").await.unwrap();
     tokio::time::timeout(Duration::from_secs(60), labels.recv_async())
@@ -250,4 +281,23 @@ async fn local_and_bus_attacks_of_round_two_are_refused() {
     assert!(size <= 65536, "store of {size} bytes");
     assert!(daemon.running());
     daemon.stop();
+
+    // Every window published before the SIGTERM is in the history, and nothing else.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let published = published.lock().unwrap().clone();
+    assert!(published.len() >= 10, "{} windows", published.len());
+    let (model, v0) = published.values().next().unwrap().clone();
+    let opts = sensebind::history::HistoryOptions {
+        retention_ns: i64::MAX / 4,
+        max_bytes: 1 << 40,
+        segment_ns: 600_000_000_000,
+        sync: Duration::from_secs(1),
+    };
+    let h = sensebind::history::History::open(&state.join("history"), &model, v0.len(), opts).unwrap();
+    assert_eq!(h.len(), published.len(), "the history holds exactly what was published");
+    for ((source, target, seq), (_, v)) in &published {
+        let t: sensebind::modality::Target = target.parse().unwrap();
+        let got = h.get(source, t, *seq).unwrap();
+        assert_eq!(got.map(|r| r.vector).as_ref(), Some(v), "{target}/{source} seq {seq}");
+    }
 }

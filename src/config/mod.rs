@@ -320,9 +320,23 @@ pub struct OutputsConfig {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ZenohMode {
+    /// `client` when `connect` lists endpoints (a router, or a peer, routes everything
+    /// for its clients), else `peer` listening on `listen`.
+    Auto,
     Peer,
     Client,
     Router,
+}
+
+impl BusConfig {
+    /// The session mode `mode` resolves to (see [`ZenohMode::Auto`]).
+    pub fn resolved_mode(&self) -> ZenohMode {
+        match self.mode {
+            ZenohMode::Auto if self.connect.is_empty() => ZenohMode::Peer,
+            ZenohMode::Auto => ZenohMode::Client,
+            m => m,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

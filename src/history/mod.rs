@@ -36,6 +36,9 @@ pub enum HistoryError {
     Io { path: PathBuf, reason: String },
     #[error("history: {0}")]
     Invalid(String),
+    /// The record was written, but the file had changed outside the daemon.
+    #[error("history: {0}")]
+    Changed(String),
 }
 
 const MAGIC: &[u8; 8] = b"SBHIST1\n";
@@ -85,6 +88,8 @@ pub struct SearchResult {
     pub scanned: usize,
     /// Windows re-scored exactly.
     pub rescored: usize,
+    /// Records that could not be read back (skipped, counted in `corrupt`).
+    pub faults: Vec<ReadFault>,
 }
 
 /// Settings of [`History::open`].
@@ -101,9 +106,13 @@ struct Entry {
     seq: i64,
     t_start_ns: i64,
     t_end_ns: i64,
-    /// Offset of the f32 vector in the segment file.
+    /// Offset of the record (its length field) in the segment file.
     offset: u64,
+    /// Length of the record's body.
+    len: u32,
     q: Quant,
+    /// Found damaged or unreadable when read: never searched again.
+    dead: std::sync::atomic::AtomicBool,
 }
 
 struct Segment {
@@ -133,6 +142,25 @@ pub struct History {
     dirty_since: Option<Instant>,
     /// Problems found at load (cut tails, unreadable files), for the log and health.
     pub load_notes: Vec<String>,
+    /// Records found damaged (bad CRC, unreadable), at load or when read.
+    corrupt: std::sync::atomic::AtomicU64,
+}
+
+/// Why a record could not be read back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadFault {
+    /// Its bytes no longer match their CRC (or its length field changed).
+    Corrupt(String),
+    /// The file could not be read there (cut short, I/O error).
+    Io(String),
+}
+
+impl std::fmt::Display for ReadFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadFault::Corrupt(s) | ReadFault::Io(s) => f.write_str(s),
+        }
+    }
 }
 
 fn target_code(t: Target) -> u8 {
@@ -213,6 +241,62 @@ fn decode(b: &[u8], dim: usize) -> Option<(Record, usize)> {
     ))
 }
 
+impl Entry {
+    fn is_dead(&self) -> bool {
+        self.dead.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Walk the records of a segment's bytes from `start`: the byte ranges of the good
+/// ones (whole records, length field included), the offsets where damaged bytes were
+/// skipped, and the end of the last good record. After a damaged record the walk
+/// resynchronises on the next offset that holds a whole record with a matching CRC,
+/// so one bad record never costs the good ones after it. Bytes after the last good
+/// record that hold no whole record are a torn tail, not damage.
+fn scan_records(all: &[u8], start: usize, dim: usize) -> (Vec<std::ops::Range<usize>>, Vec<usize>, usize) {
+    let record_at = |off: usize| -> Option<usize> {
+        let head = all.get(off..off + 8)?;
+        let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
+        // A body is 26 bytes of fields, a source of at most 255 and the vector.
+        if len < 26 + 4 * dim || len > 26 + 255 + 4 * dim {
+            return None;
+        }
+        let crc = u32::from_le_bytes(head[4..].try_into().ok()?);
+        let body = all.get(off + 8..off + 8 + len)?;
+        (crc32fast::hash(body) == crc && decode(body, dim).is_some()).then_some(8 + len)
+    };
+    let (mut good, mut damaged) = (Vec::new(), Vec::new());
+    let mut off = start;
+    let mut good_end = start;
+    while off < all.len() {
+        if let Some(n) = record_at(off) {
+            good.push(off..off + n);
+            off += n;
+            good_end = off;
+            continue;
+        }
+        // Resynchronise: the next offset that starts a good record.
+        match (off + 1..all.len().saturating_sub(8)).find(|o| record_at(*o).is_some()) {
+            Some(next) => {
+                damaged.push(off);
+                off = next;
+            }
+            None => break,
+        }
+    }
+    (good, damaged, good_end)
+}
+
+/// Where a damaged segment's bytes are kept: `<file>.bad-<unix seconds>`.
+fn bad_copy_path(path: &Path) -> PathBuf {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut p = path.as_os_str().to_owned();
+    p.push(format!(".bad-{t}"));
+    PathBuf::from(p)
+}
+
 fn header(dim: usize, model: &str) -> Vec<u8> {
     let m = model.as_bytes();
     let m = &m[..m.len().min(255)];
@@ -239,6 +323,7 @@ impl History {
             newest_t_end: i64::MIN,
             dirty_since: None,
             load_notes: Vec::new(),
+            corrupt: std::sync::atomic::AtomicU64::new(0),
         };
         let mut files: Vec<(i64, PathBuf)> = std::fs::read_dir(dir)
             .map_err(|e| ioerr(dir, "cannot list", e))?
@@ -307,31 +392,62 @@ impl History {
             t_max: i64::MIN,
             first_t_end: i64::MIN,
         };
-        let mut off = 13 + mlen;
-        let good_end = loop {
-            let Some(head) = all.get(off..off + 8) else { break off };
-            let len = u32::from_le_bytes(head[..4].try_into().unwrap_or_default()) as usize;
-            let crc = u32::from_le_bytes(head[4..].try_into().unwrap_or_default());
-            let Some(body) = all.get(off + 8..off + 8 + len) else {
-                break off;
-            };
-            if crc32fast::hash(body) != crc {
-                break off;
-            }
-            let Some((rec, vo)) = decode(body, dim) else { break off };
-            self.index_record(&mut seg, &rec, (off + 8 + vo) as u64);
-            off += 8 + len;
-        };
-        if good_end < all.len() {
+        let head_len = 13 + mlen;
+        let (good, damaged, good_end) = scan_records(&all, head_len, dim);
+        let torn_tail_only = damaged.is_empty();
+        if !damaged.is_empty() {
+            // Damage inside the file: keep its bytes aside, then rewrite it with the
+            // good records only (those after the damage included).
+            let copy = bad_copy_path(path);
+            let kept = std::fs::write(&copy, &all);
+            self.corrupt
+                .fetch_add(damaged.len() as u64, std::sync::atomic::Ordering::Relaxed);
             self.load_notes.push(format!(
-                "{}: {} bytes after the last good record were cut off (a torn or damaged write)",
+                "{}: {} damaged record(s) skipped, {} good record(s) kept; {}",
+                path.display(),
+                damaged.len(),
+                good.len(),
+                match kept {
+                    Ok(()) => format!("the damaged file is kept as {}", copy.display()),
+                    Err(e) => format!("a copy could not be kept ({}: {e})", copy.display()),
+                }
+            ));
+            let mut fresh = all[..head_len].to_vec();
+            for r in &good {
+                fresh.extend_from_slice(&all[r.clone()]);
+            }
+            let tmp = path.with_extension("sbh.tmp");
+            let rewrite = || -> std::io::Result<std::fs::File> {
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&fresh)?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, path)?;
+                std::fs::OpenOptions::new().read(true).append(true).open(path)
+            };
+            seg.file = rewrite().map_err(|e| ioerr(path, "cannot rewrite without its damaged records", e))?;
+            all = fresh;
+        } else if good_end < all.len() {
+            self.load_notes.push(format!(
+                "{}: {} bytes after the last good record were cut off (a torn write)",
                 path.display(),
                 all.len() - good_end
             ));
             seg.file
                 .set_len(good_end as u64)
-                .map_err(|e| ioerr(path, "cannot cut the damaged tail", e))?;
+                .map_err(|e| ioerr(path, "cannot cut the torn tail", e))?;
+            all.truncate(good_end);
         }
+        let _ = torn_tail_only;
+        let mut off = head_len;
+        while let Some(head) = all.get(off..off + 8) {
+            let len = u32::from_le_bytes(head[..4].try_into().unwrap_or_default()) as usize;
+            let Some((rec, _)) = all.get(off + 8..off + 8 + len).and_then(|b| decode(b, dim)) else {
+                break;
+            };
+            self.index_record(&mut seg, &rec, off as u64, len as u32);
+            off += 8 + len;
+        }
+        let good_end = off;
         seg.bytes = good_end as u64;
         if !searchable && seg.records > 0 {
             self.load_notes.push(format!(
@@ -343,7 +459,7 @@ impl History {
         Ok(Some(seg))
     }
 
-    fn index_record(&mut self, seg: &mut Segment, r: &Record, offset: u64) {
+    fn index_record(&mut self, seg: &mut Segment, r: &Record, offset: u64, len: u32) {
         if seg.first_t_end == i64::MIN {
             seg.first_t_end = r.t_end_ns;
         }
@@ -365,7 +481,9 @@ impl History {
             t_start_ns: r.t_start_ns,
             t_end_ns: r.t_end_ns,
             offset,
+            len,
             q,
+            dead: std::sync::atomic::AtomicBool::new(false),
         });
     }
 
@@ -437,14 +555,28 @@ impl History {
         rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
         rec.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         rec.extend_from_slice(&body);
-        let vo = (rec.len() - 4 * self.dim) as u64;
         let mut seg = self.segments.pop_back().expect("a segment was just ensured");
+        // The file may have changed under the daemon (cut short by hand): appending
+        // goes to its real end, so the record's offset is read from the file.
+        let note = match seg.file.metadata() {
+            Ok(m) if m.len() != seg.bytes => {
+                let note = format!(
+                    "{} is {} bytes, {} were written: changed outside the daemon",
+                    seg.path.display(),
+                    m.len(),
+                    seg.bytes
+                );
+                seg.bytes = m.len();
+                Some(note)
+            }
+            _ => None,
+        };
         let before = seg.bytes;
         let res = seg.file.write_all(&rec);
         let out = match res {
             Ok(()) => {
                 seg.bytes += rec.len() as u64;
-                self.index_record(&mut seg, r, before + vo);
+                self.index_record(&mut seg, r, before, body.len() as u32);
                 self.dirty_since.get_or_insert(now);
                 Ok(())
             }
@@ -456,7 +588,10 @@ impl History {
         self.segments.push_back(seg);
         self.maybe_sync(now);
         self.expire();
-        out
+        match (out, note) {
+            (Ok(()), Some(note)) => Err(HistoryError::Changed(note)),
+            (out, _) => out,
+        }
     }
 
     /// fdatasync the open segment if data has waited `sync` or longer.
@@ -514,14 +649,42 @@ impl History {
         self.dim
     }
 
-    fn read_vector(&self, seg: &Segment, e: &Entry) -> Result<Vec<f32>, HistoryError> {
-        let mut b = vec![0u8; 4 * self.dim];
-        seg.file
-            .read_exact_at(&mut b, e.offset)
-            .map_err(|err| ioerr(&seg.path, "cannot read a vector", err))?;
-        Ok(b.chunks_exact(4)
+    /// Read one record back, checking its length and CRC: its vector, or why not (the
+    /// entry is then dead, and counted in `corrupt`).
+    fn read_vector(&self, seg: &Segment, e: &Entry) -> Result<Vec<f32>, ReadFault> {
+        let fault = |f: ReadFault| {
+            if !e.dead.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                self.corrupt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            f
+        };
+        let mut b = vec![0u8; 8 + e.len as usize];
+        seg.file.read_exact_at(&mut b, e.offset).map_err(|err| {
+            fault(ReadFault::Io(format!(
+                "{}: cannot read the record at byte {}: {err}",
+                seg.path.display(),
+                e.offset
+            )))
+        })?;
+        let len = u32::from_le_bytes(b[..4].try_into().unwrap_or_default());
+        let crc = u32::from_le_bytes(b[4..8].try_into().unwrap_or_default());
+        if len != e.len || crc32fast::hash(&b[8..]) != crc {
+            return Err(fault(ReadFault::Corrupt(format!(
+                "{}: the record at byte {} (seq {}) does not match its checksum",
+                seg.path.display(),
+                e.offset,
+                e.seq
+            ))));
+        }
+        let v = &b[b.len() - 4 * self.dim..];
+        Ok(v.chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect())
+    }
+
+    /// Records found damaged or unreadable so far (at load and when read).
+    pub fn corrupt(&self) -> u64 {
+        self.corrupt.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The embedding of one window, if it is kept (the newest match).
@@ -534,7 +697,7 @@ impl History {
                 .entries
                 .iter()
                 .rev()
-                .find(|e| e.stream as usize == stream && e.seq == seq)
+                .find(|e| e.stream as usize == stream && e.seq == seq && !e.is_dead())
             {
                 return Ok(Some(Record {
                     source: source.to_string(),
@@ -542,7 +705,9 @@ impl History {
                     seq,
                     t_start_ns: e.t_start_ns,
                     t_end_ns: e.t_end_ns,
-                    vector: self.read_vector(seg, e)?,
+                    vector: self
+                        .read_vector(seg, e)
+                        .map_err(|f| HistoryError::Invalid(f.to_string()))?,
                 }));
             }
         }
@@ -580,7 +745,7 @@ impl History {
         let scan = |(si, seg): &(usize, &Segment)| -> Vec<(usize, Approx)> {
             let mut out = Vec::new();
             for (i, e) in seg.entries.iter().enumerate() {
-                if !streams_ok[e.stream as usize] || e.t_end_ns < since || e.t_start_ns >= until {
+                if !streams_ok[e.stream as usize] || e.t_end_ns < since || e.t_start_ns >= until || e.is_dead() {
                     continue;
                 }
                 let codes = &seg.codes[i * self.dim..(i + 1) * self.dim];
@@ -631,34 +796,57 @@ impl History {
                 ..a
             })
             .collect();
-        let cands = index::candidates(flat, k);
-        let rescored = cands.len();
         let locate = |id: usize| -> (usize, usize) {
             let si = offsets.partition_point(|o| *o <= id) - 1;
             (si, id - offsets[si])
         };
-        let mut hits = Vec::with_capacity(cands.len());
-        for c in cands {
-            let (si, i) = locate(c.id);
-            let seg = &self.segments[si];
-            let e = &seg.entries[i];
-            let v = self.read_vector(seg, e)?;
-            let (source, target) = &self.streams[e.stream as usize];
-            hits.push(Hit {
-                source: source.clone(),
-                modality: *target,
-                seq: e.seq,
-                t_start_ns: e.t_start_ns,
-                t_end_ns: e.t_end_ns,
-                score: index::dot_f32(&v, &req.vector),
+        // Re-score the candidates exactly; a record that cannot be read back is
+        // skipped (and dead from now on), and the candidates are chosen again without it.
+        let mut faults = Vec::new();
+        let mut flat = flat;
+        let (hits, rescored) = loop {
+            let cands = index::candidates(flat.clone(), k);
+            let rescored = cands.len();
+            let mut hits = Vec::with_capacity(cands.len());
+            let mut failed = false;
+            for c in cands {
+                let (si, i) = locate(c.id);
+                let seg = &self.segments[si];
+                let e = &seg.entries[i];
+                match self.read_vector(seg, e) {
+                    Ok(v) => {
+                        let (source, target) = &self.streams[e.stream as usize];
+                        hits.push(Hit {
+                            source: source.clone(),
+                            modality: *target,
+                            seq: e.seq,
+                            t_start_ns: e.t_start_ns,
+                            t_end_ns: e.t_end_ns,
+                            score: index::dot_f32(&v, &req.vector),
+                        });
+                    }
+                    Err(f) => {
+                        faults.push(f);
+                        failed = true;
+                    }
+                }
+            }
+            if !failed {
+                break (hits, rescored);
+            }
+            flat.retain(|a| {
+                let (si, i) = locate(a.id);
+                !self.segments[si].entries[i].is_dead()
             });
-        }
+        };
+        let mut hits = hits;
         hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(b.t_end_ns.cmp(&a.t_end_ns)));
         hits.truncate(k);
         Ok(SearchResult {
             hits,
             scanned,
             rescored,
+            faults,
         })
     }
 }
@@ -860,6 +1048,111 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let h = History::open(dir.path(), "m", dim, opts()).unwrap();
         assert_eq!(h.len(), 10);
+    }
+
+    #[test]
+    fn a_damaged_record_is_skipped_counted_and_kept_aside_and_the_good_ones_after_it_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let dim = 16;
+        let h = camera_history(dir.path(), dim, 40);
+        let path = h.segments[0].path.clone();
+        let victim = &h.segments[0].entries[20];
+        let (at, len) = (victim.offset as usize, victim.len as usize);
+        // The query is the damaged window's own vector: it would be the top hit.
+        let q = rec("cam", Modality::Vision.into(), 20, dim).vector;
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[at + 8 + len - 8] ^= 0x55; // inside record 20's vector
+        std::fs::write(&path, &bytes).unwrap();
+        // While running: the search skips it (no NaN, no -inf), says so, and counts it.
+        let req = SearchRequest {
+            vector: q.clone(),
+            k: 5,
+            ..Default::default()
+        };
+        let r = h.search(&req).unwrap();
+        assert_eq!(r.hits.len(), 5);
+        assert!(
+            r.hits.iter().all(|x| x.score.is_finite() && x.seq != 20),
+            "{:?}",
+            r.hits
+        );
+        assert_eq!(r.faults.len(), 1, "{:?}", r.faults);
+        assert!(matches!(&r.faults[0], ReadFault::Corrupt(m) if m.contains("checksum")));
+        assert_eq!(h.corrupt(), 1);
+        assert!(h.get("cam", Modality::Vision.into(), 20).unwrap().is_none());
+        let again = h.search(&req).unwrap();
+        assert!(again.faults.is_empty(), "a dead record is not read again");
+        assert_eq!(again.hits, r.hits);
+        drop(h);
+        // At the next start: the 19 records after it are kept, the bytes kept aside.
+        let h = History::open(dir.path(), "m", dim, opts()).unwrap();
+        assert_eq!(h.len(), 39);
+        assert_eq!(h.corrupt(), 1);
+        // (Records 0..29 share the first segment file: 29 good ones are kept there.)
+        assert!(
+            h.load_notes[0].contains("1 damaged record(s) skipped, 29 good"),
+            "{:?}",
+            h.load_notes
+        );
+        let copies: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".sbh.bad-"))
+            .collect();
+        assert_eq!(copies.len(), 1);
+        assert_eq!(
+            std::fs::read(copies[0].path()).unwrap(),
+            bytes,
+            "the damaged bytes, as found"
+        );
+        for seq in (0..40).filter(|s| *s != 20) {
+            let got = h.get("cam", Modality::Vision.into(), seq).unwrap().unwrap();
+            assert_eq!(got.vector, rec("cam", Modality::Vision.into(), seq, dim).vector);
+        }
+        drop(h);
+        let h = History::open(dir.path(), "m", dim, opts()).unwrap();
+        assert_eq!((h.len(), h.load_notes.len()), (39, 0), "rewritten clean");
+    }
+
+    #[test]
+    fn a_segment_cut_short_while_open_fails_no_search_and_appending_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let dim = 16;
+        let now = Instant::now();
+        let mut h = camera_history(dir.path(), dim, 20);
+        assert_eq!(h.segments.len(), 1, "the open segment");
+        let path = h.segments[0].path.clone();
+        let keep = h.segments[0].entries[10].offset;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(keep)
+            .unwrap();
+        // A broad search meets the missing records: it answers with what is left.
+        let req = SearchRequest {
+            vector: rec("cam", Modality::Vision.into(), 15, dim).vector,
+            k: 20,
+            ..Default::default()
+        };
+        let r = h.search(&req).unwrap();
+        assert_eq!(r.hits.len(), 10, "the ten records still in the file");
+        assert_eq!(r.faults.len(), 10);
+        assert!(matches!(&r.faults[0], ReadFault::Io(_)), "{:?}", r.faults[0]);
+        // The next append lands at the file's real end, says the file changed, and
+        // its record is readable.
+        let e = h
+            .append(&rec("cam", Modality::Vision.into(), 20, dim), now)
+            .unwrap_err();
+        assert!(matches!(e, HistoryError::Changed(_)), "{e}");
+        h.append(&rec("cam", Modality::Vision.into(), 21, dim), now).unwrap();
+        for seq in [20, 21] {
+            let got = h.get("cam", Modality::Vision.into(), seq).unwrap().unwrap();
+            assert_eq!(got.vector, rec("cam", Modality::Vision.into(), seq, dim).vector);
+        }
+        drop(h);
+        let h = History::open(dir.path(), "m", dim, opts()).unwrap();
+        assert_eq!(h.len(), 12);
     }
 
     #[test]

@@ -247,6 +247,7 @@ pub async fn run_graph_with(
         .await
         .map_err(|e| BusError::Zenoh(format!("liveliness token {}: {e}", topics.alive())))?;
     tracing::info!(event = names::BUS_OPEN, base = %topics.base(), listen = ?cfg.bus.listen, connect = ?cfg.bus.connect, "zenoh session open");
+    zenoh_bus::warn_if_isolated(&cfg.bus, &session).await;
     let sink = Arc::new(ZenohSink::new(session.clone(), cfg.bus.when_full, &topics));
     let telemetry = Arc::new(
         Telemetry::new(crate::config::secs(cfg.health.stall_s))
@@ -262,12 +263,7 @@ pub async fn run_graph_with(
         telemetry.emit(DaemonEvent::HistoryWriteFailed(p));
     }
     if let Some(h) = &history {
-        let h = h.read().unwrap_or_else(|p| p.into_inner());
-        telemetry.emit(DaemonEvent::History {
-            windows: h.len() as u64,
-            bytes: h.bytes(),
-            oldest_ns: h.oldest_ns(),
-        });
+        search::report(&h.read().unwrap_or_else(|p| p.into_inner()), &telemetry);
     }
     let mut sup = Supervisor::new(telemetry.clone());
     let rt = tokio::runtime::Handle::current();

@@ -18,11 +18,13 @@ use std::time::{Duration, Instant};
 /// The history, shared by its writer and the searches.
 pub type SharedHistory = Arc<RwLock<History>>;
 
-fn report(h: &History, telemetry: &Telemetry) {
+/// The history's figures for health.
+pub(crate) fn report(h: &History, telemetry: &Telemetry) {
     telemetry.emit(DaemonEvent::History {
         windows: h.len() as u64,
         bytes: h.bytes(),
         oldest_ns: h.oldest_ns(),
+        corrupt: h.corrupt(),
     });
 }
 
@@ -37,14 +39,25 @@ pub fn history_stage(rx: Receiver<Record>, history: SharedHistory, telemetry: Ar
         let mut h = history.write().unwrap_or_else(|p| p.into_inner());
         match item {
             Recv::Item(r) => {
-                if let Err(e) = h.append(&r, Instant::now()) {
-                    telemetry.emit(DaemonEvent::HistoryWriteFailed(e.to_string()));
-                    if let Some(suppressed) = limiter.allow() {
-                        tracing::error!(event = names::HISTORY_WRITE_FAILED, error = %e, suppressed, "embedding not kept in the history");
+                match h.append(&r, Instant::now()) {
+                    Err(crate::history::HistoryError::Changed(e)) => {
+                        // Written, but the file had been changed by someone else.
+                        telemetry.emit(DaemonEvent::HistoryReadFailed(e.clone()));
+                        tracing::error!(event = names::HISTORY_DAMAGED, error = %e, "history file changed outside the daemon");
                     }
-                } else if last_report.elapsed() >= Duration::from_secs(1) {
-                    report(&h, &telemetry);
-                    last_report = Instant::now();
+                    Err(e) => {
+                        telemetry.emit(DaemonEvent::HistoryWriteFailed(e.to_string()));
+                        if let Some(suppressed) = limiter.allow() {
+                            tracing::error!(event = names::HISTORY_WRITE_FAILED, error = %e, suppressed, "embedding not kept in the history");
+                        }
+                    }
+                    Ok(()) => {
+                        telemetry.emit(DaemonEvent::HistoryWritten);
+                        if last_report.elapsed() >= Duration::from_secs(1) {
+                            report(&h, &telemetry);
+                            last_report = Instant::now();
+                        }
+                    }
                 }
             }
             Recv::Timeout => {
@@ -150,6 +163,10 @@ pub async fn search_service(
                     let (h, e) = (history.clone(), embed.clone());
                     match tokio::task::spawn_blocking(move || run_search(&p, &h, &e)).await {
                         Ok(Ok(r)) => {
+                            if let Some(f) = r.faults.first() {
+                                telemetry.emit(DaemonEvent::HistoryReadFailed(f.to_string()));
+                                tracing::error!(event = names::HISTORY_DAMAGED, error = %f, skipped = r.faults.len(), "history records could not be read back; skipped");
+                            }
                             let results: Vec<serde_json::Value> = r
                                 .hits
                                 .iter()

@@ -152,7 +152,10 @@ pub fn outputs_stage<S: Sink>(
     // the disk cannot keep up; a write error is the history thread's to report).
     let keep = |r: Record| {
         if let Some(tx) = &history {
-            let _ = tx.send(r);
+            // Every loss is counted: a full queue drops its oldest, a gone thread all.
+            if !matches!(tx.send(r), crate::edge::Sent::Queued) {
+                telemetry.emit(DaemonEvent::HistoryDropped);
+            }
         }
     };
     let fused = |outputs: &mut Outputs, ready: Vec<Fused>| {

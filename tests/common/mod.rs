@@ -147,6 +147,27 @@ async fn peer(port: u16, role: &str) -> zenoh::Session {
     zenoh::open(c).await.unwrap()
 }
 
+/// A zenoh router on `tcp/127.0.0.1:<port>` (the fleet's hub), scouting off.
+pub async fn zenoh_router(port: u16) -> zenoh::Session {
+    let mut c = zenoh::Config::default();
+    c.insert_json5("mode", "\"router\"").unwrap();
+    c.insert_json5("listen/endpoints", &format!("[\"tcp/127.0.0.1:{port}\"]"))
+        .unwrap();
+    c.insert_json5("connect/endpoints", "[]").unwrap();
+    c.insert_json5("scouting/multicast/enabled", "false").unwrap();
+    zenoh::open(c).await.unwrap()
+}
+
+/// A client of the router on `port` (an operator's session).
+pub async fn router_client(port: u16) -> zenoh::Session {
+    let mut c = zenoh::Config::default();
+    c.insert_json5("mode", "\"client\"").unwrap();
+    c.insert_json5("connect/endpoints", &format!("[\"tcp/127.0.0.1:{port}\"]"))
+        .unwrap();
+    c.insert_json5("scouting/multicast/enabled", "false").unwrap();
+    zenoh::open(c).await.unwrap()
+}
+
 /// A zenoh peer that connects to the daemon.
 pub async fn client(port: u16) -> zenoh::Session {
     peer(port, "connect").await
