@@ -1,17 +1,29 @@
 //! `[prometheus] listen`: a Prometheus text endpoint (`GET /metrics`, exposition
 //! format 0.0.4) rendered from the same telemetry counters as the health JSON
 //! ([`Telemetry::prometheus`]; every name in [`crate::telemetry::PROMETHEUS`]). Off
-//! by default. The server is minimal and bounded: at most 16 connections at once,
-//! 8 KiB and 5 s to send a request, one response per connection.
+//! by default.
+//!
+//! Served by hyper (HTTP/1.1): a client has [`HEADER_TIMEOUT`] to send its request
+//! head and [`CONNECTION_TIMEOUT`] in all, one request per connection. Slow clients
+//! (slowloris) are cut off by those timeouts, not by a small connection cap: up to
+//! [`MAX_CONNECTIONS`] are served at once, so a scrape gets through while dozens of
+//! sockets dribble a byte a second.
 
 use crate::telemetry::{names, Telemetry};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode};
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-const MAX_CONNECTIONS: usize = 16;
-const MAX_REQUEST: usize = 8192;
+/// Time to send the request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time for the whole exchange.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once (each ends within the timeouts above).
+pub const MAX_CONNECTIONS: usize = 1024;
 
 /// Bind `listen` (`host:port`); the error names the key.
 pub async fn bind(listen: &str) -> Result<TcpListener, String> {
@@ -37,58 +49,115 @@ pub async fn serve(listener: TcpListener, telemetry: Arc<Telemetry>) {
         };
         let telemetry = telemetry.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &telemetry)).await;
+            let service = hyper::service::service_fn(move |req| {
+                let telemetry = telemetry.clone();
+                async move { Ok::<_, Infallible>(answer(&req, &telemetry)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .max_buf_size(8192)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
             drop(permit);
         });
     }
 }
 
-/// Read one request head and answer it.
-async fn answer(mut stream: TcpStream, telemetry: &Telemetry) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
+/// The response to one request.
+fn answer<B>(req: &Request<B>, telemetry: &Telemetry) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, ctype: &str, body: Bytes| {
+        let mut r = Response::new(Full::new(body));
+        *r.status_mut() = status;
+        if let Ok(v) = ctype.parse() {
+            r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
         }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > MAX_REQUEST {
-            return respond(
-                &mut stream,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                b"request too large\n",
-            )
-            .await;
-        }
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let mut first = head.lines().next().unwrap_or_default().split_whitespace();
-    let (method, target) = (first.next().unwrap_or_default(), first.next().unwrap_or_default());
-    let path = target.split('?').next().unwrap_or_default();
-    match (method, path) {
-        ("GET", "/metrics") => {
-            let body = telemetry.prometheus();
-            respond(
-                &mut stream,
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                body.as_bytes(),
-            )
-            .await
-        }
-        (_, "/metrics") => respond(&mut stream, "405 Method Not Allowed", "text/plain", b"GET only\n").await,
-        _ => respond(&mut stream, "404 Not Found", "text/plain", b"metrics are on /metrics\n").await,
+        r
+    };
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            Bytes::from(telemetry.prometheus()),
+        ),
+        (_, "/metrics") => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            Bytes::from_static(b"GET only\n"),
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            Bytes::from_static(b"metrics are on /metrics\n"),
+        ),
     }
 }
 
-async fn respond(stream: &mut TcpStream, status: &str, ctype: &str, body: &[u8]) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
-    stream.shutdown().await
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn scrape(addr: std::net::SocketAddr, request: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scrape_gets_through_while_fifty_slow_sockets_are_open() {
+        let telemetry = Arc::new(Telemetry::new(Duration::from_secs(10)));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, telemetry));
+        // Fifty slowloris sockets: a byte a second, never a whole request head.
+        let mut slow = Vec::new();
+        for _ in 0..50 {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"G").await.unwrap();
+            slow.push(s);
+        }
+        let dribble = tokio::spawn(async move {
+            for _ in 0..4 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                for s in &mut slow {
+                    let _ = s.write_all(b"E").await;
+                }
+            }
+            // Every slow socket was cut off by the header timeout (read: EOF or a
+            // 408 answer, then EOF).
+            let mut ended = 0;
+            for s in &mut slow {
+                let mut b = [0u8; 256];
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await {
+                    ended += 1;
+                }
+            }
+            ended
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for _ in 0..5 {
+            let t0 = std::time::Instant::now();
+            let r = tokio::time::timeout(
+                Duration::from_secs(2),
+                scrape(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            )
+            .await
+            .expect("a scrape answered within 2 s while 50 slow sockets are open");
+            assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
+            assert!(r.contains("sensebind_"), "{r}");
+            assert!(t0.elapsed() < Duration::from_secs(1));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let ended = dribble.await.unwrap();
+        assert_eq!(ended, 50, "every slow socket is closed by the header timeout");
+        let r = scrape(addr, "POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+        let r = scrape(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+        server.abort();
+    }
 }
