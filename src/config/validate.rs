@@ -76,86 +76,38 @@ pub struct DurationKey {
     pub get: fn(&Config) -> f64,
 }
 
+const fn key(key: &'static str, range: SecsRange, get: fn(&Config) -> f64) -> DurationKey {
+    DurationKey { key, range, get }
+}
+
 /// Every duration key of the config with its documented range (`configs/default.toml`
 /// states the same ranges). Source keys (`sources.<id>.restart_backoff_s`) are checked
 /// by their parser with the same [`SecsRange`].
 pub static DURATIONS: &[DurationKey] = &[
-    DurationKey {
-        key: "window.length_s",
-        range: above(0.0, 60.0),
-        get: |c| c.window.length_s,
-    },
-    DurationKey {
-        key: "window.hop_s",
-        range: above(0.0, 60.0),
-        get: |c| c.window.hop_s,
-    },
-    DurationKey {
-        key: "window.idle_flush_s",
-        range: above(0.0, HOUR),
-        get: |c| c.window.idle_flush_s,
-    },
-    DurationKey {
-        key: "engine.max_wait_s",
-        range: off_or(0.001, HOUR),
-        get: |c| c.engine.max_wait_s,
-    },
-    DurationKey {
-        key: "limits.max_time_jump_s",
-        range: above(0.0, 365.0 * DAY),
-        get: |c| c.limits.max_time_jump_s,
-    },
-    DurationKey {
-        key: "daemon.shutdown_timeout_s",
-        range: above(0.0, HOUR),
-        get: |c| c.daemon.shutdown_timeout_s,
-    },
-    DurationKey {
-        key: "daemon.watchdog_stall_s",
-        range: from(0.1, DAY),
-        get: |c| c.daemon.watchdog_stall_s,
-    },
-    DurationKey {
-        key: "queries.default_cooldown_s",
-        range: from(0.0, DAY),
-        get: |c| c.queries.default_cooldown_s,
-    },
-    DurationKey {
-        key: "queries.id_min_interval_s",
-        range: from(0.0, HOUR),
-        get: |c| c.queries.id_min_interval_s,
-    },
-    DurationKey {
-        key: "fusion.deadline_s",
-        range: off_or(0.001, HOUR),
-        get: |c| c.fusion.deadline_s,
-    },
-    DurationKey {
-        key: "fusion.active_s",
-        range: above(0.0, DAY),
-        get: |c| c.fusion.active_s,
-    },
-    DurationKey {
-        key: "history.segment_s",
-        range: from(10.0, DAY),
-        get: |c| c.history.segment_s,
-    },
-    DurationKey {
-        key: "history.sync_s",
-        range: above(0.0, 60.0),
-        get: |c| c.history.sync_s,
-    },
+    key("window.length_s", above(0.0, 60.0), |c| c.window.length_s),
+    key("window.hop_s", above(0.0, 60.0), |c| c.window.hop_s),
+    key("window.idle_flush_s", above(0.0, HOUR), |c| c.window.idle_flush_s),
+    key("engine.max_wait_s", off_or(0.001, HOUR), |c| c.engine.max_wait_s),
+    key("limits.max_time_jump_s", above(0.0, 365.0 * DAY), |c| {
+        c.limits.max_time_jump_s
+    }),
+    key("daemon.shutdown_timeout_s", above(0.0, HOUR), |c| {
+        c.daemon.shutdown_timeout_s
+    }),
+    key("daemon.watchdog_stall_s", from(0.1, DAY), |c| c.daemon.watchdog_stall_s),
+    key("queries.default_cooldown_s", from(0.0, DAY), |c| {
+        c.queries.default_cooldown_s
+    }),
+    key("queries.id_min_interval_s", from(0.0, HOUR), |c| {
+        c.queries.id_min_interval_s
+    }),
+    key("fusion.deadline_s", off_or(0.001, HOUR), |c| c.fusion.deadline_s),
+    key("fusion.active_s", above(0.0, DAY), |c| c.fusion.active_s),
+    key("history.segment_s", from(10.0, DAY), |c| c.history.segment_s),
+    key("history.sync_s", above(0.0, 60.0), |c| c.history.sync_s),
     // Each health message is a publish and a log line: at most 10 a second.
-    DurationKey {
-        key: "health.interval_s",
-        range: from(0.1, HOUR),
-        get: |c| c.health.interval_s,
-    },
-    DurationKey {
-        key: "health.stall_s",
-        range: from(0.1, DAY),
-        get: |c| c.health.stall_s,
-    },
+    key("health.interval_s", from(0.1, HOUR), |c| c.health.interval_s),
+    key("health.stall_s", from(0.1, DAY), |c| c.health.stall_s),
 ];
 
 /// The range of `sources.<id>.restart_backoff_s`.

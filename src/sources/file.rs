@@ -647,34 +647,53 @@ pub type ImuReadings = Vec<(Nanos, ImuSample)>;
 /// One data line of an IMU CSV: a reading, or why the line was rejected.
 pub type ImuRow = Result<(Nanos, ImuSample), String>;
 
+/// A streamed IMU CSV: one line read at a time (memory independent of the file's
+/// length); `loop` reads it again from the start.
 struct ImuCsv {
     path: PathBuf,
-    /// Readings, and the message of each rejected line in file order.
-    rows: Vec<ImuRow>,
+    lines: Option<std::io::Lines<std::io::BufReader<std::fs::File>>>,
+    /// Line number of the last line read (1 = the header).
+    line_no: usize,
+    /// Time of the first reading (the recording's zero) and the rate, from a first
+    /// bounded look at the file when it is opened.
     t0: Nanos,
-    next: usize,
+    rate: f64,
+    /// Time of the last reading handed out in this pass.
+    last_t: Nanos,
 }
+
+/// Readings looked at to estimate an IMU CSV's rate.
+const RATE_SAMPLE: usize = 512;
 
 impl ImuCsv {
     fn new(path: PathBuf) -> Self {
         ImuCsv {
             path,
-            rows: Vec::new(),
+            lines: None,
+            line_no: 0,
             t0: 0,
-            next: 0,
+            rate: 200.0,
+            last_t: 0,
         }
     }
-    fn readings(&self) -> impl Iterator<Item = &(Nanos, ImuSample)> {
-        self.rows.iter().filter_map(|r| r.as_ref().ok())
+
+    /// The file's lines after a checked header.
+    fn reopen(&self) -> Result<std::io::Lines<std::io::BufReader<std::fs::File>>, SourceError> {
+        use std::io::BufRead;
+        let f = std::fs::File::open(&self.path).map_err(|e| open_err(&self.path, e))?;
+        let mut lines = std::io::BufReader::new(f).lines();
+        let header = match lines.next() {
+            Some(Ok(l)) => l,
+            Some(Err(e)) => return Err(open_err(&self.path, e)),
+            None => String::new(),
+        };
+        check_imu_header(&self.path, &header)?;
+        Ok(lines)
     }
 }
 
-/// Parse IMU CSV text: header `t_s,ax,ay,az,gx,gy,gz`, then one reading per line.
-/// Returns every data line in order: a reading, or why the line was rejected
-/// (`file:line: reason`, the line itself clipped).
-pub fn parse_imu_csv(path: &Path, text: &str) -> Result<Vec<ImuRow>, SourceError> {
-    let mut lines = text.lines().enumerate();
-    let header = lines.next().map(|(_, l)| l.trim().replace(' ', "")).unwrap_or_default();
+fn check_imu_header(path: &Path, header: &str) -> Result<(), SourceError> {
+    let header = header.trim().replace(' ', "");
     if header != "t_s,ax,ay,az,gx,gy,gz" {
         return Err(open_err(
             path,
@@ -684,30 +703,42 @@ pub fn parse_imu_csv(path: &Path, text: &str) -> Result<Vec<ImuRow>, SourceError
             ),
         ));
     }
-    let mut rows = Vec::new();
-    for (n, line) in lines {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let vals: Result<Vec<f64>, _> = line.split(',').map(|v| v.trim().parse::<f64>()).collect();
-        rows.push(match vals {
-            Ok(v) if v.len() == 7 && v.iter().all(|x| x.is_finite()) => {
-                let s = ImuSample {
-                    accel: [v[1] as f32, v[2] as f32, v[3] as f32],
-                    gyro: [v[4] as f32, v[5] as f32, v[6] as f32],
-                };
-                Ok(((v[0] * 1e9).round() as Nanos, s))
-            }
-            _ => Err(format!(
-                "{}:{}: expected 7 finite numbers `t_s,ax,ay,az,gx,gy,gz`, found `{}`",
-                path.display(),
-                n + 1,
-                clip(line, 120)
-            )),
-        });
+    Ok(())
+}
+
+/// One line of an IMU CSV (`n`: its 0-based index in the file): `None` for a blank or
+/// `#` comment line, else a reading or why the line was rejected (`file:line: reason`,
+/// the line itself clipped).
+pub fn parse_imu_line(path: &Path, n: usize, line: &str) -> Option<ImuRow> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
     }
-    Ok(rows)
+    let vals: Result<Vec<f64>, _> = line.split(',').map(|v| v.trim().parse::<f64>()).collect();
+    Some(match vals {
+        Ok(v) if v.len() == 7 && v.iter().all(|x| x.is_finite()) && v[0].abs() < 1e9 => {
+            let s = ImuSample {
+                accel: [v[1] as f32, v[2] as f32, v[3] as f32],
+                gyro: [v[4] as f32, v[5] as f32, v[6] as f32],
+            };
+            Ok(((v[0] * 1e9).round() as Nanos, s))
+        }
+        _ => Err(format!(
+            "{}:{}: expected 7 finite numbers `t_s,ax,ay,az,gx,gy,gz` (|t_s| < 1e9), found `{}`",
+            path.display(),
+            n + 1,
+            clip(line, 120)
+        )),
+    })
+}
+
+/// Parse IMU CSV text: header `t_s,ax,ay,az,gx,gy,gz`, then one reading per line.
+/// Returns every data line in order: a reading, or why the line was rejected
+/// (`file:line: reason`, the line itself clipped).
+pub fn parse_imu_csv(path: &Path, text: &str) -> Result<Vec<ImuRow>, SourceError> {
+    let mut lines = text.lines().enumerate();
+    check_imu_header(path, lines.next().map(|(_, l)| l).unwrap_or_default())?;
+    Ok(lines.filter_map(|(n, l)| parse_imu_line(path, n, l)).collect())
 }
 
 impl Replay for ImuCsv {
@@ -715,46 +746,76 @@ impl Replay for ImuCsv {
         format!("IMU CSV {}", self.path.display())
     }
     fn rate_hz(&self) -> f64 {
-        let (n, first, last) = self
-            .readings()
-            .fold((0usize, None, 0), |(n, f, _), r| (n + 1, f.or(Some(r.0)), r.0));
-        match first {
-            Some(f) if n >= 2 && last > f => (n - 1) as f64 / ((last - f) as f64 / 1e9),
-            _ => 200.0,
-        }
+        self.rate
     }
     fn open(&mut self) -> Result<(), SourceError> {
-        if !self.rows.is_empty() {
+        if self.lines.is_some() {
             return Ok(());
         }
-        let text = std::fs::read_to_string(&self.path).map_err(|e| open_err(&self.path, e))?;
-        let rows = parse_imu_csv(&self.path, &text)?;
-        let Some(t0) = rows.iter().find_map(|r| r.as_ref().ok().map(|r| r.0)) else {
+        // A first look: the first reading's time and the rate of the first readings
+        // (read, not kept), or the whole file when it holds no reading.
+        let (mut n, mut first, mut last) = (0usize, None, 0);
+        for (i, line) in self.reopen()?.enumerate() {
+            let line = line.map_err(|e| open_err(&self.path, e))?;
+            if let Some(Ok((t, _))) = parse_imu_line(&self.path, i + 1, &line) {
+                first.get_or_insert(t);
+                last = t;
+                n += 1;
+                if n >= RATE_SAMPLE {
+                    break;
+                }
+            }
+        }
+        let Some(t0) = first else {
             return Err(open_err(&self.path, "no IMU readings in this file"));
         };
         self.t0 = t0;
-        self.rows = rows;
+        self.rate = if n >= 2 && last > t0 {
+            (n - 1) as f64 / ((last - t0) as f64 / 1e9)
+        } else {
+            200.0
+        };
+        self.lines = Some(self.reopen()?);
+        self.line_no = 1;
+        self.last_t = t0;
         Ok(())
     }
     fn next(&mut self) -> Result<Option<(Nanos, FrameData)>, SourceError> {
-        let Some(row) = self.rows.get(self.next) else {
+        if self.lines.is_none() {
+            self.open()?;
+        }
+        let Some(lines) = self.lines.as_mut() else {
             return Ok(None);
         };
-        self.next += 1;
-        match row {
-            Ok((t, s)) => Ok(Some((t - self.t0, FrameData::Imu(*s)))),
-            Err(reason) => Err(SourceError::BadData {
-                what: "IMU CSV".into(),
-                reason: reason.clone(),
-            }),
+        loop {
+            let Some(line) = lines.next() else { return Ok(None) };
+            let line = line.map_err(|e| SourceError::Read {
+                what: self.path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let n = self.line_no;
+            self.line_no += 1;
+            match parse_imu_line(&self.path, n, &line) {
+                None => continue,
+                Some(Ok((t, s))) => {
+                    self.last_t = t;
+                    return Ok(Some((t - self.t0, FrameData::Imu(s))));
+                }
+                Some(Err(reason)) => {
+                    return Err(SourceError::BadData {
+                        what: "IMU CSV".into(),
+                        reason,
+                    })
+                }
+            }
         }
     }
     fn duration_ns(&self) -> Nanos {
-        let last = self.readings().last().map(|r| r.0).unwrap_or(self.t0);
-        last - self.t0 + (1e9 / self.rate_hz()) as Nanos
+        self.last_t - self.t0 + (1e9 / self.rate) as Nanos
     }
     fn rewind(&mut self) {
-        self.next = 0;
+        // Read again from the start at the next read.
+        self.lines = None;
     }
 }
 
@@ -844,6 +905,49 @@ mod tests {
             }
         )
         .is_ok());
+    }
+
+    #[test]
+    fn an_imu_csv_is_streamed_and_loops_with_time_going_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("imu.csv");
+        let mut text = String::from("t_s,ax,ay,az,gx,gy,gz\n# a comment\n");
+        for i in 0..1000 {
+            text.push_str(&format!("{},0,0,9.8,0,0,0\n", 5.0 + i as f64 / 100.0));
+        }
+        std::fs::write(&p, text).unwrap();
+        let cfg = FileConfig {
+            looped: true,
+            ..FileConfig::fast(Sensor::Imu, &p, 0)
+        };
+        let mut s = build(&cfg, 0, ImageLimits::default(), StopFlag::default());
+        s.open().unwrap();
+        assert!((s.info().streams[0].nominal_rate_hz - 100.0).abs() < 1e-6);
+        let ts: Vec<i64> = (0..2500).map(|_| s.next_frame().unwrap().unwrap().t_ns).collect();
+        // 10 ms apart, through two loops (each 10 s long: 1000 readings at 100 Hz).
+        assert!(ts.windows(2).all(|w| w[1] - w[0] == 10_000_000), "{:?}", &ts[995..1005]);
+        assert_eq!(ts[2000], 20_000_000_000);
+        let e = build(
+            &FileConfig::fast(Sensor::Imu, Path::new("/nonexistent.csv"), 0),
+            0,
+            ImageLimits::default(),
+            StopFlag::default(),
+        )
+        .open()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/nonexistent.csv"), "{e}");
+        std::fs::write(&p, "t_s,ax,ay,az,gx,gy,gz\nbad\n").unwrap();
+        let e = build(
+            &FileConfig::fast(Sensor::Imu, &p, 0),
+            0,
+            ImageLimits::default(),
+            StopFlag::default(),
+        )
+        .open()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no IMU readings"), "{e}");
     }
 
     #[test]
