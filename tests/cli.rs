@@ -77,6 +77,70 @@ fn embed_wav_gives_one_line_per_two_second_window() {
     assert_ne!(l[0]["embedding"], l[2]["embedding"]);
 }
 
+/// `sensebind embed` gives the official embeddings (the parity fixtures, recorded
+/// from official ImageBind with the tiny random pack): audio at 16 kHz, a PNG and a
+/// text, each at cosine ≥ 0.9999 and nearer its own fixture than any other.
+#[test]
+fn embed_gives_the_official_embeddings() {
+    require_ort();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixtures = root.join("tests/fixtures/parity");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("manifest.json")).unwrap()).unwrap();
+    let floats =
+        |v: &serde_json::Value| -> Vec<f64> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
+    let cos = |a: &[f64], b: &[f64]| -> f64 {
+        let d: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        d / (a.iter().map(|x| x * x).sum::<f64>().sqrt() * b.iter().map(|x| x * x).sum::<f64>().sqrt())
+    };
+    let audio = manifest["audio"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "speech_16k_mono_2s")
+        .unwrap();
+    let image = manifest["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["format"] == "png")
+        .unwrap();
+    let text = &manifest["texts"][0];
+    let out = Command::new(bin())
+        .args(["embed", "--pack"])
+        .arg(root.join("packs/tiny-random"))
+        .arg("--audio")
+        .arg(fixtures.join(audio["file"].as_str().unwrap()))
+        .arg("--image")
+        .arg(fixtures.join(image["file"].as_str().unwrap()))
+        .args(["--text", text["text"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let l = lines(&out.stdout);
+    assert_eq!(l.len(), 3, "one audio window, one image, one text");
+    let all: Vec<Vec<f64>> = manifest["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(manifest["texts"].as_array().unwrap())
+        .map(|e| floats(&e["embedding"]))
+        .chain(std::iter::once(floats(&audio["windows"][0]["embedding"])))
+        .collect();
+    for (line, want, what) in [
+        (&l[0], floats(&audio["windows"][0]["embedding"]), "audio"),
+        (&l[1], floats(&image["embedding"]), "image"),
+        (&l[2], floats(&text["embedding"]), "text"),
+    ] {
+        let mine = floats(&line["embedding"]);
+        let c = cos(&mine, &want);
+        assert!(c >= 0.9999, "{what}: cosine {c} with the official embedding");
+        for other in all.iter().filter(|o| **o != want) {
+            assert!(cos(&mine, other) < c, "{what}: nearer another fixture than its own");
+        }
+    }
+}
+
 #[test]
 fn embed_image_and_text_give_one_line_each() {
     require_ort();

@@ -148,10 +148,29 @@ mod tests {
     #[test]
     fn unlimited_never_blocks() {
         let g = Gate::new(0);
-        let a = g.acquire(0, Instant::now());
-        let b = g.acquire(0, Instant::now());
-        drop((a, b));
-        assert_eq!(g.load(), (0, 0));
+        // Eight callers hold a permit at the same time: none waits for another (a gate
+        // that made them queue would never let all eight meet at the barrier).
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let (g, b) = (g.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let _p = g.acquire(i, Instant::now());
+                    b.wait();
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for h in handles {
+            while !h.is_finished() {
+                assert!(
+                    Instant::now() < deadline,
+                    "a caller waited for a slot of an unlimited gate"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            h.join().unwrap();
+        }
     }
 
     #[test]

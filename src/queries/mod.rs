@@ -496,7 +496,9 @@ impl Registry {
         let mut out = Vec::new();
         for r in self.queries.values_mut() {
             let cool_ns = crate::config::secs_ns(r.spec.cooldown_s);
-            let cooled = |last: Option<i64>| last.is_none_or(|l| t_end_ns.saturating_sub(l) >= cool_ns);
+            // Cooled once `cooldown_s` of sensor time passed since the last alert, or
+            // when sensor time went back before it (a replay started again).
+            let cooled = |last: Option<i64>| last.is_none_or(|l| t_end_ns < l || t_end_ns.saturating_sub(l) >= cool_ns);
             if r.spec.conditions.is_empty() {
                 if !applies(&r.spec.modalities, &r.spec.sources, source, modality) {
                     continue;
@@ -760,6 +762,56 @@ mod tests {
                 .unwrap(),
             Persisted::Saved
         );
+    }
+
+    #[test]
+    fn a_score_equal_to_the_threshold_fires_and_one_just_below_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = defaults();
+        // Unit vectors whose dot is exactly 0.5 in f32.
+        let v = vec![0.5f32, 0.5, 0.5, 0.5];
+        let e = [0.5f32, 0.5, 0.5, -0.5];
+        let fires = |threshold: f32| {
+            let mut r = Registry::new(dir.path(), 4);
+            let mut spec = spec_of("q", br#"{"text":"x","cooldown_s":0}"#, &d).unwrap();
+            spec.threshold = threshold;
+            assert_eq!(r.insert(spec, vec![v.clone()]).unwrap(), Persisted::Saved);
+            !r.matches("mic", Modality::Audio.into(), &e, 0, 0, 2_000_000_000)
+                .is_empty()
+        };
+        assert!(fires(0.5), "score = threshold fires");
+        assert!(
+            !fires(f32::from_bits(0.5f32.to_bits() + 1)),
+            "threshold one ulp above the score does not"
+        );
+        assert!(fires(f32::from_bits(0.5f32.to_bits() - 1)));
+    }
+
+    #[test]
+    fn the_cooldown_ends_at_its_exact_boundary_and_when_sensor_time_goes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = defaults();
+        let mut r = Registry::new(dir.path(), 4);
+        let spec = spec_of("q", br#"{"text":"x","threshold":0.0,"cooldown_s":2}"#, &d).unwrap();
+        assert_eq!(r.insert(spec, vec![vec![1.0, 0.0]]).unwrap(), Persisted::Saved);
+        let mut at = |seq: i64, t_end: i64| {
+            !r.matches(
+                "mic",
+                Modality::Audio.into(),
+                &[1.0, 0.0],
+                seq,
+                t_end - 2_000_000_000,
+                t_end,
+            )
+            .is_empty()
+        };
+        assert!(at(0, 10_000_000_000));
+        assert!(!at(1, 11_999_999_999), "1 ns short of the cooldown");
+        assert!(at(2, 12_000_000_000), "exactly the cooldown later");
+        // A replay starts again: sensor time goes back; the cooldown does not hold it.
+        assert!(at(0, 2_000_000_000), "time went back");
+        assert!(!at(1, 3_000_000_000));
+        assert!(at(2, 4_000_000_000));
     }
 
     #[test]

@@ -530,8 +530,11 @@ pub fn open_wav(input: &WavInput) -> Result<WavStream, SourceError> {
 
 /// Parse a whole WAV stream (integer 8–32 bit or 32-bit float) into normalised
 /// samples (tests and tools; the daemon streams with [`WavStream`]).
-pub fn parse_wav(r: impl std::io::Read + Send + 'static) -> Result<Wav, WavError> {
-    let mut s = WavStream::open(r)?;
+pub fn parse_wav(mut r: impl std::io::Read) -> Result<Wav, WavError> {
+    let mut bytes = Vec::new();
+    r.read_to_end(&mut bytes)
+        .map_err(|e| WavError::Header(format!("expected a WAV file: {e}")))?;
+    let mut s = WavStream::open(std::io::Cursor::new(bytes))?;
     let mut samples = Vec::new();
     while s.read(1 << 16, &mut samples)? > 0 {}
     Ok(Wav {
