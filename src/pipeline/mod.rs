@@ -236,7 +236,10 @@ pub async fn run_graph_with(
     tracing::info!(event = names::PACK_LOADED, pack = %models.pack.location, name = %models.pack.name(), "model pack loaded");
     let (labels, fused_labels) = embed_label_sets(&cfg, &models, &modalities).await?;
     let (history, history_problem) = open_history(&cfg, &models).await;
-    let resolve = term_resolver(&cfg, &models, history.clone());
+    // Encoder calls share `engine.concurrency` slots, granted by priority
+    // (engine::gate): the stream workers and, at the lowest priority, query examples.
+    let gate = Gate::new(cfg.engine.concurrency);
+    let resolve = term_resolver(&cfg, &models, history.clone(), gate.clone());
     let registry = Arc::new(Mutex::new(restore_queries(&cfg, &models, &resolve).await?));
 
     let topics = Topics::new(&cfg.bus.prefix, &robot);
@@ -365,8 +368,7 @@ pub async fn run_graph_with(
     }
 
     // ---- encoders: one worker per modality
-    // They share `engine.concurrency` slots, granted by priority (engine::gate).
-    let gate = Gate::new(cfg.engine.concurrency);
+    // They share `engine.concurrency` slots, granted by priority (`gate`, above).
     // `block` is for replays that must lose nothing: no window is ever stale there.
     let max_wait = (cfg.engine.max_wait_s > 0.0 && cfg.engine.when_full != WhenFull::Block)
         .then(|| crate::config::secs(cfg.engine.max_wait_s));
@@ -668,7 +670,12 @@ async fn open_history(cfg: &Config, models: &Arc<Models>) -> (Option<search::Sha
 /// How the query service (and the restore at start) turns a query's terms into
 /// vectors: texts through the text encoder, media through the daemon's own
 /// preprocessing and encoders, windows from the history, raw embeddings checked.
-fn term_resolver(cfg: &Config, models: &Arc<Models>, history: Option<search::SharedHistory>) -> stages::ResolveTerm {
+fn term_resolver(
+    cfg: &Config,
+    models: &Arc<Models>,
+    history: Option<search::SharedHistory>,
+    gate: Gate,
+) -> stages::ResolveTerm {
     use crate::queries::{Refusal, TermSource};
     let (models, cfg) = (models.clone(), cfg.clone());
     Arc::new(move |t: &TermSource| {
@@ -682,7 +689,7 @@ fn term_resolver(cfg: &Config, models: &Arc<Models>, history: Option<search::Sha
                         .ok_or((Refusal::Encoder, "text encoder returned nothing".into()))
                 }),
             TermSource::Media { mime, bytes } => models
-                .embed_media(&cfg, *mime, bytes)
+                .embed_media(&cfg, *mime, bytes, Some(&gate))
                 .map_err(|e| (Refusal::Invalid, format!("{} example: {e}", mime.as_str()))),
             TermSource::Window(w) => {
                 let Some(h) = &history else {

@@ -7,6 +7,7 @@ use super::window_limits;
 use super::PipelineError;
 use crate::calibration::Calibration;
 use crate::config::{Config, VisionPrepConfig};
+use crate::engine::gate::Gate;
 use crate::engine::ort_backend::OrtEncoder;
 use crate::engine::worker::embed_windows;
 use crate::engine::{Encoder, EngineError};
@@ -25,6 +26,9 @@ use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Longest a query example waits for an encoder slot.
+pub const EXAMPLE_WAIT: Duration = Duration::from_secs(30);
 
 pub struct Models {
     pub pack: Pack,
@@ -113,7 +117,18 @@ impl Models {
     /// daemon's own path: a WAV through the file source, windower and audio
     /// preprocessing (several windows: their mean, renormalised), a PNG/JPEG as a
     /// still image.
-    pub fn embed_media(&self, cfg: &Config, mime: Mime, bytes: &[u8]) -> Result<Vec<f32>, String> {
+    ///
+    /// With `gate`, every encoder call waits for a slot at the lowest priority, one
+    /// window at a time: a registration delays the sensors' windows by at most one
+    /// encoder call (refused when no slot frees within [`EXAMPLE_WAIT`]).
+    pub fn embed_media(&self, cfg: &Config, mime: Mime, bytes: &[u8], gate: Option<&Gate>) -> Result<Vec<f32>, String> {
+        let slot = || -> Result<Option<crate::engine::gate::Permit>, String> {
+            let Some(g) = gate else { return Ok(None) };
+            let now = std::time::Instant::now();
+            g.acquire_until(i32::MIN, now, Some(now + EXAMPLE_WAIT))
+                .map(Some)
+                .ok_or_else(|| format!("the encoders stayed busy for {} s; try again", EXAMPLE_WAIT.as_secs()))
+        };
         match mime {
             Mime::Wav => {
                 // Decoded in memory: no file is written for bytes from the bus.
@@ -130,8 +145,11 @@ impl Models {
                 if windows.is_empty() {
                     return Err("the WAV example holds no audio".into());
                 }
-                let refs: Vec<&Window> = windows.iter().collect();
-                let vs = self.encode_windows(Modality::Audio, &refs)?;
+                let mut vs = Vec::with_capacity(windows.len());
+                for w in &windows {
+                    let _slot = slot()?;
+                    vs.extend(self.encode_windows(Modality::Audio, &[w])?);
+                }
                 Ok(crate::engine::worker::mean_of(vs.into_iter()))
             }
             Mime::Png | Mime::Jpeg => {
@@ -144,6 +162,7 @@ impl Models {
                     .encoders
                     .get(&Modality::Vision)
                     .ok_or("no vision encoder loaded: image examples need a camera source")?;
+                let _slot = slot()?;
                 Ok(enc.encode(&[input]).map_err(|e| e.to_string())?.remove(0))
             }
         }
