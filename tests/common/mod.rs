@@ -130,42 +130,39 @@ impl Drop for Daemon {
     }
 }
 
-/// A loopback zenoh peer without scouting: connecting to or listening on `port`.
-async fn peer(port: u16, role: &str) -> zenoh::Session {
+/// A loopback zenoh session in `mode` listening on / connecting to `port`, without
+/// multicast scouting (a test's peers also without gossip).
+async fn session(mode: &str, port: u16, listen: bool) -> zenoh::Session {
     let ep = format!("[\"tcp/127.0.0.1:{port}\"]");
-    let (connect, listen) = if role == "connect" {
-        (ep.as_str(), "[]")
-    } else {
+    let (connect, listen) = if listen {
         ("[]", ep.as_str())
+    } else {
+        (ep.as_str(), "[]")
     };
     let mut c = zenoh::Config::default();
-    c.insert_json5("mode", "\"peer\"").unwrap();
+    c.insert_json5("mode", &format!("\"{mode}\"")).unwrap();
     c.insert_json5("connect/endpoints", connect).unwrap();
     c.insert_json5("listen/endpoints", listen).unwrap();
     c.insert_json5("scouting/multicast/enabled", "false").unwrap();
-    c.insert_json5("scouting/gossip/enabled", "false").unwrap();
+    if mode == "peer" {
+        c.insert_json5("scouting/gossip/enabled", "false").unwrap();
+    }
     zenoh::open(c).await.unwrap()
 }
 
-/// A zenoh router on `tcp/127.0.0.1:<port>` (the fleet's hub), scouting off.
+/// A loopback zenoh peer without scouting: connecting to or listening on `port`.
+async fn peer(port: u16, role: &str) -> zenoh::Session {
+    session("peer", port, role != "connect").await
+}
+
+/// A zenoh router on `tcp/127.0.0.1:<port>` (the fleet's hub).
 pub async fn zenoh_router(port: u16) -> zenoh::Session {
-    let mut c = zenoh::Config::default();
-    c.insert_json5("mode", "\"router\"").unwrap();
-    c.insert_json5("listen/endpoints", &format!("[\"tcp/127.0.0.1:{port}\"]"))
-        .unwrap();
-    c.insert_json5("connect/endpoints", "[]").unwrap();
-    c.insert_json5("scouting/multicast/enabled", "false").unwrap();
-    zenoh::open(c).await.unwrap()
+    session("router", port, true).await
 }
 
 /// A client of the router on `port` (an operator's session).
 pub async fn router_client(port: u16) -> zenoh::Session {
-    let mut c = zenoh::Config::default();
-    c.insert_json5("mode", "\"client\"").unwrap();
-    c.insert_json5("connect/endpoints", &format!("[\"tcp/127.0.0.1:{port}\"]"))
-        .unwrap();
-    c.insert_json5("scouting/multicast/enabled", "false").unwrap();
-    zenoh::open(c).await.unwrap()
+    session("client", port, false).await
 }
 
 /// A zenoh peer that connects to the daemon.
