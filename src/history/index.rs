@@ -101,16 +101,21 @@ const SLACK: f32 = 1e-4;
 
 /// The ids that can be in the exact top-`k` of `approx`: every one whose upper bound
 /// reaches the `k`-th largest lower bound. Best upper bound first.
-pub fn candidates(mut approx: Vec<Approx>, k: usize) -> Vec<Approx> {
-    if approx.len() <= k {
-        return approx;
-    }
-    let mut lower: Vec<f32> = approx.iter().map(|a| a.score - a.bound - SLACK).collect();
-    let (_, kth, _) = lower.select_nth_unstable_by(k - 1, |x, y| y.total_cmp(x));
-    let tau = *kth;
-    approx.retain(|a| a.score + a.bound + SLACK >= tau);
-    approx.sort_by(|x, y| (y.score + y.bound).total_cmp(&(x.score + x.bound)));
-    approx
+pub fn candidates(approx: &[Approx], k: usize) -> Vec<Approx> {
+    let mut out: Vec<Approx> = if approx.len() <= k {
+        approx.to_vec()
+    } else {
+        let mut lower: Vec<f32> = approx.iter().map(|a| a.score - a.bound - SLACK).collect();
+        let (_, kth, _) = lower.select_nth_unstable_by(k - 1, |x, y| y.total_cmp(x));
+        let tau = *kth;
+        approx
+            .iter()
+            .filter(|a| a.score + a.bound + SLACK >= tau)
+            .copied()
+            .collect()
+    };
+    out.sort_by(|x, y| (y.score + y.bound).total_cmp(&(x.score + x.bound)));
+    out
 }
 
 #[cfg(test)]
@@ -185,7 +190,7 @@ mod tests {
             })
             .collect();
         for k in [1, 10, 100] {
-            let cand = candidates(approx.clone(), k);
+            let cand = candidates(&approx, k);
             let mut exact: Vec<(usize, f32)> = db.iter().enumerate().map(|(i, v)| (i, dot_f32(v, &q))).collect();
             exact.sort_by(|a, b| b.1.total_cmp(&a.1));
             for (id, _) in &exact[..k] {

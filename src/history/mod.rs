@@ -394,7 +394,6 @@ impl History {
         };
         let head_len = 13 + mlen;
         let (good, damaged, good_end) = scan_records(&all, head_len, dim);
-        let torn_tail_only = damaged.is_empty();
         if !damaged.is_empty() {
             // Damage inside the file: keep its bytes aside, then rewrite it with the
             // good records only (those after the damage included).
@@ -425,7 +424,6 @@ impl History {
                 std::fs::OpenOptions::new().read(true).append(true).open(path)
             };
             seg.file = rewrite().map_err(|e| ioerr(path, "cannot rewrite without its damaged records", e))?;
-            all = fresh;
         } else if good_end < all.len() {
             self.load_notes.push(format!(
                 "{}: {} bytes after the last good record were cut off (a torn write)",
@@ -435,19 +433,20 @@ impl History {
             seg.file
                 .set_len(good_end as u64)
                 .map_err(|e| ioerr(path, "cannot cut the torn tail", e))?;
-            all.truncate(good_end);
         }
-        let _ = torn_tail_only;
-        let mut off = head_len;
-        while let Some(head) = all.get(off..off + 8) {
-            let len = u32::from_le_bytes(head[..4].try_into().unwrap_or_default()) as usize;
-            let Some((rec, _)) = all.get(off + 8..off + 8 + len).and_then(|b| decode(b, dim)) else {
-                break;
+        // Index the good records where they now stand (packed after the header when
+        // the file was rewritten without its damaged ones).
+        let rewritten = !damaged.is_empty();
+        let mut end = head_len;
+        for r in &good {
+            let Some((rec, _)) = decode(&all[r.start + 8..r.end], dim) else {
+                continue;
             };
-            self.index_record(&mut seg, &rec, off as u64, len as u32);
-            off += 8 + len;
+            let at = if rewritten { end } else { r.start };
+            self.index_record(&mut seg, &rec, at as u64, (r.len() - 8) as u32);
+            end = at + r.len();
         }
-        let good_end = off;
+        let good_end = end;
         seg.bytes = good_end as u64;
         if !searchable && seg.records > 0 {
             self.load_notes.push(format!(
@@ -789,7 +788,7 @@ impl History {
                 })
                 .collect()
         };
-        let flat: Vec<Approx> = scored
+        let mut flat: Vec<Approx> = scored
             .into_iter()
             .map(|(si, a)| Approx {
                 id: offsets[si] + a.id,
@@ -803,9 +802,8 @@ impl History {
         // Re-score the candidates exactly; a record that cannot be read back is
         // skipped (and dead from now on), and the candidates are chosen again without it.
         let mut faults = Vec::new();
-        let mut flat = flat;
         let (hits, rescored) = loop {
-            let cands = index::candidates(flat.clone(), k);
+            let cands = index::candidates(&flat, k);
             let rescored = cands.len();
             let mut hits = Vec::with_capacity(cands.len());
             let mut failed = false;

@@ -663,6 +663,8 @@ struct ImuCsv {
     rate: f64,
     /// Time of the last reading handed out in this pass.
     last_t: Nanos,
+    /// `t0` and `rate` are known (the first look is done once, not at every loop).
+    looked: bool,
 }
 
 /// Readings looked at to estimate an IMU CSV's rate.
@@ -677,6 +679,7 @@ impl ImuCsv {
             t0: 0,
             rate: 200.0,
             last_t: 0,
+            looked: false,
         }
     }
 
@@ -692,6 +695,36 @@ impl ImuCsv {
         };
         check_imu_header(&self.path, &header)?;
         Ok(lines)
+    }
+}
+
+impl ImuCsv {
+    /// A first look: the first reading's time and the rate of the first readings
+    /// (read, not kept), or the whole file when it holds no reading.
+    fn first_look(&mut self) -> Result<(), SourceError> {
+        let (mut n, mut first, mut last) = (0usize, None, 0);
+        for (i, line) in self.reopen()?.enumerate() {
+            let line = line.map_err(|e| open_err(&self.path, e))?;
+            if let Some(Ok((t, _))) = parse_imu_line(&self.path, i + 1, &line) {
+                first.get_or_insert(t);
+                last = t;
+                n += 1;
+                if n >= RATE_SAMPLE {
+                    break;
+                }
+            }
+        }
+        let Some(t0) = first else {
+            return Err(open_err(&self.path, "no IMU readings in this file"));
+        };
+        self.t0 = t0;
+        self.rate = if n >= 2 && last > t0 {
+            (n - 1) as f64 / ((last - t0) as f64 / 1e9)
+        } else {
+            200.0
+        };
+        self.looked = true;
+        Ok(())
     }
 }
 
@@ -755,32 +788,12 @@ impl Replay for ImuCsv {
         if self.lines.is_some() {
             return Ok(());
         }
-        // A first look: the first reading's time and the rate of the first readings
-        // (read, not kept), or the whole file when it holds no reading.
-        let (mut n, mut first, mut last) = (0usize, None, 0);
-        for (i, line) in self.reopen()?.enumerate() {
-            let line = line.map_err(|e| open_err(&self.path, e))?;
-            if let Some(Ok((t, _))) = parse_imu_line(&self.path, i + 1, &line) {
-                first.get_or_insert(t);
-                last = t;
-                n += 1;
-                if n >= RATE_SAMPLE {
-                    break;
-                }
-            }
+        if !self.looked {
+            self.first_look()?;
         }
-        let Some(t0) = first else {
-            return Err(open_err(&self.path, "no IMU readings in this file"));
-        };
-        self.t0 = t0;
-        self.rate = if n >= 2 && last > t0 {
-            (n - 1) as f64 / ((last - t0) as f64 / 1e9)
-        } else {
-            200.0
-        };
         self.lines = Some(self.reopen()?);
         self.line_no = 1;
-        self.last_t = t0;
+        self.last_t = self.t0;
         Ok(())
     }
     fn next(&mut self) -> Result<Option<(Nanos, FrameData)>, SourceError> {
