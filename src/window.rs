@@ -140,6 +140,8 @@ pub struct WindowLimits {
     pub image: ImageLimits,
     /// Most frames (audio: chunks) buffered at once.
     pub max_frames: usize,
+    /// Most bytes of frames buffered at once (`limits.max_window_bytes`).
+    pub max_bytes: u64,
     /// A frame this far before the open windows or after the stream's time is a
     /// suspect timestamp (see [`Outcome::TimeJump`]).
     pub max_time_jump_ns: Nanos,
@@ -150,6 +152,7 @@ impl Default for WindowLimits {
         WindowLimits {
             image: ImageLimits::default(),
             max_frames: 20_000,
+            max_bytes: 512 << 20,
             max_time_jump_ns: 60_000_000_000,
         }
     }
@@ -167,6 +170,8 @@ pub struct Windower {
     nominal_rate_hz: f64,
     next_k: Option<i64>,
     frames: VecDeque<Arc<Frame>>,
+    /// Bytes held by `frames` (see [`FrameData::byte_len`]).
+    bytes: u64,
     watermark: Nanos,
     /// Time of the newest data point (frame time; audio: last sample).
     last_point: Nanos,
@@ -184,6 +189,7 @@ impl Windower {
             nominal_rate_hz: nominal_rate_hz.max(1e-6),
             next_k: None,
             frames: VecDeque::new(),
+            bytes: 0,
             watermark: Nanos::MIN,
             last_point: Nanos::MIN,
             suspect: None,
@@ -257,6 +263,17 @@ impl Windower {
                     "{} frames buffered (`limits.max_window_frames`): the driver's timestamps stopped advancing (stuck at {} ns)",
                     self.frames.len(),
                     frame.t_ns
+                ),
+            );
+            return out;
+        }
+        let size = frame.data.byte_len();
+        if size > self.limits.max_bytes || (self.bytes + size > self.limits.max_bytes && !closes) {
+            reject(
+                &mut out,
+                format!(
+                    "a {size}-byte frame does not fit: {} bytes are buffered and `limits.max_window_bytes` is {}",
+                    self.bytes, self.limits.max_bytes
                 ),
             );
             return out;
@@ -365,6 +382,7 @@ impl Windower {
         let end = Self::data_end(&frame);
         self.watermark = self.watermark.max(end);
         self.last_point = self.last_point.max(if end > frame.t_ns { end - 1 } else { frame.t_ns });
+        self.bytes += frame.data.byte_len();
         self.frames.push_back(frame);
         self.close_until(|end, wm| wm >= end, &mut out);
         out
@@ -389,6 +407,7 @@ impl Windower {
         let (length, last) = (self.p.length_ns, self.last_point);
         self.close_until(|end, _| end - length <= last, &mut out);
         self.frames.clear();
+        self.bytes = 0;
         out
     }
 
@@ -414,7 +433,9 @@ impl Windower {
             k += 1;
             let next_start = self.p.start(k);
             while self.frames.front().is_some_and(|f| Self::before(f, next_start)) {
-                self.frames.pop_front();
+                if let Some(f) = self.frames.pop_front() {
+                    self.bytes -= f.data.byte_len();
+                }
             }
         }
         self.next_k = Some(k);
@@ -796,5 +817,56 @@ mod tests {
             }),
         };
         assert!(matches!(&v.push(wrong)[0], Outcome::Rejected { .. }));
+    }
+
+    #[test]
+    fn byte_budget_rejects_frames_beyond_it_and_frees_as_windows_close() {
+        // 12 big frames in one 2 s window (a recording of 8192×6826 images, scaled down):
+        // only what fits in the budget is buffered, the rest is rejected and counted.
+        let frame_bytes = 300 * 200 * 3;
+        let limits = WindowLimits {
+            max_bytes: 3 * frame_bytes as u64 + 10,
+            ..WindowLimits::default()
+        };
+        let mut w = Windower::new("cam", Modality::Vision, params(2.0, 2.0), 6.0).with_limits(limits);
+        let big = |t| Frame {
+            t_ns: t,
+            data: FrameData::Rgb8 {
+                width: 300,
+                height: 200,
+                data: vec![7; frame_bytes],
+            },
+        };
+        let mut rejected = 0;
+        for i in 0..12 {
+            for o in w.push(big(i * 150_000_000)) {
+                if let Outcome::Rejected { reason } = o {
+                    assert!(reason.contains("limits.max_window_bytes"), "{reason}");
+                    rejected += 1;
+                }
+            }
+        }
+        assert_eq!((w.frames.len(), rejected), (3, 9));
+        assert_eq!(w.bytes, 3 * frame_bytes as u64);
+        // The frame that closes the window is taken; the closed window's frames are freed.
+        let o = w.push(big(2_000_000_000));
+        // (3 of the 12 frames a 6 Hz stream should have: too little coverage to embed)
+        assert!(matches!(&o[0], Outcome::Dropped { seq: 0, .. }), "{o:?}");
+        assert_eq!((w.frames.len(), w.bytes), (1, frame_bytes as u64));
+        // A single frame larger than the whole budget never fits.
+        let huge = Frame {
+            t_ns: 2_100_000_000,
+            data: FrameData::Rgb8 {
+                width: 1000,
+                height: 1000,
+                data: vec![0; 3_000_000],
+            },
+        };
+        assert!(matches!(&w.push(huge)[0], Outcome::Rejected { reason } if reason.contains("max_window_bytes")));
+        // The image limits derived from the budget refuse it from its size alone.
+        let mut l = ImageLimits::default();
+        l.max_decoded_bytes = limits.max_bytes;
+        assert!(l.check(1000, 1000).unwrap_err().contains("limits.max_window_bytes"));
+        assert!(l.check(300, 200).is_ok());
     }
 }

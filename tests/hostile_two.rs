@@ -8,8 +8,11 @@
 //! - query text with a newline and terminal escapes cannot forge a log line;
 //! - 150 000 repeated modalities are stored once; the store is bounded
 //!   (`queries.max_store_bytes`, refusal `too_large`);
-//! - truncated and lying JPEG examples, and audio examples over
-//!   `queries.max_example_seconds`, are refused with the reason.
+//! - truncated and lying JPEG examples, a PNG example that would decode to 512 MiB,
+//!   and audio examples over `queries.max_example_seconds`, are refused with the
+//!   reason, before anything is allocated;
+//! - a recording whose window holds more image bytes than `limits.max_window_bytes` is
+//!   played with the frames beyond the budget rejected and counted.
 
 use crate::common;
 
@@ -44,6 +47,42 @@ fn wav(seconds: f32, rate: u32, bits: u16) -> Vec<u8> {
     }
     w.finalize().unwrap();
     out.into_inner()
+}
+
+/// A small PNG whose header declares `side`² pixels of 16-bit RGBA (8 bytes a pixel),
+/// with a token of image data: what a decoder would allocate is in the header alone.
+fn png_claiming(side: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
+        out.extend((body.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend(kind);
+        out.extend(body);
+        let crc = crc32fast::hash(&out[start..]);
+        out.extend(crc.to_be_bytes());
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend(side.to_be_bytes());
+    ihdr.extend(side.to_be_bytes());
+    ihdr.extend([16, 6, 0, 0, 0]); // 16-bit, RGBA, deflate, no filter, no interlace
+    chunk(&mut out, b"IHDR", &ihdr);
+    // zlib, one stored block of 1 024 zero bytes, then its Adler-32 (of zeros: 1024 << 16 | 1).
+    let mut z = vec![0x78, 0x01, 0x01, 0x00, 0x04, 0xFF, 0xFB];
+    z.extend([0u8; 1024]);
+    z.extend(((1024u32 << 16) | 1).to_be_bytes());
+    chunk(&mut out, b"IDAT", &z);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// Resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 fn jpeg(w: u32, h: u32) -> Vec<u8> {
@@ -246,7 +285,9 @@ async fn local_and_bus_attacks_of_round_two_are_refused() {
         .clone();
     assert_eq!(many["modalities"], serde_json::json!(["audio"]));
 
-    // Truncated and lying JPEGs, and too long a WAV, are refused with the reason.
+    // Truncated and lying JPEGs, a PNG declaring 8192² 16-bit RGBA pixels (512 MiB
+    // decoded), and too long a WAV, are refused with the reason.
+    let rss_before = rss_mib(pid);
     let good = jpeg(96, 64);
     let mut lying = good.clone();
     let sof = lying.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
@@ -254,6 +295,7 @@ async fn local_and_bus_attacks_of_round_two_are_refused() {
     for (id, media, mime, needle) in [
         ("cut", b64(&good[..good.len() / 2]), "image/jpeg", "not a valid JPEG"),
         ("lie", b64(&lying), "image/jpeg", "not a valid JPEG"),
+        ("png16", b64(&png_claiming(8192)), "image/png", "bytes to decode"),
         (
             "long",
             b64(&wav(31.0, 1000, 8)),
@@ -265,6 +307,9 @@ async fn local_and_bus_attacks_of_round_two_are_refused() {
         let e = refusal(id).await;
         assert!(e["error"].as_str().unwrap().contains(needle), "{id}: {e}");
     }
+    let grown = rss_mib(pid) - rss_before;
+    eprintln!("refusing the hostile examples grew RSS by {grown:.0} MiB");
+    assert!(grown < 100.0, "refused examples grew RSS by {grown:.0} MiB");
 
     // The store is bounded: registrations beyond `queries.max_store_bytes` are refused
     // (`too_large`), the file stays within it, and the daemon goes on.
@@ -300,4 +345,65 @@ async fn local_and_bus_attacks_of_round_two_are_refused() {
         let got = h.get(source, t, *seq).unwrap();
         assert_eq!(got.map(|r| r.vector).as_ref(), Some(v), "{target}/{source} seq {seq}");
     }
+}
+
+/// 13 frames of 3000×2000 RGB (18 MB each, a few KB compressed) in one 2 s window, with
+/// `limits.max_window_bytes` = 50 MiB: two frames fit; the other ten of that window are
+/// rejected and counted, the frame that closes the window is taken, and the replay ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_beyond_its_byte_budget_rejects_frames_instead_of_growing() {
+    use sensebind::record::codec;
+    use sensebind::sources::{Frame, FrameData};
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.mcap");
+    let mut rec = sensebind::record::Recorder::create(&path).unwrap();
+    let t0 = 1_000_000_000_000i64;
+    let times: Vec<i64> = (0..12).map(|i| t0 + i * 150_000_000).chain([t0 + 2_000_000_000]).collect();
+    for (i, t) in times.iter().enumerate() {
+        let f = Frame {
+            t_ns: *t,
+            data: FrameData::Rgb8 {
+                width: 3000,
+                height: 2000,
+                data: vec![i as u8 * 10; 3000 * 2000 * 3],
+            },
+        };
+        rec.write(&codec::encode_frame("cam", &f)).unwrap();
+    }
+    rec.finish().unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size < 4 << 20, "{size} bytes");
+
+    let port = free_port();
+    let sources = format!(
+        "[limits]\nmax_window_bytes = 52428800\n\
+         [sources.cam]\ntype = \"mcap\"\npath = \"{}\"\npace = \"fast\"\n",
+        path.display()
+    );
+    let cfg = write_config(dir.path(), "budget", port, &sources);
+    let log = dir.path().join("daemon.log");
+    let mut d = Daemon::start(&cfg, &log);
+    let z = client(port).await;
+    let sub = z.declare_subscriber("sensebind/budget/health").await.unwrap();
+    let mut last = None;
+    let mut peak = 0.0f64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while d.running() && std::time::Instant::now() < deadline {
+        peak = peak.max(rss_mib(d.child.id()));
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(50), sub.recv_async()).await {
+            let h = serde_json::from_slice::<serde_json::Value>(&s.payload().to_bytes()).unwrap();
+            if h["sources"]["cam"]["state"] == "ended" {
+                last = Some(h);
+                break;
+            }
+        }
+    }
+    d.stop();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let h = last.unwrap_or_else(|| panic!("the replay never ended; log:\n{text}"));
+    let cam = &h["sources"]["cam"]["streams"]["vision"];
+    eprintln!("byte budget: peak RSS {peak:.0} MiB; {cam}");
+    assert_eq!(cam["frames_rejected"], 10, "{cam}");
+    assert!(text.contains("limits.max_window_bytes"), "the reason is logged:\n{text}");
 }

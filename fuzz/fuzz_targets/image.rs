@@ -5,10 +5,7 @@ use libfuzzer_sys::fuzz_target;
 use sensebind::sources::ImageLimits;
 
 fuzz_target!(|data: &[u8]| {
-    let limits = ImageLimits {
-        max_side: 1024,
-        max_aspect_ratio: 20.0,
-    };
+    let limits = ImageLimits::new(1024, 20.0);
     if let Ok(img) = sensebind::sources::file::decode_image(data, limits, "an image") {
         assert!(img.width() <= 1024 && img.height() <= 1024);
         let _ = img.to_rgb8();

@@ -15,10 +15,7 @@ fuzz_target!(|data: &[u8]| {
         frames::IMU,
     ][((sel / 5) % 4) as usize];
     let encoding = frames::message_encoding(schema);
-    let limits = sensebind::sources::ImageLimits {
-        max_side: 1024,
-        max_aspect_ratio: 20.0,
-    };
+    let limits = sensebind::sources::ImageLimits::new(1024, 20.0);
     if let Ok(f) = frames::decode_frame(modality, schema, encoding, body, 1_000, limits) {
         let _ = f.data.check_size();
     }

@@ -22,10 +22,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let w = u16::from_le_bytes([data[1], data[2]]) as u32 % 2048;
     let h = u16::from_le_bytes([data[3], data[4]]) as u32 % 2048;
-    let limits = sensebind::sources::ImageLimits {
-        max_side: 1024,
-        max_aspect_ratio: 20.0,
-    };
+    let limits = sensebind::sources::ImageLimits::new(1024, 20.0);
     if let Ok(frame) = convert(fmt, target, w, h, &data[5..], limits) {
         assert!(
             frame.check_size().is_ok(),

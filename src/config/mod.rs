@@ -295,6 +295,8 @@ pub struct LimitsConfig {
     pub max_image_side: u32,
     pub max_aspect_ratio: f64,
     pub max_window_frames: usize,
+    /// Most bytes of frames one stream's windower buffers (decoded images, samples).
+    pub max_window_bytes: u64,
     pub max_time_jump_s: f64,
 }
 

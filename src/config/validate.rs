@@ -296,6 +296,7 @@ impl Config {
         c.range("limits.max_image_side", l.max_image_side, 16, 65_535);
         c.real("limits.max_aspect_ratio", l.max_aspect_ratio, 1.0, 1e6, "a ratio");
         c.range("limits.max_window_frames", l.max_window_frames, 16, 10_000_000);
+        c.range("limits.max_window_bytes", l.max_window_bytes, 1 << 20, 1 << 40);
         // Checked against a valid window length only (a bad one has its own error).
         let ok = |key: &str, v: f64| DURATIONS.iter().any(|d| d.key == key && d.range.contains(v));
         let both_ok = ok("window.length_s", self.window.length_s) && ok("limits.max_time_jump_s", l.max_time_jump_s);

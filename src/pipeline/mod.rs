@@ -116,11 +116,13 @@ pub fn enabled_sources(cfg: &Config) -> Result<Vec<SourceConfig>, PipelineError>
 
 pub fn window_limits(cfg: &Config) -> WindowLimits {
     WindowLimits {
-        image: ImageLimits {
-            max_side: cfg.limits.max_image_side,
-            max_aspect_ratio: cfg.limits.max_aspect_ratio,
+        image: {
+            let mut l = ImageLimits::new(cfg.limits.max_image_side, cfg.limits.max_aspect_ratio);
+            l.max_decoded_bytes = l.max_decoded_bytes.min(cfg.limits.max_window_bytes);
+            l
         },
         max_frames: cfg.limits.max_window_frames,
+        max_bytes: cfg.limits.max_window_bytes,
         max_time_jump_ns: crate::config::secs_ns(cfg.limits.max_time_jump_s),
     }
 }

@@ -284,14 +284,18 @@ pub fn decode_image(bytes: &[u8], limits: ImageLimits, what: &str) -> Result<ima
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| format!("expected {what}: {e}"))?;
+    // The side and the decoded size are checked from the header, before anything is
+    // allocated: a small PNG may declare 8192² pixels of 16-bit RGBA (512 MiB).
     let mut l = image::Limits::default();
     l.max_image_width = Some(limits.max_side);
     l.max_image_height = Some(limits.max_side);
+    l.max_alloc = Some(limits.max_decoded_bytes);
     reader.limits(l);
     let img = reader.decode().map_err(|e| match e {
-        image::ImageError::Limits(_) => {
-            format!("image larger than `limits.max_image_side` = {} pixels", limits.max_side)
-        }
+        image::ImageError::Limits(_) => format!(
+            "image larger than `limits.max_image_side` = {} pixels, or needing more than {} bytes to decode (an RGB image of that side, or `limits.max_window_bytes`)",
+            limits.max_side, limits.max_decoded_bytes
+        ),
         e => format!("expected {what}: {e}"),
     })?;
     limits.check(img.width(), img.height())?;
@@ -915,10 +919,7 @@ mod tests {
         assert!(e.contains("limits.max_aspect_ratio"), "{e}");
         assert!(load_rgb(
             &strip,
-            ImageLimits {
-                max_side: 4096,
-                max_aspect_ratio: 300.0
-            }
+            ImageLimits::new(4096, 300.0)
         )
         .is_ok());
     }

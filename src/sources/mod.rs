@@ -141,6 +141,17 @@ impl FrameData {
         }
     }
 
+    /// Bytes the payload holds in memory (what a window's byte budget counts).
+    pub fn byte_len(&self) -> u64 {
+        let n = match self {
+            FrameData::Rgb8 { data, .. } | FrameData::Jpeg { data, .. } => data.len(),
+            FrameData::Depth16 { data, .. } | FrameData::Thermal16 { data, .. } => data.len() * 2,
+            FrameData::Audio { samples, .. } => samples.len() * 4,
+            FrameData::Imu(_) => std::mem::size_of::<ImuSample>(),
+        };
+        n as u64
+    }
+
     /// An uncompressed image must hold exactly width × height pixels.
     pub fn check_size(&self) -> Result<(), String> {
         let (w, h, have, per) = match self {
@@ -283,18 +294,28 @@ impl Pacer {
 pub struct ImageLimits {
     pub max_side: u32,
     pub max_aspect_ratio: f64,
+    /// Most bytes one decoded image may take (any pixel format, also while decoding):
+    /// an RGB image of `max_side`², or less when `limits.max_window_bytes` is smaller.
+    pub max_decoded_bytes: u64,
 }
 
 impl Default for ImageLimits {
     fn default() -> Self {
-        ImageLimits {
-            max_side: 8192,
-            max_aspect_ratio: 20.0,
-        }
+        ImageLimits::new(8192, 20.0)
     }
 }
 
 impl ImageLimits {
+    /// Limits of `max_side` and `max_aspect_ratio` whose decoded-size bound is an RGB
+    /// image of `max_side`².
+    pub fn new(max_side: u32, max_aspect_ratio: f64) -> Self {
+        ImageLimits {
+            max_side,
+            max_aspect_ratio,
+            max_decoded_bytes: max_side as u64 * max_side as u64 * 3,
+        }
+    }
+
     /// Whether a `w`×`h` image may be processed; the error says which limit it breaks.
     pub fn check(&self, w: u32, h: u32) -> Result<(), String> {
         if w == 0 || h == 0 {
@@ -311,6 +332,13 @@ impl ImageLimits {
             return Err(format!(
                 "{w}×{h} image has aspect ratio {ratio:.0}, above `limits.max_aspect_ratio` = {}",
                 self.max_aspect_ratio
+            ));
+        }
+        let rgb = w as u64 * h as u64 * 3;
+        if rgb > self.max_decoded_bytes {
+            return Err(format!(
+                "{w}×{h} image decodes to {rgb} bytes, above the {} a frame may take (`limits.max_window_bytes`)",
+                self.max_decoded_bytes
             ));
         }
         Ok(())
