@@ -498,6 +498,12 @@ impl Windower {
         let len = ((end - start) as i128 * sr as i128 / 1_000_000_000) as usize;
         let mut out = vec![0.0f32; len * chn];
         let mut filled = vec![false; len];
+        // A chunk that starts within a millisecond of where the one before it ended is
+        // placed right after it: a sample clock slewing towards the host (see
+        // `sources::sample_clock`) moves stamps by a fraction of a sample per chunk,
+        // which must neither overwrite a sample nor leave a hole.
+        let snap = (sr as i64 / 1000).max(1);
+        let mut prev_end: Option<i64> = None;
         for f in &self.frames {
             let FrameData::Audio {
                 sample_rate,
@@ -511,8 +517,14 @@ impl Windower {
                 continue;
             }
             // Index of this chunk's first sample on the window's sample grid.
-            let off = ((f.t_ns - start) as i128 * sr as i128).div_euclid(1_000_000_000) as i64;
+            let mut off = ((f.t_ns - start) as i128 * sr as i128).div_euclid(1_000_000_000) as i64;
+            if let Some(end) = prev_end {
+                if (off - end).abs() <= snap {
+                    off = end;
+                }
+            }
             let n = samples.len() / chn;
+            prev_end = Some(off + n as i64);
             let lo = (-off).max(0) as usize;
             let hi = ((len as i64 - off).min(n as i64)).max(0) as usize;
             for j in lo..hi {
@@ -864,9 +876,52 @@ mod tests {
         };
         assert!(matches!(&w.push(huge)[0], Outcome::Rejected { reason } if reason.contains("max_window_bytes")));
         // The image limits derived from the budget refuse it from its size alone.
-        let mut l = ImageLimits::default();
-        l.max_decoded_bytes = limits.max_bytes;
+        let l = ImageLimits {
+            max_decoded_bytes: limits.max_bytes,
+            ..ImageLimits::default()
+        };
         assert!(l.check(1000, 1000).unwrap_err().contains("limits.max_window_bytes"));
         assert!(l.check(300, 200).is_ok());
+    }
+
+    #[test]
+    fn slewed_audio_chunks_are_placed_back_to_back() {
+        // 20 ms chunks at 48 kHz stamped 10 µs (half a sample) earlier than contiguous,
+        // as a sample clock slewing at its fastest does: every sample lands in the
+        // window, in order, none overwritten.
+        let mut w = Windower::new("mic", Modality::Audio, params(2.0, 2.0), 50.0);
+        let mut t = 0i64;
+        let mut next_value = 0u32;
+        let mut out = Vec::new();
+        for _ in 0..110 {
+            let samples: Vec<f32> = (0..960)
+                .map(|_| {
+                    next_value += 1;
+                    next_value as f32
+                })
+                .collect();
+            out.extend(w.push(Frame {
+                t_ns: t,
+                data: FrameData::Audio {
+                    sample_rate: 48_000,
+                    channels: 1,
+                    samples,
+                },
+            }));
+            t += 20_000_000 - 10_000;
+        }
+        let Some(Outcome::Ready(win)) = out.into_iter().find(|o| matches!(o, Outcome::Ready(_))) else {
+            panic!("no window")
+        };
+        let WindowData::Audio { samples, valid, .. } = &win.data else {
+            panic!("not audio")
+        };
+        assert_eq!(*valid, 96_000);
+        let want: Vec<f32> = (1..=96_000).map(|v| v as f32).collect();
+        assert!(
+            samples[..] == want[..],
+            "first difference at {:?}",
+            samples.iter().zip(&want).position(|(a, b)| a != b)
+        );
     }
 }

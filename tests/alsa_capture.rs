@@ -157,21 +157,70 @@ fn captured_samples_and_times_match_the_file() {
 }
 
 #[test]
-fn unpaced_capture_with_the_default_drift_bound_reanchors() {
-    // The plugin returns 3.3 s of audio in milliseconds: with the 20 ms bound, the
-    // sample clock is re-anchored on the host clock (and counted), never fatal.
+fn unpaced_capture_with_the_default_drift_bound_loses_nothing_and_never_steps_back() {
+    // The plugin returns 3.3 s of audio in milliseconds: with the default 20 ms bound
+    // the sample clock runs ahead of the host clock. It slews (each period at most
+    // 500 ppm shorter), it never steps back over samples already stamped, and every
+    // sample of the file is delivered.
     let mut src = mic("");
     let frames = capture(src.as_mut());
-    assert_eq!(
-        frames.iter().map(|f| samples_of(f).len()).sum::<usize>(),
-        fixture_samples().len()
-    );
-    let st = src.status();
-    assert!(st["reanchors"].as_u64().unwrap() > 0, "{st:?}");
-    let now = sensebind::clock::realtime_ns();
-    for f in &frames {
-        assert!((now - f.t_ns).abs() < 2_000_000_000, "re-anchored stamps stay near now");
+    let got: Vec<i16> = frames
+        .iter()
+        .flat_map(|f| samples_of(f).iter().map(|s| (s * 32768.0) as i16))
+        .collect();
+    assert!(got == fixture_samples(), "captured samples differ from the file");
+    for w in frames.windows(2) {
+        let end = w[0].t_ns + samples_of(&w[0]).len() as i64 * 1_000_000_000 / RATE as i64;
+        let gap = w[1].t_ns - end;
+        assert!(
+            (-10_000..=0).contains(&gap),
+            "a period starts {gap} ns from the last one's end"
+        );
     }
+    // Every sample reaches the windows: the daemon's default 2 s windows every 1 s, on
+    // a grid starting at the first sample. Each window holds a contiguous run of the
+    // file's samples (none overwritten or reordered by the slewing clock) and together
+    // they leave no sample out.
+    let params = WindowParams {
+        length_ns: 2_000_000_000,
+        hop_ns: 1_000_000_000,
+        origin_ns: frames[0].t_ns,
+        min_coverage: 0.01,
+    };
+    let mut w = Windower::new("mic", Modality::Audio, params, 50.0);
+    let mut windows = Vec::new();
+    for f in &frames {
+        for o in w.push(f.clone()) {
+            match o {
+                Outcome::Ready(win) => windows.push(win),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    windows.extend(w.flush().into_iter().map(|o| match o {
+        Outcome::Ready(win) => win,
+        other => panic!("{other:?}"),
+    }));
+    let want = fixture_samples();
+    let mut covered = 0usize;
+    for win in &windows {
+        let sensebind::window::WindowData::Audio { samples, valid, .. } = &win.data else {
+            panic!("not audio")
+        };
+        // (The grid starts at the first sample: no window starts with silence.)
+        let run: Vec<i16> = samples[..*valid].iter().map(|s| (s * 32768.0) as i16).collect();
+        let near = win.seq.max(0) as usize * RATE as usize;
+        let at = (near.saturating_sub(200)..=near + 200)
+            .find(|&i| want.get(i..i + run.len()) == Some(&run[..]))
+            .unwrap_or_else(|| panic!("window {} is not a run of the file's samples", win.seq));
+        assert!(at <= covered, "samples {covered}..{at} are in no window");
+        covered = covered.max(at + run.len());
+    }
+    assert_eq!(covered, want.len(), "{} windows", windows.len());
+
+    let st = src.status();
+    assert_eq!(st["reanchors"], 0, "no step: {st:?}");
+    assert!(st["clock_offset_ms"].as_f64().unwrap() > 20.0, "running ahead: {st:?}");
 }
 
 #[test]
@@ -286,7 +335,7 @@ fn captured_audio_is_recorded_to_mcap_sample_exact() {
         common::free_port(),
         &format!(
             "[sources.mic]\ntype = \"alsa\"\ndevice = \"sbtest\"\nrate = {RATE}\nchannels = 1\nperiod_ms = 20\n\
-             drift_ms = 3600000\nmax_seconds = {}\n[daemon]\nexit_when_sources_end = true\n\
+             max_seconds = {}\n[daemon]\nexit_when_sources_end = true\n\
              [engine]\nproviders = [\"cpu\"]\n",
             n as f64 / RATE as f64
         ),

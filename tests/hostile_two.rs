@@ -359,7 +359,10 @@ async fn a_window_beyond_its_byte_budget_rejects_frames_instead_of_growing() {
     let path = dir.path().join("big.mcap");
     let mut rec = sensebind::record::Recorder::create(&path).unwrap();
     let t0 = 1_000_000_000_000i64;
-    let times: Vec<i64> = (0..12).map(|i| t0 + i * 150_000_000).chain([t0 + 2_000_000_000]).collect();
+    let times: Vec<i64> = (0..12)
+        .map(|i| t0 + i * 150_000_000)
+        .chain([t0 + 2_000_000_000])
+        .collect();
     for (i, t) in times.iter().enumerate() {
         let f = Frame {
             t_ns: *t,
@@ -405,5 +408,8 @@ async fn a_window_beyond_its_byte_budget_rejects_frames_instead_of_growing() {
     let cam = &h["sources"]["cam"]["streams"]["vision"];
     eprintln!("byte budget: peak RSS {peak:.0} MiB; {cam}");
     assert_eq!(cam["frames_rejected"], 10, "{cam}");
-    assert!(text.contains("limits.max_window_bytes"), "the reason is logged:\n{text}");
+    assert!(
+        text.contains("limits.max_window_bytes"),
+        "the reason is logged:\n{text}"
+    );
 }

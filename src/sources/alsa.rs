@@ -7,7 +7,7 @@
 //! rate = 48000            # Hz asked for; the device may grant another (see health)
 //! channels = 1            # asked for; the granted count is what the frames carry
 //! period_ms = 20          # one frame (audio chunk) per period
-//! drift_ms = 20           # re-anchor the sample clock when it is this far off the host clock
+//! drift_ms = 20           # sample clock vs host clock: slew past half of it, step forward past it
 //! # max_seconds = 3.5     # stop (end of stream) after this much audio; for tests
 //! ```
 //!
@@ -21,7 +21,9 @@
 //! - `period_ms` (default 20, 1..=1000): the hardware period; each `next_frame` reads
 //!   one period, so the stream's nominal rate is `1000 / period_ms` chunks/s.
 //! - `drift_ms` (default 20, 1..=3600000): bound on the disagreement between the sample
-//!   clock and the host clock before re-anchoring (see [`super::sample_clock`]).
+//!   clock and the host clock: past half of it the clock slews towards the host, and
+//!   when it is behind by more than all of it (samples lost) it steps forward (see
+//!   [`super::sample_clock`]). No sample is ever dropped because of timing.
 //! - `max_seconds` (optional, > 0): end the stream (`Ok(None)`) after exactly this
 //!   much audio has been read. ALSA devices never end; tests use it with the ALSA
 //!   `file` plugin, which returns its `infile` unpaced and repeats stale data past
@@ -30,16 +32,19 @@
 //! Capture is S16_LE, interleaved (`snd_pcm_readi`); frames carry
 //! `FrameData::Audio { sample_rate, channels, samples }` with `samples = s16 / 32768`.
 //! Timestamps come from the sample clock ([`super::sample_clock::SampleClock`]):
-//! anchored on the daemon's realtime clock at the first period, then advancing by
-//! exactly `samples / rate`; re-anchored (logged, counted in `reanchors`) when it
-//! drifts past `drift_ms`. An overrun (`EPIPE`) or suspend (`ESTRPIPE`) is recovered
-//! in place (`snd_pcm_recover`), counted in `xruns`, and re-anchors the clock on the
-//! next period; it is never fatal. Any other read error is `SourceError::Read` (the
+//! anchored on the daemon's realtime clock at the first period, then each period
+//! starting where the last one ended; slewed by at most 500 ppm towards the host clock
+//! (a delay-locked loop) and stepped forward only (logged, counted in `reanchors`)
+//! when it falls behind by more than `drift_ms`. It never steps back over samples
+//! already stamped. An overrun (`EPIPE`) or suspend (`ESTRPIPE`) is recovered in place
+//! (`snd_pcm_recover`), counted in `xruns`, and re-anchors the clock on the next
+//! period, no earlier than the last period's end; it is never fatal. Any other read error is `SourceError::Read` (the
 //! runner reopens the device); a device that cannot be opened or configured is
 //! `SourceError::Open`, naming the PCM.
 //!
 //! Health (`Source::status`): granted `rate`, `channels`, `period_frames`,
-//! `buffer_frames`, `format`, and the counters `xruns` and `reanchors`.
+//! `buffer_frames`, `format`, the counters `xruns` and `reanchors` (forward steps), and
+//! `clock_offset_ms` (filtered sample clock − host clock; positive: ahead).
 
 use super::sample_clock::SampleClock;
 use super::{
@@ -185,6 +190,8 @@ pub struct Alsa {
     read_frames: u64,
     xruns: u64,
     buf: Vec<i16>,
+    /// Said once: the input runs faster than real time.
+    ahead_logged: bool,
 }
 
 impl Alsa {
@@ -198,6 +205,7 @@ impl Alsa {
             read_frames: 0,
             xruns: 0,
             buf: Vec::new(),
+            ahead_logged: false,
         }
     }
 
@@ -352,7 +360,9 @@ impl Source for Alsa {
             buffer_frames = g.buffer_frames,
             "ALSA capture configured"
         );
-        self.clock = SampleClock::new(g.rate, self.cfg.drift_ms);
+        // A reopened device (replugged, or reopened after an error) anchors afresh,
+        // never before what the last open stamped.
+        self.clock = self.clock.reopened(g.rate);
         self.read_frames = 0;
         self.buf = vec![0; g.period_frames as usize * g.channels as usize];
         self.granted = Some(g);
@@ -452,8 +462,12 @@ impl Source for Alsa {
             .map(|a| (a.max(0) as u64).min(g.buffer_frames))
             .unwrap_or(0);
         let stamp = self.clock.stamp(want as u64, buffered, now);
-        if stamp.reanchored {
-            tracing::info!(device = %self.cfg.device, drift_ms = stamp.drift_ns as f64 / 1e6, reanchors = self.clock.reanchors(), "ALSA sample clock re-anchored on the host clock");
+        if stamp.stepped {
+            tracing::info!(device = %self.cfg.device, drift_ms = stamp.drift_ns as f64 / 1e6, reanchors = self.clock.steps(), "ALSA sample clock fell behind the host clock (samples lost or a stalled reader): stepped forward");
+        }
+        if !self.ahead_logged && stamp.drift_ns > self.cfg.drift_ms as i64 * 1_000_000 {
+            self.ahead_logged = true;
+            tracing::warn!(device = %self.cfg.device, drift_ms = stamp.drift_ns as f64 / 1e6, "the device delivers audio faster than real time (a file, or a wrong rate): its sample clock runs ahead of the host clock; slewing, no sample is dropped");
         }
         self.read_frames += want as u64;
         Ok(Some(Frame {
@@ -477,7 +491,11 @@ impl Source for Alsa {
             m.insert("format".into(), json!("S16_LE"));
         }
         m.insert("xruns".into(), json!(self.xruns));
-        m.insert("reanchors".into(), json!(self.clock.reanchors()));
+        m.insert("reanchors".into(), json!(self.clock.steps()));
+        m.insert(
+            "clock_offset_ms".into(),
+            json!((self.clock.offset_ms() * 1000.0).round() / 1000.0),
+        );
         m
     }
 }

@@ -917,11 +917,7 @@ mod tests {
         image::GrayImage::new(2000, 10).save(&strip).unwrap();
         let e = load_rgb(&strip, ImageLimits::default()).unwrap_err().to_string();
         assert!(e.contains("limits.max_aspect_ratio"), "{e}");
-        assert!(load_rgb(
-            &strip,
-            ImageLimits::new(4096, 300.0)
-        )
-        .is_ok());
+        assert!(load_rgb(&strip, ImageLimits::new(4096, 300.0)).is_ok());
     }
 
     #[test]
