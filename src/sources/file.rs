@@ -248,20 +248,109 @@ struct FrameFolder {
     dir: PathBuf,
     fps: f64,
     limits: ImageLimits,
-    files: Vec<PathBuf>,
+    names: FolderNames,
     next: usize,
 }
 
 impl FrameFolder {
     fn new(sensor: Sensor, dir: PathBuf, fps: f64, limits: ImageLimits) -> Self {
+        let allow_jpeg = sensor == Sensor::Camera;
         FrameFolder {
             sensor,
+            names: FolderNames::new(dir.clone(), allow_jpeg, NAME_BATCH),
             dir,
             fps,
             limits,
-            files: Vec::new(),
             next: 0,
         }
+    }
+}
+
+/// Names of a folder's frames read per scan: memory for a folder of a million frames
+/// is that of this many names, not a million.
+const NAME_BATCH: usize = 4096;
+
+/// A folder's image files in name order, listed a batch at a time: each scan keeps
+/// only the `batch` smallest names after the last one handed out.
+struct FolderNames {
+    dir: PathBuf,
+    allow_jpeg: bool,
+    batch: usize,
+    queue: std::collections::VecDeque<PathBuf>,
+    /// The last name handed out (the next scan starts after it).
+    last: Option<std::ffi::OsString>,
+    /// Image files in the folder at the last full scan.
+    count: usize,
+    /// No name after `queue` is left in the folder.
+    exhausted: bool,
+}
+
+impl FolderNames {
+    fn new(dir: PathBuf, allow_jpeg: bool, batch: usize) -> Self {
+        FolderNames {
+            dir,
+            allow_jpeg,
+            batch: batch.max(1),
+            queue: Default::default(),
+            last: None,
+            count: 0,
+            exhausted: false,
+        }
+    }
+
+    fn is_image(&self, p: &Path) -> bool {
+        let ext = p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+        matches!(ext.as_deref(), Some("png")) || (self.allow_jpeg && matches!(ext.as_deref(), Some("jpg" | "jpeg")))
+    }
+
+    /// Read the folder: count its images and keep the next `batch` names after `last`.
+    fn scan(&mut self) -> Result<(), SourceError> {
+        let rd = std::fs::read_dir(&self.dir)
+            .map_err(|e| open_err(&self.dir, format!("expected a folder of image frames: {e}")))?;
+        let mut heap = std::collections::BinaryHeap::new();
+        let mut count = 0;
+        for e in rd.flatten() {
+            let name = e.file_name();
+            if !self.is_image(Path::new(&name)) {
+                continue;
+            }
+            count += 1;
+            if self.last.as_ref().is_some_and(|l| name <= *l) {
+                continue;
+            }
+            if heap.len() < self.batch {
+                heap.push(name);
+            } else if heap.peek().is_some_and(|top| name < *top) {
+                heap.pop();
+                heap.push(name);
+            }
+        }
+        self.count = count;
+        self.exhausted = heap.len() < self.batch;
+        self.queue = heap.into_sorted_vec().into_iter().map(|n| self.dir.join(n)).collect();
+        Ok(())
+    }
+
+    /// Start again from the first name; errors if the folder holds no frame.
+    fn open(&mut self) -> Result<(), SourceError> {
+        self.last = None;
+        self.scan()?;
+        if self.count == 0 {
+            let kinds = if self.allow_jpeg { "PNG or JPEG" } else { "16-bit PNG" };
+            return Err(open_err(&self.dir, format!("no {kinds} frames in this folder")));
+        }
+        Ok(())
+    }
+
+    fn next(&mut self) -> Result<Option<PathBuf>, SourceError> {
+        if self.queue.is_empty() && !self.exhausted {
+            self.scan()?;
+        }
+        let Some(p) = self.queue.pop_front() else {
+            return Ok(None);
+        };
+        self.last = p.file_name().map(|n| n.to_os_string());
+        Ok(Some(p))
     }
 }
 
@@ -302,24 +391,6 @@ pub fn decode_image(bytes: &[u8], limits: ImageLimits, what: &str) -> Result<ima
     Ok(img)
 }
 
-/// List image files (png/jpg/jpeg) of a folder, sorted by name.
-pub fn list_images(dir: &Path, allow_jpeg: bool) -> Result<Vec<PathBuf>, SourceError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| open_err(dir, format!("expected a folder of image frames: {e}")))?;
-    let mut files: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let ext = p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
-            matches!(ext.as_deref(), Some("png")) || (allow_jpeg && matches!(ext.as_deref(), Some("jpg" | "jpeg")))
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        let kinds = if allow_jpeg { "PNG or JPEG" } else { "16-bit PNG" };
-        return Err(open_err(dir, format!("no {kinds} frames in this folder")));
-    }
-    Ok(files)
-}
-
 /// Decode an image file into RGB8 (its size checked against `limits` first).
 pub fn load_rgb(path: &Path, limits: ImageLimits) -> Result<FrameData, SourceError> {
     let img = checked_decode(path, limits, "a PNG or JPEG image")?;
@@ -355,11 +426,11 @@ impl Replay for FrameFolder {
         self.fps
     }
     fn open(&mut self) -> Result<(), SourceError> {
-        self.files = list_images(&self.dir, self.sensor == Sensor::Camera)?;
-        Ok(())
+        self.next = 0;
+        self.names.open()
     }
     fn next(&mut self) -> Result<Option<(Nanos, FrameData)>, SourceError> {
-        let Some(path) = self.files.get(self.next).cloned() else {
+        let Some(path) = self.names.next()? else {
             return Ok(None);
         };
         let i = self.next;
@@ -379,10 +450,13 @@ impl Replay for FrameFolder {
         Ok(Some((rel, data)))
     }
     fn duration_ns(&self) -> Nanos {
-        (self.files.len() as f64 * 1e9 / self.fps).round() as Nanos
+        (self.names.count as f64 * 1e9 / self.fps).round() as Nanos
     }
     fn rewind(&mut self) {
         self.next = 0;
+        self.names.last = None;
+        self.names.queue.clear();
+        self.names.exhausted = false;
     }
 }
 
@@ -842,6 +916,42 @@ impl Replay for ImuCsv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_folder_is_listed_a_batch_at_a_time_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut names: Vec<String> = (0..23).map(|i| format!("f{:03}.png", (i * 7) % 23)).collect();
+        names.push("z.JPG".into());
+        for n in &names {
+            std::fs::write(dir.path().join(n), b"").unwrap();
+        }
+        std::fs::write(dir.path().join("notes.txt"), b"").unwrap();
+        names.sort();
+        for batch in [1, 5, 23, 24, 1000] {
+            let mut f = FolderNames::new(dir.path().to_path_buf(), true, batch);
+            f.open().unwrap();
+            for round in 0..2 {
+                let mut got = Vec::new();
+                while let Some(p) = f.next().unwrap() {
+                    got.push(p.file_name().unwrap().to_string_lossy().into_owned());
+                    // Never more than a batch of names held.
+                    assert!(f.queue.len() < batch.max(1), "{}", f.queue.len());
+                }
+                assert_eq!(got, names, "batch {batch}, round {round}");
+                assert_eq!(f.count, 24);
+                f.open().unwrap();
+            }
+        }
+        // Depth and thermal folders take PNGs only.
+        let mut f = FolderNames::new(dir.path().to_path_buf(), false, 4);
+        f.open().unwrap();
+        assert_eq!(f.count, 23);
+        let empty = tempfile::tempdir().unwrap();
+        let e = FolderNames::new(empty.path().to_path_buf(), false, 4)
+            .open()
+            .unwrap_err();
+        assert!(e.to_string().contains("no 16-bit PNG frames"), "{e}");
+    }
 
     #[test]
     fn imu_csv_rejects_bad_lines_with_location() {
