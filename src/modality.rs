@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// An ImageBind modality: one encoder, one embedding topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Modality {
     Vision,
@@ -175,6 +175,21 @@ impl FromStr for Target {
                 "unknown stream kind `{s}` (expected one of vision, audio, depth, thermal, imu, fused)"
             )),
         }
+    }
+}
+
+/// On the bus: a modality's name or `fused`.
+impl schemars::JsonSchema for Target {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Target".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<String> = Modality::ALL
+            .iter()
+            .map(|m| m.to_string())
+            .chain(["fused".to_string()])
+            .collect();
+        schemars::json_schema!({ "type": "string", "enum": names })
     }
 }
 

@@ -1,13 +1,13 @@
 //! From an embedded window to bus messages: the embedding itself, zero-shot labels,
 //! label events and query alerts. Pure (no I/O), so it is tested without a bus.
 
+use crate::bus::msg::{AlertMsg, EventMsg, JsonMsg, LabelsMsg, MsgError};
 use crate::bus::{EmbeddingMsg, Enc, FusedMember, FusedMsg, Topics};
 use crate::engine::worker::Embedded;
 use crate::fusion::Fused;
 use crate::modality::{Modality, Target};
 use crate::queries::Registry;
 use crate::zeroshot::{EventTracker, LabelSet};
-use serde_json::json;
 use std::collections::BTreeMap;
 
 pub struct Outputs {
@@ -137,7 +137,7 @@ impl Outputs {
     fn window(
         &mut self,
         w: &Win,
-        embedding: Result<Vec<u8>, crate::bus::BusError>,
+        embedding: Result<Vec<u8>, MsgError>,
         [embedding_key, labels_key, events_key]: [String; 3],
         queries: &mut Registry,
     ) -> Produced {
@@ -164,32 +164,51 @@ impl Outputs {
         };
         if let Some(set) = labels.filter(|s| !s.is_empty()) {
             let scored = set.classify_scaled(w.vector, w.label_scale);
-            let top: Vec<_> = scored.iter().take(self.top_k.max(1)).collect();
-            let body = json!({
-                "robot": self.robot, "source": src, "modality": m, "seq": w.seq,
-                "t_start_ns": w.t_start_ns, "t_end_ns": w.t_end_ns,
-                "model": self.model, "top": top,
-            });
-            out.push((labels_key, body.to_string().into_bytes(), Enc::Json));
+            let top = scored.iter().take(self.top_k.max(1)).cloned().collect();
+            let body = LabelsMsg {
+                robot: self.robot.clone(),
+                source: src.to_string(),
+                modality: m,
+                seq: w.seq,
+                t_start_ns: w.t_start_ns,
+                t_end_ns: w.t_end_ns,
+                model: self.model.clone(),
+                top,
+            };
+            out.push((labels_key, body.to_json(), Enc::Json));
             for ev in tracker.update(&scored, w.seq, w.t_start_ns, w.t_end_ns) {
-                let body = json!({
-                    "robot": self.robot, "source": src, "modality": m, "label": ev.label, "state": ev.state,
-                    "start_ns": ev.start_ns, "end_ns": ev.end_ns, "prob": ev.prob, "seq": ev.seq,
-                });
-                out.push((events_key.clone(), body.to_string().into_bytes(), Enc::Json));
+                let body = EventMsg {
+                    robot: self.robot.clone(),
+                    source: src.to_string(),
+                    modality: m,
+                    label: ev.label,
+                    state: ev.state,
+                    start_ns: ev.start_ns,
+                    end_ns: ev.end_ns,
+                    prob: ev.prob,
+                    seq: ev.seq,
+                };
+                out.push((events_key.clone(), body.to_json(), Enc::Json));
             }
         }
         let alerts = queries.matches(src, m, w.vector, w.seq, w.t_start_ns, w.t_end_ns);
         let n = alerts.len();
         for a in alerts {
-            let mut body = serde_json::to_value(&a).unwrap_or_default();
-            body["robot"] = json!(self.robot);
-            body["source"] = json!(src);
-            out.push((
-                self.topics.alerts(&a.query_id),
-                body.to_string().into_bytes(),
-                Enc::Json,
-            ));
+            let key = self.topics.alerts(&a.query_id);
+            let body = AlertMsg {
+                robot: self.robot.clone(),
+                query_id: a.query_id,
+                text: a.text,
+                source: src.to_string(),
+                modality: a.modality,
+                score: a.score,
+                threshold: a.threshold,
+                seq: a.seq,
+                t_start_ns: a.t_start_ns,
+                t_end_ns: a.t_end_ns,
+                conditions: a.conditions,
+            };
+            out.push((key, body.to_json(), Enc::Json));
         }
         Produced {
             messages: out,

@@ -4,9 +4,13 @@
 //! Every metric name and every log `event` name is listed here ([`METRICS`],
 //! [`names`]), and docs/architecture.md repeats the list.
 
+use crate::bus::msg::{
+    FailedStage, FusedHealth, HealthMsg, HistoryHealth, LatencyMs, QueryStoreHealth, SourceHealth, StreamHealth,
+    WindowsDropped,
+};
 use crate::clock::ClockKind;
 use crate::modality::Modality;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -349,23 +353,23 @@ impl SourceStats {
         *lock(&self.driver) = status;
     }
 
-    fn snapshot(&self, streams: serde_json::Map<String, Value>) -> Value {
+    fn snapshot(&self, streams: BTreeMap<String, StreamHealth>) -> SourceHealth {
         let age = lock(&self.last_frame_at).map(|t| (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
-        json!({
-            "type": self.kind,
-            "state": self.state(),
-            "description": *lock(&self.description),
-            "driver": Value::Object(lock(&self.driver).clone()),
-            "clock": lock(&self.clock).map(|c| c.as_str()),
-            "frames": self.frames.load(Relaxed),
-            "frames_dropped": self.frames_dropped.load(Relaxed),
-            "errors": self.errors.load(Relaxed),
-            "reconnects": self.reconnects.load(Relaxed),
-            "panics": self.panics.load(Relaxed),
-            "last_frame_ns": self.last_frame_ns.load(Relaxed),
-            "last_frame_age_s": age,
-            "streams": streams,
-        })
+        SourceHealth {
+            kind: self.kind.clone(),
+            state: self.state().to_string(),
+            description: lock(&self.description).clone(),
+            driver: lock(&self.driver).clone(),
+            clock: lock(&self.clock).map(|c| c.as_str().to_string()),
+            frames: self.frames.load(Relaxed),
+            frames_dropped: self.frames_dropped.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            panics: self.panics.load(Relaxed),
+            last_frame_ns: self.last_frame_ns.load(Relaxed),
+            last_frame_age_s: age,
+            streams,
+        }
     }
 }
 
@@ -558,41 +562,42 @@ impl StreamStats {
         lock(&self.progress_at).elapsed() > stall
     }
 
-    fn snapshot(&self, state: &str) -> Value {
+    fn snapshot(&self, state: &str, clock: Option<String>) -> StreamHealth {
         let l = lock(&self.latency);
         let mut v: Vec<f64> = l.recent.iter().copied().collect();
         v.sort_by(f64::total_cmp);
         let r = |x: f64| (x * 100.0).round() / 100.0;
         let pct =
             |p: f64| -> Option<f64> { (!v.is_empty()).then(|| r(v[((v.len() - 1) as f64 * p).round() as usize])) };
-        json!({
-            "state": state,
-            "windows_in": self.windows_in.load(Relaxed),
-            "windows_out": self.windows_out.load(Relaxed),
-            "windows_dropped": {
-                "coverage": self.dropped_coverage.load(Relaxed),
-                "backpressure": self.dropped_backpressure.load(Relaxed),
-                "error": self.dropped_error.load(Relaxed),
-                "shutdown": self.dropped_shutdown.load(Relaxed),
-                "budget": self.dropped_budget.load(Relaxed),
-                "stale": self.dropped_stale.load(Relaxed),
+        StreamHealth {
+            state: state.to_string(),
+            windows_in: self.windows_in.load(Relaxed),
+            windows_out: self.windows_out.load(Relaxed),
+            windows_dropped: WindowsDropped {
+                coverage: self.dropped_coverage.load(Relaxed),
+                backpressure: self.dropped_backpressure.load(Relaxed),
+                error: self.dropped_error.load(Relaxed),
+                shutdown: self.dropped_shutdown.load(Relaxed),
+                budget: self.dropped_budget.load(Relaxed),
+                stale: self.dropped_stale.load(Relaxed),
             },
-            "late_frames": self.late_frames.load(Relaxed),
-            "frames_rejected": self.frames_rejected.load(Relaxed),
-            "time_jumps": self.time_jumps.load(Relaxed),
-            "batch_max": self.batch_max.load(Relaxed),
-            "latency_ms": {
-                "last": (!v.is_empty()).then(|| r(l.last)),
-                "p50": pct(0.5),
-                "p95": pct(0.95),
-                "max": (!v.is_empty()).then(|| r(l.max)),
+            late_frames: self.late_frames.load(Relaxed),
+            frames_rejected: self.frames_rejected.load(Relaxed),
+            time_jumps: self.time_jumps.load(Relaxed),
+            batch_max: self.batch_max.load(Relaxed),
+            latency_ms: LatencyMs {
+                last: (!v.is_empty()).then(|| r(l.last)),
+                p50: pct(0.5),
+                p95: pct(0.95),
+                max: (!v.is_empty()).then(|| r(l.max)),
             },
-            "provider": *lock(&self.provider),
-            "provider_nodes": lock(&self.provider_nodes)
+            provider: lock(&self.provider).clone(),
+            provider_nodes: lock(&self.provider_nodes)
                 .iter()
-                .map(|(p, n)| (p.clone(), serde_json::json!(n)))
-                .collect::<serde_json::Map<_, _>>(),
-        })
+                .map(|(p, n)| (p.clone(), *n as u64))
+                .collect(),
+            clock,
+        }
     }
 }
 
@@ -663,7 +668,7 @@ pub struct Telemetry {
     history_dropped: AtomicU64,
     history_error: Mutex<Option<String>>,
     pub searches: AtomicU64,
-    failed: Mutex<Vec<Value>>,
+    failed: Mutex<Vec<FailedStage>>,
 }
 
 impl Telemetry {
@@ -820,7 +825,10 @@ impl Telemetry {
                 self.searches.fetch_add(1, Relaxed);
             }
             DaemonEvent::StageFailed { stage, reason } => {
-                lock(&self.failed).push(json!({ "stage": stage, "reason": reason }));
+                lock(&self.failed).push(FailedStage {
+                    stage: stage.to_string(),
+                    reason: reason.to_string(),
+                });
             }
         }
     }
@@ -829,18 +837,23 @@ impl Telemetry {
         !lock(&self.failed).is_empty()
     }
 
-    /// The JSON published on `health`.
+    /// The JSON published on `health`, as a JSON value.
     pub fn snapshot(&self, robot: &str, t_ns: i64) -> Value {
+        serde_json::to_value(self.health(robot, t_ns)).unwrap_or_default()
+    }
+
+    /// What is published on `health`.
+    pub fn health(&self, robot: &str, t_ns: i64) -> HealthMsg {
         let sources = lock(&self.sources).clone();
         let streams = lock(&self.streams).clone();
         let mut degraded = Vec::new();
-        let mut out = serde_json::Map::new();
+        let mut out = BTreeMap::new();
         for (id, s) in &sources {
             let state = s.state();
             if !matches!(state, "running" | "ended" | "stopped") {
                 degraded.push(format!("source {id} is {state}"));
             }
-            let mut per = serde_json::Map::new();
+            let mut per = BTreeMap::new();
             for ((sid, m), st) in streams.iter().filter(|((sid, _), _)| sid == id) {
                 let sstate = if matches!(state, "ended" | "stopped") {
                     state
@@ -853,9 +866,8 @@ impl Telemetry {
                 } else {
                     "ok"
                 };
-                let mut v = st.snapshot(sstate);
-                v["clock"] = json!(lock(&s.clock).map(|c| c.as_str()));
-                per.insert(m.to_string(), v);
+                let clock = lock(&s.clock).map(|c| c.as_str().to_string());
+                per.insert(m.to_string(), st.snapshot(sstate, clock));
             }
             out.insert(id.clone(), s.snapshot(per));
         }
@@ -882,39 +894,42 @@ impl Telemetry {
         } else {
             "ok"
         };
-        json!({
-            "robot": robot,
-            "t_ns": t_ns,
-            "uptime_s": (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
-            "status": status,
-            "problems": degraded,
-            "failed_stages": failed,
-            "sources": out,
-            "queries": self.queries.load(Relaxed),
-            "alerts": self.alerts.load(Relaxed),
-            "bus_errors": self.bus_errors.load(Relaxed),
-            "queries_refused": *lock(&self.query_refusals),
-            "query_store": {
-                "ok": store_error.is_none(),
-                "error": store_error,
-                "damaged_at_start": store_damaged,
+        HealthMsg {
+            robot: robot.to_string(),
+            t_ns,
+            uptime_s: (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            status: status.to_string(),
+            problems: degraded,
+            failed_stages: failed,
+            sources: out,
+            queries: self.queries.load(Relaxed),
+            alerts: self.alerts.load(Relaxed),
+            bus_errors: self.bus_errors.load(Relaxed),
+            queries_refused: lock(&self.query_refusals)
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            query_store: QueryStoreHealth {
+                ok: store_error.is_none(),
+                error: store_error,
+                damaged_at_start: store_damaged,
             },
-            "fused": {
-                "windows": self.fused.load(Relaxed),
-                "incomplete": self.fused_incomplete.load(Relaxed),
+            fused: FusedHealth {
+                windows: self.fused.load(Relaxed),
+                incomplete: self.fused_incomplete.load(Relaxed),
             },
-            "history": {
-                "windows": h_windows,
-                "bytes": h_bytes,
-                "oldest_ns": h_oldest,
-                "write_errors": self.history_write_errors.load(Relaxed),
-                "read_errors": self.history_read_errors.load(Relaxed),
-                "corrupt": self.history_corrupt.load(Relaxed),
-                "dropped": self.history_dropped.load(Relaxed),
-                "error": history_error,
+            history: HistoryHealth {
+                windows: h_windows,
+                bytes: h_bytes,
+                oldest_ns: h_oldest,
+                write_errors: self.history_write_errors.load(Relaxed),
+                read_errors: self.history_read_errors.load(Relaxed),
+                corrupt: self.history_corrupt.load(Relaxed),
+                dropped: self.history_dropped.load(Relaxed),
+                error: history_error,
             },
-            "searches": self.searches.load(Relaxed),
-        })
+            searches: self.searches.load(Relaxed),
+        }
     }
 }
 

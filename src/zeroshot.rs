@@ -7,20 +7,15 @@
 //! official ImageBind's `softmax(emb_m @ emb_text.T)`, whose embeddings carry those
 //! scales. Events add hysteresis on top of the probabilities.
 
+use crate::bus::msg::EventState;
 use crate::engine::{l2_normalise, Encoder, EngineError};
 use crate::modality::Modality;
 use crate::preprocess::text::TextPrep;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Scored {
-    pub label: String,
-    /// Cosine similarity in [-1, 1].
-    pub score: f32,
-    /// Softmax probability over the label set.
-    pub prob: f32,
-}
+/// A label with its score and probability (the `top` entries of a labels message).
+pub use crate::bus::msg::LabelScore as Scored;
 
 pub struct LabelSet {
     pub modality: Modality,
@@ -116,8 +111,7 @@ impl LabelSet {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Event {
     pub label: String,
-    /// "start" or "end".
-    pub state: &'static str,
+    pub state: EventState,
     /// Start of the first window of the event.
     pub start_ns: i64,
     /// End of the last window of the event (`end` events only).
@@ -164,7 +158,7 @@ impl EventTracker {
                     st.run = 0;
                     out.push(Event {
                         label: s.label.clone(),
-                        state: "end",
+                        state: EventState::End,
                         start_ns: st.run_start_ns,
                         end_ns: Some(st.last_end_ns),
                         prob: s.prob,
@@ -183,7 +177,7 @@ impl EventTracker {
                     st.active = true;
                     out.push(Event {
                         label: s.label.clone(),
-                        state: "start",
+                        state: EventState::Start,
                         start_ns: st.run_start_ns,
                         end_ns: None,
                         prob: s.prob,
@@ -233,11 +227,11 @@ mod tests {
         };
         assert!(t.update(&sc(0.7), 0, 0, 2).is_empty());
         let e = t.update(&sc(0.65), 1, 2, 4);
-        assert_eq!(e[0].state, "start");
+        assert_eq!(e[0].state, EventState::Start);
         assert_eq!(e[0].start_ns, 0);
         assert!(t.update(&sc(0.5), 2, 4, 6).is_empty(), "between thresholds: stays on");
         let e = t.update(&sc(0.1), 3, 6, 8);
-        assert_eq!((e[0].state, e[0].end_ns), ("end", Some(6)));
+        assert_eq!((e[0].state, e[0].end_ns), (EventState::End, Some(6)));
         assert!(t.update(&sc(0.7), 4, 8, 10).is_empty());
         assert!(t.update(&sc(0.3), 5, 10, 12).is_empty(), "a run below start resets");
         assert!(t.update(&sc(0.7), 6, 12, 14).is_empty());

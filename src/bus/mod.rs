@@ -8,18 +8,20 @@
 //! liveliness token `alive`, so tools can tell "no daemon" from "no answer".
 
 pub mod listen;
+pub mod msg;
 pub mod zenoh_bus;
 
+pub use msg::{pack_vector, unpack_vector, EmbeddingMsg, FusedMember, FusedMsg, JsonMsg};
+
 use crate::modality::Modality;
-use serde::{Deserialize, Serialize};
 use std::future::Future;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("zenoh: {0}")]
     Zenoh(String),
-    #[error("encoding {what}: {reason}")]
-    Encode { what: String, reason: String },
+    #[error("encoding {0}")]
+    Encode(#[from] msg::MsgError),
 }
 
 pub use crate::ident::validate_chunk;
@@ -94,102 +96,6 @@ pub enum Enc {
     Json,
 }
 
-/// `embedding/<modality>` payload (CBOR map). `embedding` is a byte string of
-/// `dim` little-endian f32, unit L2 norm.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EmbeddingMsg {
-    pub robot: String,
-    /// The source id (the user's name for the sensor).
-    pub source: String,
-    pub modality: Modality,
-    pub seq: i64,
-    pub t_start_ns: i64,
-    pub t_end_ns: i64,
-    pub model: String,
-    pub dim: u32,
-    #[serde(with = "serde_bytes")]
-    pub embedding: Vec<u8>,
-    /// The modality's logit scale (ImageBind multiplies the unit vector by it).
-    pub scale: f32,
-    /// Fraction of the window covered by sensor data.
-    pub coverage: f32,
-}
-
-impl EmbeddingMsg {
-    pub fn vector(&self) -> Vec<f32> {
-        unpack_vector(&self.embedding)
-    }
-    pub fn pack_vector(v: &[f32]) -> Vec<u8> {
-        v.iter().flat_map(|x| x.to_le_bytes()).collect()
-    }
-    pub fn to_cbor(&self) -> Result<Vec<u8>, BusError> {
-        to_cbor(self, "embedding")
-    }
-    pub fn from_cbor(b: &[u8]) -> Result<Self, String> {
-        ciborium::from_reader(b).map_err(|e| e.to_string())
-    }
-}
-
-/// Little-endian f32 values from a packed byte string (a trailing partial value is
-/// ignored).
-pub fn unpack_vector(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-fn to_cbor(v: &impl Serialize, what: &str) -> Result<Vec<u8>, BusError> {
-    let mut out = Vec::new();
-    ciborium::into_writer(v, &mut out).map_err(|e| BusError::Encode {
-        what: what.into(),
-        reason: e.to_string(),
-    })?;
-    Ok(out)
-}
-
-/// `embedding/fused` payload (CBOR map): the fields of [`EmbeddingMsg`] (`source` and
-/// `modality` are both `"fused"`, `scale` the members' weighted mean, `coverage` their
-/// mean) plus `members` (`[{source, modality, weight, coverage}]`) and `complete`
-/// (every expected stream is a member).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct FusedMsg {
-    pub robot: String,
-    pub source: String,
-    pub modality: String,
-    pub seq: i64,
-    pub t_start_ns: i64,
-    pub t_end_ns: i64,
-    pub model: String,
-    pub dim: u32,
-    #[serde(with = "serde_bytes")]
-    pub embedding: Vec<u8>,
-    pub scale: f32,
-    pub coverage: f32,
-    pub members: Vec<FusedMember>,
-    pub complete: bool,
-}
-
-/// One stream in a fused window.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct FusedMember {
-    pub source: String,
-    pub modality: Modality,
-    pub weight: f32,
-    pub coverage: f32,
-}
-
-impl FusedMsg {
-    pub fn to_cbor(&self) -> Result<Vec<u8>, BusError> {
-        to_cbor(self, "fused embedding")
-    }
-    pub fn from_cbor(b: &[u8]) -> Result<Self, String> {
-        ciborium::from_reader(b).map_err(|e| e.to_string())
-    }
-    pub fn vector(&self) -> Vec<f32> {
-        unpack_vector(&self.embedding)
-    }
-}
-
 /// Publishes payloads; implemented by zenoh and, in tests, by memory.
 pub trait Sink: Send + Sync + 'static {
     fn put(&self, key: String, payload: Vec<u8>, enc: Enc) -> impl Future<Output = Result<(), BusError>> + Send;
@@ -215,30 +121,6 @@ impl Sink for MemorySink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cbor_roundtrip_with_byte_string() {
-        let v = vec![0.6f32, -0.8];
-        let m = EmbeddingMsg {
-            robot: "r1".into(),
-            source: "mic".into(),
-            modality: Modality::Audio,
-            seq: 7,
-            t_start_ns: 0,
-            t_end_ns: 2_000_000_000,
-            model: "tiny".into(),
-            dim: 2,
-            embedding: EmbeddingMsg::pack_vector(&v),
-            scale: 20.0,
-            coverage: 1.0,
-        };
-        let b = m.to_cbor().unwrap();
-        // The embedding must be a CBOR byte string (major type 2) of 8 bytes: 0x48.
-        assert!(b.windows(1 + 8).any(|w| w[0] == 0x48 && w[1..] == m.embedding[..]));
-        let back = EmbeddingMsg::from_cbor(&b).unwrap();
-        assert_eq!(back, m);
-        assert_eq!(back.vector(), v);
-    }
 
     #[test]
     fn topics() {

@@ -54,16 +54,8 @@ pub struct Record {
     pub vector: Vec<f32>,
 }
 
-/// One search result.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Hit {
-    pub source: String,
-    pub modality: Target,
-    pub seq: i64,
-    pub t_start_ns: i64,
-    pub t_end_ns: i64,
-    pub score: f32,
-}
+/// One search result (the bus's shape of a matching window).
+pub use crate::bus::msg::Hit;
 
 /// What to search for.
 #[derive(Debug, Clone, Default)]

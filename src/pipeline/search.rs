@@ -5,13 +5,13 @@
 //! scanned, rescored, took_ms}`, best first; a refused search gets an error reply
 //! `{error}`.
 
+use crate::bus::msg::{JsonMsg, SearchErrorMsg, SearchHit, SearchReply};
 use crate::bus::Topics;
 use crate::edge::{Receiver, Recv};
 use crate::history::params::{SearchLimits, SearchParams};
 use crate::history::{History, Record, SearchRequest};
 use crate::ident::clip;
 use crate::telemetry::{names, DaemonEvent, LogLimiter, Telemetry};
-use serde_json::json;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -152,7 +152,7 @@ pub async fn search_service(
     while let Ok(query) = queryable.recv_async().await {
         let t0 = Instant::now();
         let params = query.parameters().as_str().to_string();
-        let answer: Result<serde_json::Value, String> = if !bucket.take(t0) {
+        let answer: Result<SearchReply, String> = if !bucket.take(t0) {
             Err(format!(
                 "too many searches: at most {rate} per second, bursts of {burst} (`history.searches_per_s`, `history.search_burst`)"
             ))
@@ -167,22 +167,13 @@ pub async fn search_service(
                                 telemetry.emit(DaemonEvent::HistoryReadFailed(f.to_string()));
                                 tracing::error!(event = names::HISTORY_DAMAGED, error = %f, skipped = r.faults.len(), "history records could not be read back; skipped");
                             }
-                            let results: Vec<serde_json::Value> = r
-                                .hits
-                                .iter()
-                                .map(|hit| {
-                                    let mut v = serde_json::to_value(hit).unwrap_or_default();
-                                    v["robot"] = json!(robot);
-                                    v
-                                })
-                                .collect();
-                            Ok(json!({
-                                "robot": robot,
-                                "results": results,
-                                "scanned": r.scanned,
-                                "rescored": r.rescored,
-                                "took_ms": t0.elapsed().as_secs_f64() * 1e3,
-                            }))
+                            Ok(SearchReply {
+                                robot: robot.to_string(),
+                                results: r.hits.into_iter().map(|hit| SearchHit::new(&robot, hit)).collect(),
+                                scanned: r.scanned as u64,
+                                rescored: r.rescored as u64,
+                                took_ms: t0.elapsed().as_secs_f64() * 1e3,
+                            })
                         }
                         Ok(Err(e)) => Err(e),
                         Err(_) => Err("the search failed".into()),
@@ -194,7 +185,7 @@ pub async fn search_service(
             Ok(body) => {
                 telemetry.emit(DaemonEvent::Searched);
                 let _ = query
-                    .reply(topics.search(), body.to_string())
+                    .reply(topics.search(), body.to_json())
                     .encoding(zenoh::bytes::Encoding::APPLICATION_JSON)
                     .await;
             }
@@ -202,7 +193,11 @@ pub async fn search_service(
                 if let Some(suppressed) = limiter.allow() {
                     tracing::warn!(event = names::SEARCH_REFUSED, params = %clip(&params, 200), error = %clip(&e, 300), suppressed, "search refused");
                 }
-                let body = json!({ "robot": robot, "error": e }).to_string();
+                let body = SearchErrorMsg {
+                    robot: robot.to_string(),
+                    error: e,
+                }
+                .to_json();
                 let _ = query
                     .reply_err(body)
                     .encoding(zenoh::bytes::Encoding::APPLICATION_JSON)

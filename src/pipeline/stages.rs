@@ -3,6 +3,7 @@
 //! [`Supervisor`](super::supervise::Supervisor); [`dispatch`] is the one place that
 //! handles what a windower produces.
 
+use crate::bus::msg::{JsonMsg, QueryErrorMsg};
 use crate::bus::{Enc, Sink, Topics};
 use crate::calibration::ImuCorrection;
 use crate::clock::Clock;
@@ -17,7 +18,6 @@ use crate::queries::{Admission, Persisted, QueryPlan, Refusal, Registry, TermSou
 use crate::sources::{Frame, FrameData, ImuSample, StopFlag};
 use crate::telemetry::{names, DaemonEvent, LogLimiter, StreamEvent, StreamStats, Telemetry, WindowDrop};
 use crate::window::{Outcome, Window, Windower};
-use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -309,8 +309,14 @@ pub async fn query_service(
         if let Some(suppressed) = limiter.allow() {
             tracing::warn!(event = names::QUERY_REJECTED, query_id = %clip(&a.id, 80), code = a.code.as_str(), error = %clip(&a.error, 300), suppressed, "query request refused");
         }
-        let body = json!({ "query_id": a.id, "key": a.key, "code": a.code.as_str(), "error": a.error }).to_string();
         let (session, topic) = (session.clone(), topics.query_error(&a.id));
+        let body = QueryErrorMsg {
+            query_id: a.id,
+            key: a.key,
+            code: a.code.as_str().to_string(),
+            error: a.error,
+        }
+        .to_json();
         async move {
             let _ = session
                 .put(topic, body)

@@ -13,36 +13,26 @@
 
 pub use crate::sources::mcap::frames::*;
 
-use crate::bus::EmbeddingMsg;
+use crate::bus::msg::{schema_json, AlertMsg, EventMsg, LabelsMsg, RecordedEmbedding};
+use crate::bus::{EmbeddingMsg, FusedMsg};
 
 pub const EMBEDDING: &str = "sensebind.Embedding";
 pub const LABELS: &str = "sensebind.Labels";
 pub const EVENT: &str = "sensebind.Event";
 pub const ALERT: &str = "sensebind.Alert";
 
-/// JSON Schema of `sensebind.Embedding`: one window's embedding.
-pub const EMBEDDING_SCHEMA: &str = r#"{"title":"sensebind.Embedding","description":"A window's embedding, as published on embedding/<modality>/<source> (there as CBOR with packed f32).","type":"object","properties":{"robot":{"type":"string"},"source":{"type":"string"},"modality":{"type":"string"},"seq":{"type":"integer"},"t_start_ns":{"type":"integer"},"t_end_ns":{"type":"integer"},"model":{"type":"string"},"dim":{"type":"integer"},"embedding":{"type":"array","items":{"type":"number"},"description":"unit-norm f32 values"},"scale":{"type":"number"},"coverage":{"type":"number"},"members":{"type":"array","description":"embedding/fused only: the streams summed, [{source, modality, weight, coverage}]"},"complete":{"type":"boolean","description":"embedding/fused only: every expected stream is a member"}},"required":["source","modality","seq","t_start_ns","t_end_ns","dim","embedding"]}"#;
-
-/// JSON Schema of `sensebind.Labels` (the bus message of labels/<modality>/<source>).
-pub const LABELS_SCHEMA: &str = r#"{"title":"sensebind.Labels","type":"object","properties":{"robot":{"type":"string"},"source":{"type":"string"},"modality":{"type":"string"},"seq":{"type":"integer"},"t_start_ns":{"type":"integer"},"t_end_ns":{"type":"integer"},"model":{"type":"string"},"top":{"type":"array","items":{"type":"object","properties":{"label":{"type":"string"},"prob":{"type":"number"},"score":{"type":"number"}}}}},"required":["source","modality","seq","top"]}"#;
-
-/// JSON Schema of `sensebind.Event` (events/<modality>/<source>).
-pub const EVENT_SCHEMA: &str = r#"{"title":"sensebind.Event","type":"object","properties":{"robot":{"type":"string"},"source":{"type":"string"},"modality":{"type":"string"},"label":{"type":"string"},"state":{"type":"string","enum":["start","end"]},"start_ns":{"type":"integer"},"end_ns":{"type":["integer","null"]},"prob":{"type":"number"},"seq":{"type":"integer"}},"required":["source","modality","label","state"]}"#;
-
-/// JSON Schema of `sensebind.Alert` (alerts/<id>).
-pub const ALERT_SCHEMA: &str = r#"{"title":"sensebind.Alert","type":"object","properties":{"robot":{"type":"string"},"query_id":{"type":"string"},"text":{"type":"string"},"source":{"type":"string"},"modality":{"type":"string"},"score":{"type":"number"},"threshold":{"type":"number"},"seq":{"type":"integer"},"t_start_ns":{"type":"integer"},"t_end_ns":{"type":"integer"},"conditions":{"type":"array","description":"all-of queries: the window that met each condition"}},"required":["query_id","source","modality","score","seq"]}"#;
-
 /// The schema a channel with `schema` name uses: (encoding, data) for the MCAP schema
-/// record and the channel's message encoding.
+/// record and the channel's message encoding. The JSON Schemas are generated from the
+/// bus message types ([`crate::bus::msg`]).
 pub fn schema_of(name: &str) -> Option<foxglove::Schema> {
-    let json = |text: &'static str| foxglove::Schema::new(name.to_string(), "jsonschema", text.as_bytes());
-    match name {
-        EMBEDDING => Some(json(EMBEDDING_SCHEMA)),
-        LABELS => Some(json(LABELS_SCHEMA)),
-        EVENT => Some(json(EVENT_SCHEMA)),
-        ALERT => Some(json(ALERT_SCHEMA)),
-        _ => frame_schema(name),
-    }
+    let text = match name {
+        EMBEDDING => schema_json::<RecordedEmbedding>(),
+        LABELS => schema_json::<LabelsMsg>(),
+        EVENT => schema_json::<EventMsg>(),
+        ALERT => schema_json::<AlertMsg>(),
+        _ => return frame_schema(name),
+    };
+    Some(foxglove::Schema::new(name.to_string(), "jsonschema", text.into_bytes()))
 }
 
 /// A published bus message (key relative to `<prefix>/<robot>/`) as an MCAP message,
@@ -58,22 +48,11 @@ pub fn encode_published(topic: &str, payload: &[u8], cbor: bool) -> Option<Resul
     };
     let result = (|| {
         let value: serde_json::Value = if cbor && topic == "embedding/fused" {
-            let m = crate::bus::FusedMsg::from_cbor(payload).map_err(DecodeError)?;
-            let vector = m.vector();
-            serde_json::json!({
-                "robot": m.robot, "source": m.source, "modality": m.modality, "seq": m.seq,
-                "t_start_ns": m.t_start_ns, "t_end_ns": m.t_end_ns, "model": m.model, "dim": m.dim,
-                "embedding": vector, "scale": m.scale, "coverage": m.coverage,
-                "members": m.members, "complete": m.complete,
-            })
+            let m = FusedMsg::from_cbor(payload).map_err(DecodeError)?;
+            serde_json::to_value(RecordedEmbedding::from(m)).map_err(|e| DecodeError(e.to_string()))?
         } else if cbor {
             let m = EmbeddingMsg::from_cbor(payload).map_err(DecodeError)?;
-            let vector = m.vector();
-            serde_json::json!({
-                "robot": m.robot, "source": m.source, "modality": m.modality, "seq": m.seq,
-                "t_start_ns": m.t_start_ns, "t_end_ns": m.t_end_ns, "model": m.model, "dim": m.dim,
-                "embedding": vector, "scale": m.scale, "coverage": m.coverage,
-            })
+            serde_json::to_value(RecordedEmbedding::from(m)).map_err(|e| DecodeError(e.to_string()))?
         } else {
             serde_json::from_slice(payload).map_err(|e| DecodeError(format!("{topic}: {e}")))?
         };
