@@ -14,6 +14,7 @@
 //! The first call of each phase is a warm-up and is not timed (ONNX Runtime allocates
 //! its arena then; TensorRT builds its engine at session creation).
 
+use crate::config::Config;
 use crate::engine::worker::embed_windows;
 use crate::engine::Encoder;
 use crate::modality::Modality;
@@ -251,6 +252,63 @@ pub fn write_inputs(
 /// Each modality's embedding of its benchmark window (seq 0; text: [`PROMPT`]), to
 /// compare providers, threads or packs (`bench --vectors`; cosine in
 /// tools/gpu-check.sh and tools/quantize_pack.py).
+/// Settle what `sensebind bench` runs: the pack (`pack` overrides `pack.path`), the
+/// thread count (explicit, so the one reported is the one that ran: `threads`, else
+/// `engine.intra_threads`, else every CPU) and the modalities (`names`, each one the
+/// pack must have; else [`DEFAULT_MODALITIES`] the pack has).
+pub fn plan(
+    cfg: &mut Config,
+    pack: Option<String>,
+    names: Option<&[String]>,
+    threads: Option<usize>,
+) -> Result<Vec<Modality>, String> {
+    if let Some(p) = pack {
+        cfg.pack.path = p;
+    }
+    let threads = threads.unwrap_or(if cfg.engine.intra_threads > 0 {
+        cfg.engine.intra_threads
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    });
+    cfg.engine.intra_threads = threads;
+    let pack = crate::pack::Pack::load(&cfg.pack.path).map_err(|e| e.to_string())?;
+    match names {
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                let m: Modality = n.trim().parse().map_err(|e| format!("--modalities: {e}"))?;
+                if pack.spec(m).is_some() {
+                    Ok(m)
+                } else {
+                    Err(format!("--modalities: the pack {} has no {m} encoder", pack.location))
+                }
+            })
+            .collect(),
+        None => Ok(DEFAULT_MODALITIES
+            .into_iter()
+            .filter(|m| pack.spec(*m).is_some())
+            .collect()),
+    }
+}
+
+/// `bench --vectors` lines: each modality's embedding of its benchmark window, with
+/// the provider that computed it.
+pub fn vector_lines(models: &Models, mods: &[Modality]) -> Result<Vec<String>, String> {
+    Ok(vectors(models, mods)?
+        .into_iter()
+        .map(|(m, v)| {
+            let e = &models.encoders[&m];
+            let nodes: serde_json::Map<String, serde_json::Value> = e
+                .nodes_per_provider()
+                .into_iter()
+                .map(|(p, n)| (p, serde_json::json!(n)))
+                .collect();
+            serde_json::json!({"modality": m, "embedding": v, "provider": e.provider(), "provider_nodes": nodes})
+                .to_string()
+        })
+        .collect())
+}
+
 pub fn vectors(models: &Models, mods: &[Modality]) -> Result<Vec<(Modality, Vec<f32>)>, String> {
     let mut out = Vec::new();
     for &m in mods {

@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod bus;
 pub mod calibration;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod edge;

@@ -42,6 +42,70 @@ pub struct Embedding {
     pub scale: f32,
 }
 
+impl Embedding {
+    /// `sensebind embed`'s line: modality, input, span in seconds, vector, scale.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "modality": self.modality,
+            "input": self.input,
+            "t_start": self.span.map(|t| t.0 as f64 / 1e9),
+            "t_end": self.span.map(|t| t.1 as f64 / 1e9),
+            "embedding": self.vector,
+            "scale": self.scale,
+        })
+    }
+}
+
+/// What `sensebind embed` embeds: files by modality, and texts.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    pub audio: Vec<std::path::PathBuf>,
+    pub image: Vec<std::path::PathBuf>,
+    pub depth: Vec<std::path::PathBuf>,
+    pub thermal: Vec<std::path::PathBuf>,
+    pub imu: Vec<std::path::PathBuf>,
+    pub text: Vec<String>,
+}
+
+/// Embed every input with the configured pack, in the order audio, images, depth,
+/// thermal, IMU, texts.
+pub fn embed_inputs(cfg: &Config, inp: &Inputs) -> Result<Vec<Embedding>, OfflineError> {
+    let files = [
+        (Modality::Audio, &inp.audio),
+        (Modality::Vision, &inp.image),
+        (Modality::Depth, &inp.depth),
+        (Modality::Thermal, &inp.thermal),
+        (Modality::Imu, &inp.imu),
+    ];
+    if inp.text.is_empty() && files.iter().all(|(_, f)| f.is_empty()) {
+        return Err(OfflineError::Failed(
+            "nothing to embed: give --audio, --image, --depth, --thermal or --imu FILE and/or --text STRING".into(),
+        ));
+    }
+    let mods: Vec<Modality> = files.iter().filter(|(_, f)| !f.is_empty()).map(|(m, _)| *m).collect();
+    let models = Models::load(cfg, &mods).map_err(|e| OfflineError::Failed(e.to_string()))?;
+    let mut all = Vec::new();
+    for path in &inp.audio {
+        all.extend(embed_audio(&models, cfg, path)?);
+    }
+    for path in &inp.image {
+        all.push(embed_image(&models, cfg, path)?);
+    }
+    for path in &inp.depth {
+        all.push(embed_gray16(&models, cfg, path, Modality::Depth)?);
+    }
+    for path in &inp.thermal {
+        all.push(embed_gray16(&models, cfg, path, Modality::Thermal)?);
+    }
+    for path in &inp.imu {
+        all.extend(embed_imu(&models, cfg, path)?);
+    }
+    if !inp.text.is_empty() {
+        all.extend(embed_texts(&models, &inp.text)?);
+    }
+    Ok(all)
+}
+
 pub use crate::pipeline::models::{audio_windows, FileWindows};
 
 /// Cut an IMU CSV (`t_s,ax,ay,az,gx,gy,gz`, times from its first reading) into the

@@ -11,7 +11,7 @@
 //! `▶ label`: an event starts; `■ label`: an event ends; `! id score`: the query `id`
 //! fired. With `--json` the tool prints the raw messages instead.
 
-use serde_json::Value;
+use super::msg::{AlertMsg, EventMsg, EventState, JsonMsg, LabelsMsg, QueryErrorMsg};
 
 /// The window a message belongs to: (source, modality, seq).
 type WindowKey = (String, String, i64);
@@ -35,48 +35,50 @@ fn clock(ns: i64) -> String {
     format!("{:02}:{:02}:{:02}.{}", day / 3600, day / 60 % 60, day % 60, tenth)
 }
 
-fn window_key(v: &Value) -> Option<WindowKey> {
-    Some((
-        v.get("source")?.as_str()?.to_string(),
-        v.get("modality")?.as_str()?.to_string(),
-        v.get("seq")?.as_i64()?,
-    ))
-}
-
-/// The readable line of a `labels/…` message (without marks).
-pub fn labels_line(v: &Value) -> Option<String> {
-    let (source, modality, _) = window_key(v)?;
-    let t = v.get("t_start_ns")?.as_i64()?;
+/// The readable line of a labels message (without marks).
+pub fn labels_line(v: &LabelsMsg) -> String {
     let top: Vec<String> = v
-        .get("top")?
-        .as_array()?
+        .top
         .iter()
-        .filter_map(|s| {
-            let label = s.get("label")?.as_str()?;
-            let p = s.get("prob")?.as_f64()?;
-            Some(format!("{label} {:.0}%", p * 100.0))
-        })
+        .map(|s| format!("{} {:.0}%", s.label, s.prob * 100.0))
         .collect();
-    Some(format!(
+    format!(
         "{}  {:<20} {}",
-        clock(t),
-        format!("{modality}/{source}"),
+        clock(v.t_start_ns),
+        format!("{}/{}", v.modality, v.source),
         top.join("  ")
-    ))
+    )
 }
 
-fn event_mark(v: &Value) -> Option<String> {
-    let label = v.get("label")?.as_str()?;
-    Some(match v.get("state")?.as_str()? {
-        "start" => format!("▶ {label}"),
-        _ => format!("■ {label}"),
-    })
+/// An event or an alert: the mark it puts on its window's line.
+struct Mark {
+    window: WindowKey,
+    t_ns: i64,
+    text: String,
 }
 
-fn alert_mark(v: &Value) -> Option<String> {
-    let id = v.get("query_id")?.as_str()?;
-    let score = v.get("score")?.as_f64()?;
-    Some(format!("! {id} {score:.2}"))
+impl From<EventMsg> for Mark {
+    fn from(e: EventMsg) -> Self {
+        let sign = match e.state {
+            EventState::Start => "▶",
+            EventState::End => "■",
+        };
+        Mark {
+            window: (e.source, e.modality.to_string(), e.seq),
+            t_ns: e.start_ns,
+            text: format!("{sign} {}", e.label),
+        }
+    }
+}
+
+impl From<AlertMsg> for Mark {
+    fn from(a: AlertMsg) -> Self {
+        Mark {
+            window: (a.source, a.modality.to_string(), a.seq),
+            t_ns: a.t_start_ns,
+            text: format!("! {} {:.2}", a.query_id, a.score),
+        }
+    }
 }
 
 impl Lines {
@@ -107,59 +109,55 @@ impl Lines {
             .into_iter()
             .find(|k| key.contains(k));
         let Some(kind) = kind else { return out };
-        let v: Value = match serde_json::from_slice(body) {
-            Ok(v) => v,
-            Err(e) => {
-                out.extend(self.flush());
-                out.push(format!("? {key}: not JSON ({e})"));
-                return out;
-            }
-        };
+        let garbage = |out: &mut Vec<String>, e: super::msg::MsgError| out.push(format!("? {key}: {e}"));
         match kind {
             "/labels/" => {
                 out.extend(self.flush());
-                match (window_key(&v), labels_line(&v)) {
-                    (Some(key), Some(line)) => {
+                match LabelsMsg::from_json(body) {
+                    Ok(v) => {
                         self.pending = Some(Pending {
-                            key,
-                            line,
+                            key: (v.source.clone(), v.modality.to_string(), v.seq),
+                            line: labels_line(&v),
                             marks: Vec::new(),
                         })
                     }
-                    _ => out.push(format!("? {key}: {v}")),
+                    Err(e) => garbage(&mut out, e),
                 }
             }
             "/events/" | "/alerts/" => {
-                let mark = if kind == "/events/" {
-                    event_mark(&v)
+                let mark: Result<Mark, _> = if kind == "/events/" {
+                    EventMsg::from_json(body).map(Mark::from)
                 } else {
-                    alert_mark(&v)
+                    AlertMsg::from_json(body).map(Mark::from)
                 };
-                let wk = window_key(&v);
-                match (&mut self.pending, mark) {
-                    (Some(p), Some(m)) if wk.as_ref() == Some(&p.key) => p.marks.push(m),
-                    (_, mark) => {
+                let mark = match mark {
+                    Ok(m) => m,
+                    Err(e) => {
+                        out.extend(self.flush());
+                        garbage(&mut out, e);
+                        return out;
+                    }
+                };
+                match &mut self.pending {
+                    Some(p) if mark.window == p.key => p.marks.push(mark.text),
+                    _ => {
                         // Not this window's (e.g. a label-less stream): a line of its own.
                         out.extend(self.flush());
-                        let t = v.get("t_start_ns").or(v.get("start_ns")).and_then(Value::as_i64);
-                        let stream = match &wk {
-                            Some((s, m, _)) => format!("{m}/{s}"),
-                            None => key.to_string(),
-                        };
+                        let (source, modality, _) = &mark.window;
                         out.push(format!(
                             "{}  {:<20} {}",
-                            t.map(clock).unwrap_or_else(|| "--:--:--.-".into()),
-                            stream,
-                            mark.unwrap_or_else(|| v.to_string())
+                            clock(mark.t_ns),
+                            format!("{modality}/{source}"),
+                            mark.text
                         ));
                     }
                 }
             }
             _ => {
                 out.extend(self.flush());
-                let msg = match v.get("error") {
-                    Some(Value::String(e)) => e.clone(),
-                    _ => v.to_string(),
+                let msg = match QueryErrorMsg::from_json(body) {
+                    Ok(e) => e.error,
+                    Err(_) => String::from_utf8_lossy(body).into_owned(),
                 };
                 out.push(format!("ERROR {key}: {msg}"));
             }
@@ -172,15 +170,30 @@ impl Lines {
 mod tests {
     use super::*;
 
-    fn labels(src: &str, seq: i64, top: &[(&str, f64)]) -> Vec<u8> {
-        let top: Vec<Value> = top
-            .iter()
-            .map(|(l, p)| serde_json::json!({"label": l, "prob": p}))
-            .collect();
-        serde_json::json!({"robot": "r", "source": src, "modality": "vision", "seq": seq,
-            "t_start_ns": 1_700_000_006_000_000_000i64 + seq * 2_000_000_000, "t_end_ns": 0, "top": top})
-        .to_string()
-        .into_bytes()
+    use crate::bus::msg::{LabelScore, QueryErrorMsg};
+    use crate::modality::{Modality, Target};
+
+    const CAM: Target = Target::Modality(Modality::Vision);
+
+    fn labels(src: &str, seq: i64, top: &[(&str, f32)]) -> Vec<u8> {
+        LabelsMsg {
+            robot: "r".into(),
+            source: src.into(),
+            modality: CAM,
+            seq,
+            t_start_ns: 1_700_000_006_000_000_000i64 + seq * 2_000_000_000,
+            t_end_ns: 0,
+            model: "m".into(),
+            top: top
+                .iter()
+                .map(|(l, p)| LabelScore {
+                    label: l.to_string(),
+                    score: 0.0,
+                    prob: *p,
+                })
+                .collect(),
+        }
+        .to_json()
     }
 
     #[test]
@@ -192,12 +205,32 @@ mod tests {
                 &labels("cam", 0, &[("seven", 0.97), ("one", 0.02)])
             )
             .is_empty());
-        let ev = serde_json::json!({"source": "cam", "modality": "vision", "seq": 0, "label": "seven", "state": "start", "start_ns": 0, "prob": 0.97});
-        assert!(l
-            .push("sensebind/r/events/vision/cam", ev.to_string().as_bytes())
-            .is_empty());
-        let al = serde_json::json!({"source": "cam", "modality": "vision", "seq": 0, "query_id": "seven", "score": 0.623, "t_start_ns": 0});
-        assert!(l.push("sensebind/r/alerts/seven", al.to_string().as_bytes()).is_empty());
+        let ev = EventMsg {
+            robot: "r".into(),
+            source: "cam".into(),
+            modality: CAM,
+            label: "seven".into(),
+            state: EventState::Start,
+            start_ns: 0,
+            end_ns: None,
+            prob: 0.97,
+            seq: 0,
+        };
+        assert!(l.push("sensebind/r/events/vision/cam", &ev.to_json()).is_empty());
+        let al = AlertMsg {
+            robot: "r".into(),
+            query_id: "seven".into(),
+            text: "seven".into(),
+            source: "cam".into(),
+            modality: CAM,
+            score: 0.623,
+            threshold: 0.5,
+            seq: 0,
+            t_start_ns: 0,
+            t_end_ns: 0,
+            conditions: None,
+        };
+        assert!(l.push("sensebind/r/alerts/seven", &al.to_json()).is_empty());
         let out = l.push("sensebind/r/labels/vision/cam", &labels("cam", 1, &[("one", 0.9)]));
         assert_eq!(out.len(), 1);
         assert!(out[0].starts_with("22:13:26.0  vision/cam"), "{}", out[0]);
@@ -213,11 +246,25 @@ mod tests {
     #[test]
     fn errors_and_garbage_get_lines_of_their_own() {
         let mut l = Lines::new();
+        let e = QueryErrorMsg {
+            query_id: "x".into(),
+            key: "sensebind/r/queries/x".into(),
+            code: "invalid".into(),
+            error: "bad".into(),
+        };
         assert_eq!(
-            l.push("sensebind/r/errors/queries/x", b"{\"error\":\"bad\"}"),
+            l.push("sensebind/r/errors/queries/x", &e.to_json()),
             vec!["ERROR sensebind/r/errors/queries/x: bad"]
         );
-        assert!(l.push("sensebind/r/labels/vision/cam", b"not json")[0].contains("not JSON"));
+        let out = l.push("sensebind/r/labels/vision/cam", b"not json");
+        assert!(
+            out[0].starts_with("? sensebind/r/labels/vision/cam: labels: expected"),
+            "{out:?}"
+        );
+        // A label-less stream's event: a line of its own.
+        let out = l.push("sensebind/r/events/audio/mic", br#"{"robot":"r","source":"mic","modality":"audio","label":"x","state":"end","start_ns":0,"end_ns":5,"prob":0.1,"seq":3}"#);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].ends_with("audio/mic            ■ x"), "{out:?}");
         assert!(l.push("sensebind/r/health", b"{}").is_empty());
     }
 }

@@ -511,6 +511,62 @@ pub struct HistoryHealth {
     pub error: Option<String>,
 }
 
+/// Any message of the contract, decoded by its key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Embedding(EmbeddingMsg),
+    Fused(FusedMsg),
+    Labels(LabelsMsg),
+    Event(EventMsg),
+    Alert(AlertMsg),
+    QueryError(QueryErrorMsg),
+    Health(HealthMsg),
+    /// A key that carries none of these (queries, liveliness).
+    Other,
+}
+
+impl Message {
+    /// Decode `body` by what its key (absolute, or relative to `<prefix>/<robot>/`) is.
+    pub fn decode(key: &str, body: &[u8]) -> Result<Message, MsgError> {
+        let k = format!("/{}", key.trim_start_matches('/'));
+        fn cbor<T>(r: Result<T, String>, what: &'static str) -> Result<T, MsgError> {
+            r.map_err(|reason| MsgError { what, reason })
+        }
+        Ok(if k.ends_with("/embedding/fused") {
+            Message::Fused(cbor(FusedMsg::from_cbor(body), "fused embedding")?)
+        } else if k.contains("/embedding/") {
+            Message::Embedding(cbor(EmbeddingMsg::from_cbor(body), "embedding")?)
+        } else if k.contains("/labels/") {
+            Message::Labels(LabelsMsg::from_json(body)?)
+        } else if k.contains("/events/") {
+            Message::Event(EventMsg::from_json(body)?)
+        } else if k.contains("/alerts/") {
+            Message::Alert(AlertMsg::from_json(body)?)
+        } else if k.contains("/errors/queries/") {
+            Message::QueryError(QueryErrorMsg::from_json(body)?)
+        } else if k.ends_with("/health") {
+            Message::Health(HealthMsg::from_json(body)?)
+        } else {
+            Message::Other
+        })
+    }
+
+    /// As JSON (embeddings as [`RecordedEmbedding`]: the vector as numbers).
+    pub fn to_json_value(&self) -> serde_json::Value {
+        let v = match self {
+            Message::Embedding(m) => serde_json::to_value(RecordedEmbedding::from(m.clone())),
+            Message::Fused(m) => serde_json::to_value(RecordedEmbedding::from(m.clone())),
+            Message::Labels(m) => serde_json::to_value(m),
+            Message::Event(m) => serde_json::to_value(m),
+            Message::Alert(m) => serde_json::to_value(m),
+            Message::QueryError(m) => serde_json::to_value(m),
+            Message::Health(m) => serde_json::to_value(m),
+            Message::Other => Ok(serde_json::Value::Null),
+        };
+        v.unwrap_or_default()
+    }
+}
+
 /// The JSON Schema of a message type, as text (what recordings embed).
 pub fn schema_json<T: JsonSchema>() -> String {
     serde_json::to_string(&schemars::schema_for!(T)).unwrap_or_default()

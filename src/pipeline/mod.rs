@@ -12,7 +12,9 @@
 //! publishes a final health, all within `daemon.shutdown_timeout_s`.
 //! docs/architecture.md draws the same graph with its queues, clocks and taps.
 
+pub mod check;
 pub mod models;
+pub mod recording;
 pub mod search;
 pub mod stages;
 pub mod supervise;
