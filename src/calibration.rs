@@ -287,6 +287,60 @@ mod tests {
         assert!(Calibration::load("").unwrap().imu_correction().is_identity());
     }
 
+    /// A mount that touches every axis: 120° about (1, 1, 1)/√3, the unit quaternion
+    /// [w, x, y, z] = [½, ½, ½, ½], turns x into y, y into z and z into x, so
+    /// R·(a, b, c) = (c, a, b) — worked out by hand, not with nalgebra.
+    #[test]
+    fn imu_correction_subtracts_the_biases_then_rotates_about_every_axis() {
+        let mount = "rotation = [0.5, 0.5, 0.5, 0.5]\ntranslation = [0.0, 0.0, 0.0]\n";
+        let biased = EXAMPLE_TOML
+            .replace("accel_bias = [0.0, 0.0, 0.0]", "accel_bias = [0.1, -0.2, 0.3]")
+            .replace("gyro_bias = [0.0, 0.0, 0.0]", "gyro_bias = [0.01, 0.02, 0.03]");
+        let close = |a: [f32; 3], b: [f32; 3]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+        // accel (1.1, 1.8, 10.11) − (0.1, −0.2, 0.3) = (1, 2, 9.81) → (9.81, 1, 2);
+        // gyro (0.11, −0.48, 0.03) − (0.01, 0.02, 0.03) = (0.1, −0.5, 0) → (0, 0.1, −0.5).
+        let reading = ([1.1f32, 1.8, 10.11], [0.11f32, -0.48, 0.03]);
+        let (want_a, want_g) = ([9.81f32, 1.0, 2.0], [0.0f32, 0.1, -0.5]);
+
+        // Through `[extrinsics.imu_to_body]`.
+        let c = Calibration::parse(&format!("{biased}\n[extrinsics.imu_to_body]\n{mount}"), "c").unwrap();
+        let (a, g) = c.imu_correction().apply(reading.0, reading.1);
+        assert!(close(a, want_a) && close(g, want_g), "{a:?} {g:?}");
+
+        // Without it the body frame is the camera frame: the IMU→camera rotation is used.
+        let via_camera = biased.replace(
+            "[extrinsics.imu_to_camera]\nrotation = [1.0, 0.0, 0.0, 0.0]\ntranslation = [0.0, -0.005, -0.01]\n",
+            &format!("[extrinsics.imu_to_camera]\n{mount}"),
+        );
+        assert_ne!(via_camera, biased, "the example's imu_to_camera section was replaced");
+        let c = Calibration::parse(&via_camera, "c").unwrap();
+        let (a, g) = c.imu_correction().apply(reading.0, reading.1);
+        assert!(close(a, want_a) && close(g, want_g), "{a:?} {g:?}");
+
+        // `imu_to_body` wins over `imu_to_camera`: identity here, biases only.
+        let c = Calibration::parse(
+            &format!(
+                "{via_camera}\n[extrinsics.imu_to_body]\nrotation = [1.0, 0.0, 0.0, 0.0]\ntranslation = [0.0, 0.0, 0.0]\n"
+            ),
+            "c",
+        )
+        .unwrap();
+        let (a, g) = c.imu_correction().apply(reading.0, reading.1);
+        assert!(close(a, [1.0, 2.0, 9.81]) && close(g, [0.1, -0.5, 0.0]), "{a:?} {g:?}");
+        assert!(!c.imu_correction().is_identity(), "biases alone are a correction");
+
+        // The rotation alone (no biases) is not the identity either, and the inverse
+        // mount [½, −½, −½, −½] undoes it: z → y → x.
+        let c = Calibration::parse(&format!("{EXAMPLE_TOML}\n[extrinsics.imu_to_body]\n{mount}"), "c").unwrap();
+        assert!(!c.imu_correction().is_identity());
+        let (a, _) = c.imu_correction().apply([1.0, 2.0, 3.0], [0.0; 3]);
+        assert!(close(a, [3.0, 1.0, 2.0]), "{a:?}");
+        let inverse = mount.replace("[0.5, 0.5, 0.5, 0.5]", "[0.5, -0.5, -0.5, -0.5]");
+        let c = Calibration::parse(&format!("{EXAMPLE_TOML}\n[extrinsics.imu_to_body]\n{inverse}"), "c").unwrap();
+        let (a, _) = c.imu_correction().apply([3.0, 1.0, 2.0], [0.0; 3]);
+        assert!(close(a, [1.0, 2.0, 3.0]), "{a:?}");
+    }
+
     #[test]
     fn thermal_radiometry_is_optional_and_checked() {
         assert!(Calibration::load("").unwrap().thermal.is_none());

@@ -1008,6 +1008,167 @@ mod tests {
         assert!(h.get("fused", Target::Fused, 4000).unwrap().is_none());
     }
 
+    /// Every filter (`targets`, `sources`, `since_ns`, `until_ns`, alone and together)
+    /// on a history large enough for the parallel scan (over 20 000 windows in more
+    /// than one segment): the hits are the brute-force top k of the windows that pass
+    /// the filters, with their exact cosines, and `scanned` is how many pass.
+    #[test]
+    fn filters_and_the_parallel_scan_equal_brute_force() {
+        const S: i64 = 1_000_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let dim = 32;
+        let now = Instant::now();
+        let o = HistoryOptions {
+            segment_ns: 600 * S,
+            retention_ns: 24 * 3600 * S,
+            ..opts()
+        };
+        let mut h = History::open(dir.path(), "m", dim, o).unwrap();
+        let streams = [
+            ("cam", Target::Modality(Modality::Vision)),
+            ("cam2", Target::Modality(Modality::Vision)),
+            ("mic", Modality::Audio.into()),
+            ("fused", Target::Fused),
+        ];
+        // 6000 windows per stream, 2 s long every 1 s: 24 000 in all, 6001 s of time.
+        let mut recs = Vec::new();
+        for seq in 0..6000i64 {
+            for (i, (src, t)) in streams.iter().enumerate() {
+                let r = Record {
+                    source: src.to_string(),
+                    target: *t,
+                    seq,
+                    t_start_ns: seq * S,
+                    t_end_ns: seq * S + 2 * S,
+                    vector: vec_of(seq as u64 * 4 + i as u64, dim),
+                };
+                h.append(&r, now).unwrap();
+                recs.push(r);
+            }
+        }
+        assert_eq!(h.len(), 24_000);
+        // What makes `search` scan in parallel (with more than one CPU).
+        assert!(h.segments.len() >= 10, "{} segments", h.segments.len());
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cpus < 2 {
+            eprintln!("one CPU: the parallel scan is not exercised here");
+        }
+        type Key = (String, Target, i64, f32);
+        let brute = |req: &SearchRequest| -> (Vec<Key>, usize) {
+            let (since, until) = (req.since_ns.unwrap_or(i64::MIN), req.until_ns.unwrap_or(i64::MAX));
+            let mut pass: Vec<(Key, i64)> = recs
+                .iter()
+                .filter(|r| {
+                    (req.targets.is_empty() || req.targets.contains(&r.target))
+                        && (req.sources.is_empty() || req.sources.contains(&r.source))
+                        && r.t_end_ns >= since
+                        && r.t_start_ns < until
+                })
+                .map(|r| {
+                    let score = index::dot_f32(&r.vector, &req.vector);
+                    ((r.source.clone(), r.target, r.seq, score), r.t_end_ns)
+                })
+                .collect();
+            let n = pass.len();
+            pass.sort_by(|a, b| b.0 .3.total_cmp(&a.0 .3).then(b.1.cmp(&a.1)));
+            pass.truncate(req.k);
+            (pass.into_iter().map(|(k, _)| k).collect(), n)
+        };
+        let sources = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        // (what, targets, sources, since, until, k)
+        let cases: Vec<(&str, Vec<Target>, Vec<String>, Option<i64>, Option<i64>, usize)> = vec![
+            ("everything", vec![], vec![], None, None, 10),
+            ("two sources", vec![], sources(&["cam2", "mic"]), None, None, 10),
+            (
+                "a source of a kind",
+                vec![Modality::Vision.into()],
+                sources(&["cam"]),
+                None,
+                None,
+                10,
+            ),
+            (
+                "a kind, two sources",
+                vec![Modality::Vision.into()],
+                sources(&["cam2", "mic"]),
+                None,
+                None,
+                10,
+            ),
+            ("an unknown source", vec![], sources(&["nobody"]), None, None, 10),
+            ("until alone", vec![], vec![], None, Some(3000 * S), 10),
+            ("until over 20 000 windows", vec![], vec![], None, Some(5500 * S), 10),
+            (
+                "until and a source",
+                vec![],
+                sources(&["fused"]),
+                None,
+                Some(5500 * S),
+                10,
+            ),
+            (
+                "since and until",
+                vec![],
+                vec![],
+                Some(1000 * S + S / 2),
+                Some(1200 * S),
+                10,
+            ),
+            // Both edges exactly on window times, and k over the count: every window
+            // that ends at or after `since` and starts before `until`, none other.
+            ("edges, all of them", vec![], vec![], Some(102 * S), Some(200 * S), 1000),
+            (
+                "edges, one stream",
+                vec![Target::Fused],
+                vec![],
+                Some(102 * S),
+                Some(200 * S),
+                1000,
+            ),
+            ("until before everything", vec![], vec![], None, Some(0), 10),
+        ];
+        for (what, targets, sources, since_ns, until_ns, k) in cases {
+            for qs in 0..4u64 {
+                let req = SearchRequest {
+                    vector: vec_of(1_000_000 + qs, dim),
+                    k,
+                    targets: targets.clone(),
+                    sources: sources.clone(),
+                    since_ns,
+                    until_ns,
+                };
+                let got = h.search(&req).unwrap();
+                let (want, passing) = brute(&req);
+                let got_keys: Vec<Key> = got
+                    .hits
+                    .iter()
+                    .map(|x| (x.source.clone(), x.modality, x.seq, x.score))
+                    .collect();
+                assert_eq!(got_keys, want, "{what}, query {qs}");
+                assert_eq!(got.scanned, passing, "{what}: windows that pass the filters");
+                assert!(got.faults.is_empty());
+                if k >= passing {
+                    assert_eq!(got.hits.len(), passing, "{what}: all of them");
+                }
+            }
+        }
+        // The edges, counted by hand: windows 100..=199 of each stream (window 100
+        // ends at 102 s, window 200 starts at 200 s).
+        let req = SearchRequest {
+            vector: vec_of(5, dim),
+            k: 1000,
+            since_ns: Some(102 * S),
+            until_ns: Some(200 * S),
+            ..Default::default()
+        };
+        let got = h.search(&req).unwrap();
+        let mut seqs: Vec<i64> = got.hits.iter().map(|x| x.seq).collect();
+        seqs.sort();
+        seqs.dedup();
+        assert_eq!(seqs, (100..200).collect::<Vec<_>>());
+        assert_eq!(got.hits.len(), 400);
+    }
+
     #[test]
     fn a_torn_tail_is_cut_and_everything_before_it_kept() {
         let dir = tempfile::tempdir().unwrap();

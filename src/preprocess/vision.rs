@@ -766,4 +766,169 @@ mod tests {
         let e = p.process(&w).unwrap_err().to_string();
         assert!(e.contains("vision window 4") && e.contains("320x240"), "{e}");
     }
+
+    /// A 6×4 Y16 frame whose centre 4×4 (what a 4-pixel crop keeps: columns 1..=4) is
+    /// `THERMAL_INNER`; column 0 holds 100 and column 5 holds 60 000, outside the crop.
+    const THERMAL_INNER: [[u16; 4]; 4] = [
+        [20000, 20500, 21000, 22000],
+        [19000, 23000, 24000, 30000],
+        [21500, 21500, 21500, 21500],
+        [25000, 20000, 22500, 23500],
+    ];
+
+    fn thermal_window() -> Window {
+        let mut data = Vec::new();
+        for row in THERMAL_INNER {
+            data.push(100);
+            data.extend(row);
+            data.push(60000);
+        }
+        Window {
+            source: "lepton".into(),
+            modality: Modality::Thermal,
+            seq: 0,
+            t_start_ns: 0,
+            t_end_ns: 2_000_000_000,
+            coverage: 1.0,
+            data: WindowData::Frames(vec![Arc::new(Frame {
+                t_ns: 1_000_000_000,
+                data: FrameData::Thermal16 {
+                    width: 6,
+                    height: 4,
+                    data,
+                },
+            })]),
+        }
+    }
+
+    fn thermal_cfg(range: ThermalRange) -> ThermalPrepConfig {
+        ThermalPrepConfig {
+            size: 4,
+            frame: FramePick::Middle,
+            range,
+            raw_min: 20000.0,
+            raw_max: 24000.0,
+            kelvin_min: 300.0,
+            kelvin_max: 380.0,
+        }
+    }
+
+    fn thermal_tensor(p: &ThermalPrep) -> Vec<f32> {
+        match p.process(&thermal_window()).unwrap() {
+            ModelInput::F32(v) => v,
+            _ => unreachable!(),
+        }
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() < 1e-6, "{what}: value {i} is {g}, want {w} ({got:?})");
+        }
+    }
+
+    /// Y16 → [0, 1] in each `range` mode, through `process` (the 4×4 centre crop of
+    /// the 6×4 frame), against values worked out by hand.
+    #[test]
+    fn thermal_counts_map_to_the_unit_range_in_every_mode() {
+        // fixed: raw 20 000..24 000 → 0..1 (span 4000), clipped at both ends.
+        #[rustfmt::skip]
+        let fixed = [
+            0.0,   0.125, 0.25,  0.5,
+            0.0,   0.75,  1.0,   1.0,
+            0.375, 0.375, 0.375, 0.375,
+            1.0,   0.0,   0.625, 0.875,
+        ];
+        let p = ThermalPrep::new(thermal_cfg(ThermalRange::Fixed));
+        assert_close(&thermal_tensor(&p), &fixed, "fixed");
+        // A radiometry (calibration `[thermal]`) is not used in fixed mode.
+        let r = crate::calibration::Radiometry {
+            kelvin_per_count: 0.01,
+            kelvin_offset: 0.0,
+        };
+        let p = ThermalPrep::new(thermal_cfg(ThermalRange::Fixed)).with_radiometry(Some(r));
+        assert_close(&thermal_tensor(&p), &fixed, "fixed, with a radiometry");
+
+        // kelvin: K = 0.02·counts − 100, so 300 K is 20 000 counts and 380 K 24 000:
+        // the same map as fixed above, here from temperatures. The raw range is set
+        // elsewhere so that a fall-back to it would show.
+        let r = crate::calibration::Radiometry {
+            kelvin_per_count: 0.02,
+            kelvin_offset: -100.0,
+        };
+        let cfg = ThermalPrepConfig {
+            raw_min: 0.0,
+            raw_max: 65535.0,
+            ..thermal_cfg(ThermalRange::Kelvin)
+        };
+        let p = ThermalPrep::new(cfg.clone()).with_radiometry(Some(r));
+        assert_close(&thermal_tensor(&p), &fixed, "kelvin");
+        // Another scale: 0.05 K per count, offset 0 → 300 K = 6000, 380 K = 7600 counts:
+        // every inner value is above 7600 → 1.
+        let hot = crate::calibration::Radiometry {
+            kelvin_per_count: 0.05,
+            kelvin_offset: 0.0,
+        };
+        let p = ThermalPrep::new(cfg.clone()).with_radiometry(Some(hot));
+        assert_close(&thermal_tensor(&p), &[1.0; 16], "kelvin, 0.05 K per count");
+        // 300 K..380 K at 0.01 K/count is 30 000..38 000: only 30 000 reaches 0, the
+        // rest is below it.
+        let cold = crate::calibration::Radiometry {
+            kelvin_per_count: 0.01,
+            kelvin_offset: 0.0,
+        };
+        let p = ThermalPrep::new(cfg).with_radiometry(Some(cold));
+        assert_close(&thermal_tensor(&p), &[0.0; 16], "kelvin, 0.01 K per count");
+
+        // auto: the WHOLE frame's min and max (100 and 60 000, both outside the crop)
+        // → (v − 100) / 59 900.
+        #[rustfmt::skip]
+        let auto = [
+            0.332_220_37, 0.340_567_61, 0.348_914_86, 0.365_609_35,
+            0.315_525_88, 0.382_303_84, 0.398_998_33, 0.499_165_28,
+            0.357_262_10, 0.357_262_10, 0.357_262_10, 0.357_262_10,
+            0.415_692_82, 0.332_220_37, 0.373_956_59, 0.390_651_09,
+        ];
+        let p = ThermalPrep::new(thermal_cfg(ThermalRange::Auto));
+        assert_close(&thermal_tensor(&p), &auto, "auto");
+        // A flat frame has no range: everything maps to 0 (no division by zero).
+        assert_eq!(p.normalise(&[5000; 6]), vec![0.0; 6]);
+        // Two values one count apart: the lower is 0, the higher 1.
+        assert_eq!(p.normalise(&[7, 8, 7]), vec![0.0, 1.0, 0.0]);
+    }
+
+    /// `build_all` hands the calibration's `[thermal]` radiometry to the thermal
+    /// preprocessor: `range = "kelvin"` then maps temperatures, as worked out above.
+    #[test]
+    fn the_calibrations_radiometry_reaches_the_thermal_preprocessor() {
+        let mut cfg = crate::config::Config::load_with_env(None, Vec::new())
+            .unwrap()
+            .preprocess;
+        cfg.thermal = ThermalPrepConfig {
+            raw_min: 0.0,
+            raw_max: 65535.0,
+            ..thermal_cfg(ThermalRange::Kelvin)
+        };
+        let calib = crate::calibration::Calibration::parse(
+            &format!(
+                "{}\n[thermal]\nkelvin_per_count = 0.02\nkelvin_offset = -100.0\n",
+                crate::calibration::EXAMPLE_TOML
+            ),
+            "cal.toml",
+        )
+        .unwrap();
+        let all = crate::preprocess::build_all(&cfg, &calib, &Default::default());
+        let thermal = all.iter().find(|p| p.modality() == Modality::Thermal).unwrap();
+        let ModelInput::F32(got) = thermal.process(&thermal_window()).unwrap() else {
+            unreachable!()
+        };
+        #[rustfmt::skip]
+        let want = [
+            0.0,   0.125, 0.25,  0.5,
+            0.0,   0.75,  1.0,   1.0,
+            0.375, 0.375, 0.375, 0.375,
+            1.0,   0.0,   0.625, 0.875,
+        ];
+        assert_close(&got, &want, "kelvin through build_all");
+    }
 }
