@@ -4,7 +4,10 @@
 use crate::common;
 
 use common::*;
+use sensebind::bus::msg::{AlertMsg, EventState, HealthMsg, JsonMsg, Message, QueryErrorMsg, StreamHealth};
 use sensebind::bus::EmbeddingMsg;
+use sensebind::modality::Target;
+use sensebind::queries::QuerySpec;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -21,11 +24,11 @@ fn source_of(m: &str) -> &'static str {
     }
 }
 
-/// Every stream's counters in a health message: (source, modality, stream JSON).
-fn streams(h: &serde_json::Value) -> Vec<(String, String, serde_json::Value)> {
+/// Every stream's counters in a health message: (source, modality, stream).
+fn streams(h: &HealthMsg) -> Vec<(String, String, StreamHealth)> {
     let mut v = Vec::new();
-    for (id, src) in h["sources"].as_object().unwrap() {
-        for (m, st) in src["streams"].as_object().unwrap() {
+    for (id, src) in &h.sources {
+        for (m, st) in &src.streams {
             v.push((id.clone(), m.clone(), st.clone()));
         }
     }
@@ -102,36 +105,38 @@ async fn daemon_end_to_end_over_zenoh() {
             assert!((msg.scale - spec.logit_scale).abs() < 1e-6);
             seqs.entry(m.to_string()).or_default().push(msg.seq);
         } else if key.starts_with("sensebind/itest/labels/") {
-            let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            let m = j["modality"].as_str().unwrap();
-            if m == "fused" {
+            let Ok(Message::Labels(j)) = Message::decode(&key, &body) else {
+                panic!("{key}: not a labels message")
+            };
+            if j.modality == Target::Fused {
                 assert_eq!(
-                    (key.as_str(), j["source"].as_str()),
-                    ("sensebind/itest/labels/fused", Some("fused"))
+                    (key.as_str(), j.source.as_str()),
+                    ("sensebind/itest/labels/fused", "fused")
                 );
             } else {
-                assert_eq!(key, format!("sensebind/itest/labels/{m}/{}", source_of(m)));
-                assert_eq!(j["source"], source_of(m));
+                let m = j.modality.to_string();
+                assert_eq!(key, format!("sensebind/itest/labels/{m}/{}", source_of(&m)));
+                assert_eq!(j.source, source_of(&m));
             }
-            let top = j["top"].as_array().unwrap();
-            assert!(!top.is_empty());
-            let probs: Vec<f64> = top.iter().map(|t| t["prob"].as_f64().unwrap()).collect();
+            assert!(!j.top.is_empty());
+            let probs: Vec<f32> = j.top.iter().map(|t| t.prob).collect();
             assert!(probs.windows(2).all(|w| w[0] >= w[1]), "top is sorted: {probs:?}");
-            assert!(probs.iter().sum::<f64>() <= 1.0 + 1e-5 && probs[0] > 0.0);
+            assert!(probs.iter().sum::<f32>() <= 1.0 + 1e-5 && probs[0] > 0.0);
             labels += 1;
         } else if key.starts_with("sensebind/itest/events/") {
-            let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            let m = j["modality"].as_str().unwrap();
-            if m == "fused" {
+            let Ok(Message::Event(j)) = Message::decode(&key, &body) else {
+                panic!("{key}: not an event")
+            };
+            if j.modality == Target::Fused {
                 assert_eq!(key, "sensebind/itest/events/fused");
             } else {
-                assert_eq!(key, format!("sensebind/itest/events/{m}/{}", source_of(m)));
+                let m = j.modality.to_string();
+                assert_eq!(key, format!("sensebind/itest/events/{m}/{}", source_of(&m)));
             }
-            assert!(j["state"] == "start" || j["state"] == "end", "{j}");
-            assert!(j["prob"].as_f64().unwrap() >= 0.33 || j["state"] == "end", "{j}");
+            assert!(j.prob >= 0.33 || j.state == EventState::End, "{j:?}");
             events += 1;
         } else if key == "sensebind/itest/health" {
-            health = Some(serde_json::from_slice::<serde_json::Value>(&body).unwrap());
+            health = Some(HealthMsg::from_json(&body).expect("health"));
         }
         let done = MODALITIES.iter().all(|m| seqs.get(*m).is_some_and(|v| v.len() >= 2))
             && labels > 0
@@ -151,14 +156,12 @@ async fn daemon_end_to_end_over_zenoh() {
     assert!(labels > 0, "no labels");
     assert!(events > 0, "no events on events/<modality>/<source>");
     let h = health.expect("no health");
-    assert_eq!(h["robot"], "itest");
+    assert_eq!(h.robot, "itest");
     for m in MODALITIES {
-        let st = &h["sources"][source_of(m)]["streams"][m];
-        assert!(
-            st["windows_in"].as_u64().unwrap() >= st["windows_out"].as_u64().unwrap(),
-            "{h}"
-        );
-        assert_eq!(h["sources"][source_of(m)]["clock"], "realtime");
+        let src = &h.sources[source_of(m)];
+        let st = &src.streams[m];
+        assert!(st.windows_in >= st.windows_out, "{h:?}");
+        assert_eq!(src.clock.as_deref(), Some("realtime"));
     }
 
     // 2. Queries registered over the bus: q1 always matches (threshold -1, no
@@ -193,7 +196,7 @@ async fn daemon_end_to_end_over_zenoh() {
     z.put("sensebind/itest/queries/bad", "{not json").await.unwrap();
     let text = text_embedding("a dog barking");
     let mut audio_vec: BTreeMap<i64, Vec<f32>> = BTreeMap::new();
-    let mut alerts: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    let mut alerts: BTreeMap<String, Vec<AlertMsg>> = BTreeMap::new();
     let mut error = None;
     let mut bad_key = None;
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -210,15 +213,13 @@ async fn daemon_end_to_end_over_zenoh() {
             audio_vec.insert(msg.seq, msg.vector());
             continue;
         }
-        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-            continue;
-        };
         if let Some(id) = key.strip_prefix("sensebind/itest/alerts/") {
-            alerts.entry(id.to_string()).or_default().push(body);
+            let a = AlertMsg::from_json(&bytes).expect("alert");
+            alerts.entry(id.to_string()).or_default().push(a);
         } else if key == "sensebind/itest/errors/queries/bad" {
-            error = Some(body);
+            error = Some(QueryErrorMsg::from_json(&bytes).expect("query error"));
         } else if key == "sensebind/itest/errors/queries/a/b" {
-            bad_key = Some(body);
+            bad_key = Some(QueryErrorMsg::from_json(&bytes).expect("query error"));
         }
     }
     let q1 = alerts
@@ -227,18 +228,15 @@ async fn daemon_end_to_end_over_zenoh() {
     assert!(q1.len() >= 8, "q1 alerts: {}", q1.len());
     let mut checked = 0;
     for alert in q1 {
-        assert_eq!(alert["query_id"], "q1");
-        assert_eq!(alert["modality"], "audio");
-        assert_eq!(alert["source"], "microphone");
-        assert_eq!(alert["text"], "a dog barking");
-        assert_eq!(
-            alert["t_end_ns"].as_i64().unwrap() - alert["t_start_ns"].as_i64().unwrap(),
-            2_000_000_000
-        );
+        assert_eq!(alert.query_id, "q1");
+        assert_eq!(alert.modality.to_string(), "audio");
+        assert_eq!(alert.source, "microphone");
+        assert_eq!(alert.text, "a dog barking");
+        assert_eq!(alert.t_end_ns - alert.t_start_ns, 2_000_000_000);
         // The score is the cosine of this window's embedding and the text's.
-        if let Some(v) = audio_vec.get(&alert["seq"].as_i64().unwrap()) {
+        if let Some(v) = audio_vec.get(&alert.seq) {
             let cos: f32 = v.iter().zip(&text).map(|(a, b)| a * b).sum();
-            let score = alert["score"].as_f64().unwrap() as f32;
+            let score = alert.score;
             assert!((score - cos).abs() < 1e-4, "alert score {score} vs cosine {cos}");
             checked += 1;
         }
@@ -247,7 +245,7 @@ async fn daemon_end_to_end_over_zenoh() {
     // q1 fires on consecutive windows; q4 at most once per 4 s of sensor time.
     let q4 = &alerts["q4"];
     assert!(!q4.is_empty());
-    let ends: Vec<i64> = q4.iter().map(|a| a["t_end_ns"].as_i64().unwrap()).collect();
+    let ends: Vec<i64> = q4.iter().map(|a| a.t_end_ns).collect();
     assert!(
         ends.windows(2).all(|w| w[1] - w[0] >= 4_000_000_000),
         "cooldown violated: {ends:?}"
@@ -256,10 +254,10 @@ async fn daemon_end_to_end_over_zenoh() {
     assert!(!alerts.contains_key("q5"), "a threshold of 1 never matches");
     assert!(!alerts.contains_key("q6"), "a query for another source never matches");
     let error = error.expect("no error reply for a malformed query");
-    assert_eq!(error["query_id"], "bad");
-    assert!(error["error"].as_str().unwrap().contains("expected JSON"), "{error}");
+    assert_eq!((error.query_id.as_str(), error.code.as_str()), ("bad", "invalid"));
+    assert!(error.error.contains("expected JSON"), "{error:?}");
     let bad_key = bad_key.expect("no error reply for queries/a/b");
-    assert!(bad_key["error"].as_str().unwrap().contains("bad query id"), "{bad_key}");
+    assert!(bad_key.error.contains("bad query id"), "{bad_key:?}");
     assert!(d.running(), "daemon died after a bad query");
 
     // `get queries/**` lists the registered queries.
@@ -269,7 +267,7 @@ async fn daemon_end_to_end_over_zenoh() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let listed = list(&z).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(listed[0]["id"], "q1");
+    assert_eq!(listed[0].id, "q1");
 
     // Counters add up: after SIGTERM the final health has, for every stream,
     // windows_in = windows_out + every drop.
@@ -286,18 +284,16 @@ async fn daemon_end_to_end_over_zenoh() {
     );
     let mut last = None;
     while let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(500), health_sub.recv_async()).await {
-        last = Some(serde_json::from_slice::<serde_json::Value>(&s.payload().to_bytes()).unwrap());
+        last = Some(HealthMsg::from_json(&s.payload().to_bytes()).unwrap());
     }
     let last = last.expect("a final health at shutdown");
     for (id, m, st) in streams(&last) {
-        let n = |k: &str| st[k].as_u64().unwrap();
-        let d = &st["windows_dropped"];
-        let drops: u64 = ["coverage", "backpressure", "error", "shutdown"]
-            .iter()
-            .map(|k| d[*k].as_u64().unwrap())
-            .sum();
-        assert!(n("windows_in") > 0, "{id}/{m}: {st}");
-        assert_eq!(n("windows_in"), n("windows_out") + drops, "{id}/{m}: {st}");
+        assert!(st.windows_in > 0, "{id}/{m}: {st:?}");
+        assert_eq!(
+            st.windows_in,
+            st.windows_out + st.windows_dropped.total(),
+            "{id}/{m}: {st:?}"
+        );
     }
     let log_text = dump(&log);
     assert!(!log_text.contains("panicked"), "{log_text}");
@@ -312,8 +308,8 @@ async fn daemon_end_to_end_over_zenoh() {
         }
     }
     assert_eq!(again.len(), 1, "query lost across restart; log:\n{}", dump(&log2));
-    assert_eq!(again[0]["text"], "a dog barking");
-    assert_eq!(again[0]["threshold"], -1.0);
+    assert_eq!(again[0].text, "a dog barking");
+    assert_eq!(again[0].threshold, -1.0);
 
     // 5. The `sensebind query` tool manages queries over the same bus.
     let tool = |args: &[&str]| {
@@ -355,20 +351,13 @@ async fn daemon_end_to_end_over_zenoh() {
         !ok && text.contains("threshold"),
         "replacing with a bad query must fail: {text}"
     );
-    assert_eq!(list(&z).await[0]["text"], "a dog barking", "the old q1 is kept");
+    assert_eq!(list(&z).await[0].text, "a dog barking", "the old q1 is kept");
 }
 
-async fn list(z: &zenoh::Session) -> Vec<serde_json::Value> {
-    let replies = z
-        .get("sensebind/itest/queries/**")
-        .timeout(Duration::from_secs(2))
+/// What the daemon lists, through the library's client.
+async fn list(z: &zenoh::Session) -> Vec<QuerySpec> {
+    sensebind::client::Client::new(z.clone(), "sensebind")
+        .list("itest", None)
         .await
-        .unwrap();
-    let mut out = Vec::new();
-    while let Ok(r) = replies.recv_async().await {
-        if let Ok(s) = r.result() {
-            out.push(serde_json::from_slice(&s.payload().to_bytes()).unwrap());
-        }
-    }
-    out
+        .unwrap()
 }

@@ -7,6 +7,8 @@
 //! threes and of the other digits, measured with `sensebind embed` on the same files.
 
 use crate::common;
+use sensebind::bus::msg::{AlertMsg, JsonMsg, SearchHit};
+use sensebind::queries::QuerySpec;
 
 use common::*;
 use std::collections::BTreeMap;
@@ -207,7 +209,7 @@ start_ns = 0
 }
 
 /// `sensebind search` through a tool config that reaches both daemons.
-fn search(cli_cfg: &Path, args: &[&str]) -> (bool, Vec<serde_json::Value>, String) {
+fn search(cli_cfg: &Path, args: &[&str]) -> (bool, Vec<SearchHit>, String) {
     let out = Command::new(bin())
         .args(["--config"])
         .arg(cli_cfg)
@@ -252,7 +254,7 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
 
     // Collect until each robot has published its 12 + 12 windows and 12 fused ones.
     let mut embeddings: BTreeMap<(String, String, i64), Vec<f32>> = BTreeMap::new();
-    let mut alerts: Vec<serde_json::Value> = Vec::new();
+    let mut alerts: Vec<AlertMsg> = Vec::new();
     let mut fused: Vec<sensebind::bus::FusedMsg> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     let done = |e: &BTreeMap<(String, String, i64), Vec<f32>>, f: &[sensebind::bus::FusedMsg]| {
@@ -280,7 +282,7 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
                 m.vector(),
             );
         } else if key.starts_with("sensebind/r1/alerts/") {
-            alerts.push(serde_json::from_slice(&body).unwrap());
+            alerts.push(AlertMsg::from_json(&body).unwrap());
         }
     }
     // Late alerts of the last windows (health keeps arriving: a fixed spell).
@@ -288,7 +290,7 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
     while let Ok(Ok(s)) = tokio::time::timeout(until.saturating_duration_since(Instant::now()), sub.recv_async()).await
     {
         if s.key_expr().as_str().starts_with("sensebind/r1/alerts/") {
-            alerts.push(serde_json::from_slice(&s.payload().to_bytes()).unwrap());
+            alerts.push(AlertMsg::from_json(&s.payload().to_bytes()).unwrap());
         }
     }
 
@@ -304,13 +306,7 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
     );
 
     // `all`: fires only where a three is both seen and heard (segment 2).
-    let seqs = |id: &str| -> Vec<i64> {
-        alerts
-            .iter()
-            .filter(|a| a["query_id"] == id)
-            .map(|a| a["seq"].as_i64().unwrap())
-            .collect()
-    };
+    let seqs = |id: &str| -> Vec<i64> { alerts.iter().filter(|a| a.query_id == id).map(|a| a.seq).collect() };
     let both = seqs("both");
     eprintln!("`all` alerts at {both:?}; example alerts at {:?}", seqs("voice3"));
     assert!(!both.is_empty(), "the all query never fired:\n{}", dump("r1"));
@@ -318,8 +314,8 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
         both.iter().all(|s| segment(*s) == 2),
         "the all query fired outside segment 2: {both:?}"
     );
-    let a = alerts.iter().find(|a| a["query_id"] == "both").unwrap();
-    assert_eq!(a["conditions"].as_array().unwrap().len(), 2, "{a}");
+    let a = alerts.iter().find(|a| a.query_id == "both").unwrap();
+    assert_eq!(a.conditions.as_ref().map(|c| c.len()), Some(2), "{a:?}");
     // The audio example (a three, another voice) fires on the recording's threes.
     let voice = seqs("voice3");
     assert!(
@@ -351,26 +347,19 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
     assert_eq!(hits.len(), 6, "{err}");
     let before_kill = hits.clone();
     for h in &hits {
-        let seq = h["seq"].as_i64().unwrap();
-        let digit = if h["modality"] == "thermal" {
+        let seq = h.seq;
+        let digit = if h.modality.to_string() == "thermal" {
             THERMAL[segment(seq)]
         } else {
             AUDIO[segment(seq)]
         };
-        assert_eq!(digit, 3, "a top hit is not a three: {h}");
-        assert_eq!(h["robot"], "r1");
-        let key = (
-            "r1".to_string(),
-            format!("{}/{}", h["modality"].as_str().unwrap(), h["source"].as_str().unwrap()),
-            seq,
-        );
+        assert_eq!(digit, 3, "a top hit is not a three: {h:?}");
+        assert_eq!(h.robot, "r1");
+        let key = ("r1".to_string(), format!("{}/{}", h.modality, h.source), seq);
         let client = dot(&embeddings[&key], &rec.text3);
-        assert!(
-            (h["score"].as_f64().unwrap() as f32 - client).abs() < 1e-5,
-            "score {h} vs {client}"
-        );
+        assert!((h.score - client).abs() < 1e-5, "score {h:?} vs {client}");
     }
-    let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    let scores: Vec<f32> = hits.iter().map(|h| h.score).collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
     // By example window: a fused window of segment 2 finds itself and its twins (the
     // segment's three windows hold the same recording), each at cosine 1.
@@ -379,18 +368,18 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
         &["--example", "fused/7", "--k", "3", "--json", "--modalities", "fused"],
     );
     assert!(ok, "{err}");
-    let mut found: Vec<i64> = hits.iter().map(|h| h["seq"].as_i64().unwrap()).collect();
+    let mut found: Vec<i64> = hits.iter().map(|h| h.seq).collect();
     found.sort();
     assert_eq!(found, [6, 7, 8], "{hits:?}");
-    assert!(hits.iter().all(|h| h["score"].as_f64().unwrap() > 0.999), "{hits:?}");
+    assert!(hits.iter().all(|h| h.score > 0.999), "{hits:?}");
     // Fleet: both robots answer, merged best first. The two replay the same recording,
     // so their six thermal threes tie: k = 12 holds both robots' windows.
     let (ok, hits, err) = search(&cli, &["the number three", "--k", "12", "--json", "--robot", "*"]);
     assert!(ok, "{err}");
     assert_eq!(hits.len(), 12, "{hits:?}");
-    let robots: std::collections::BTreeSet<&str> = hits.iter().map(|h| h["robot"].as_str().unwrap()).collect();
+    let robots: std::collections::BTreeSet<&str> = hits.iter().map(|h| h.robot.as_str()).collect();
     assert_eq!(robots.into_iter().collect::<Vec<_>>(), ["r1", "r2"], "{hits:?}");
-    let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    let scores: Vec<f32> = hits.iter().map(|h| h.score).collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "merged best first: {scores:?}");
     // Errors say what is wrong.
     let (ok, _, err) = search(&cli, &["x", "--k", "100000", "--robot", "r1"]);
@@ -436,13 +425,8 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
     assert!(ok, "{out}");
     let kinds: Vec<(String, String)> = out
         .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .map(|q| {
-            (
-                q["id"].as_str().unwrap().to_string(),
-                q["kind"].as_str().unwrap().to_string(),
-            )
-        })
+        .filter_map(|l| serde_json::from_str::<QuerySpec>(l).ok())
+        .map(|q| (q.id, format!("{:?}", q.kind).to_lowercase()))
         .collect();
     for want in [
         ("ex", "example"),
@@ -491,11 +475,8 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
         "12 thermal, 12 audio and 12 fused windows reloaded: {loaded}"
     );
     // The same search gives the same hits and scores as before the kill.
-    let strip = |hits: &[serde_json::Value]| -> Vec<serde_json::Value> {
-        hits.iter()
-            .map(|h| serde_json::json!([h["robot"], h["source"], h["modality"], h["seq"], h["score"]]))
-            .collect()
-    };
+    // (took_ms and the rest of a reply differ; the hits may not.)
+    let strip = |hits: &[SearchHit]| -> Vec<SearchHit> { hits.to_vec() };
     // (The router may still route to the killed session for its lease: ask again.)
     let mut tries = Vec::new();
     for _ in 0..20 {

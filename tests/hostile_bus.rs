@@ -7,6 +7,7 @@
 //! the problem is reported on the bus and in health.
 
 use crate::common;
+use sensebind::bus::msg::{HealthMsg, JsonMsg, LabelsMsg, QueryErrorMsg};
 
 use common::*;
 use std::collections::BTreeMap;
@@ -20,13 +21,13 @@ fn now_ns() -> i64 {
         .as_nanos() as i64
 }
 
-async fn health(z: &zenoh::Session) -> serde_json::Value {
+async fn health(z: &zenoh::Session) -> HealthMsg {
     let sub = z.declare_subscriber("sensebind/hostile/health").await.unwrap();
     let s = tokio::time::timeout(Duration::from_secs(5), sub.recv_async())
         .await
         .expect("health within 5 s")
         .unwrap();
-    serde_json::from_slice(&s.payload().to_bytes()).unwrap()
+    HealthMsg::from_json(&s.payload().to_bytes()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,28 +60,28 @@ async fn a_flood_of_requests_is_bounded_answered_and_counted_and_the_store_never
     let _labels = z
         .declare_subscriber("sensebind/hostile/labels/**")
         .callback(move |s| {
-            let v: serde_json::Value = serde_json::from_slice(&s.payload().to_bytes()).unwrap();
-            let delay = now_ns() - v["t_end_ns"].as_i64().unwrap();
+            let v = LabelsMsg::from_json(&s.payload().to_bytes()).unwrap();
+            let delay = now_ns() - v.t_end_ns;
             d2.lock()
                 .unwrap()
                 .push((Instant::now(), s.key_expr().to_string(), delay));
         })
         .await
         .unwrap();
-    let errors: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let errors: Arc<Mutex<Vec<QueryErrorMsg>>> = Arc::default();
     let e2 = errors.clone();
     let _errors = z
         .declare_subscriber("sensebind/hostile/errors/queries/**")
         .callback(move |s| {
             e2.lock()
                 .unwrap()
-                .push(serde_json::from_slice(&s.payload().to_bytes()).unwrap())
+                .push(QueryErrorMsg::from_json(&s.payload().to_bytes()).unwrap())
         })
         .await
         .unwrap();
 
     // The daemon started despite the damaged store, kept it aside and says so.
-    let mut h = serde_json::Value::Null;
+    let mut h = None;
     for _ in 0..60 {
         if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(1), async {
             let sub = z.declare_subscriber("sensebind/hostile/health").await.unwrap();
@@ -88,16 +89,13 @@ async fn a_flood_of_requests_is_bounded_answered_and_counted_and_the_store_never
         })
         .await
         {
-            h = serde_json::from_slice(&s.payload().to_bytes()).unwrap();
+            h = Some(HealthMsg::from_json(&s.payload().to_bytes()).unwrap());
             break;
         }
     }
-    assert!(!h.is_null(), "no health; log:\n{}", dump());
-    let damaged = h["query_store"]["damaged_at_start"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(damaged.contains("not JSON") && damaged.contains("kept as"), "{h}");
+    let h = h.unwrap_or_else(|| panic!("no health; log:\n{}", dump()));
+    let damaged = h.query_store.damaged_at_start.clone().unwrap_or_default();
+    assert!(damaged.contains("not JSON") && damaged.contains("kept as"), "{h:?}");
     assert!(
         std::fs::read_dir(&state).unwrap().any(|e| e
             .unwrap()
@@ -157,9 +155,9 @@ async fn a_flood_of_requests_is_bounded_answered_and_counted_and_the_store_never
     let answered = errors.lock().unwrap().clone();
     let mut by_code: BTreeMap<String, u64> = BTreeMap::new();
     for e in &answered {
-        *by_code.entry(e["code"].as_str().unwrap().to_string()).or_default() += 1;
+        *by_code.entry(e.code.clone()).or_default() += 1;
     }
-    let counted: BTreeMap<String, u64> = serde_json::from_value(health(&z).await["queries_refused"].clone()).unwrap();
+    let counted = health(&z).await.queries_refused;
     assert_eq!(by_code, counted, "every refusal answered and counted; log:\n{}", dump());
     let received = answered.len() as u64 + registered.len() as u64;
     assert!(
@@ -178,7 +176,7 @@ async fn a_flood_of_requests_is_bounded_answered_and_counted_and_the_store_never
     assert!(by_code.get("too_large").is_some_and(|n| *n >= 285), "{by_code:?}");
     assert!(by_code.get("bad_id").is_some_and(|n| *n >= 95), "{by_code:?}");
     assert!(by_code.get("rate_limited").is_some_and(|n| *n > 2000), "{by_code:?}");
-    assert_eq!(health(&z).await["queries"].as_u64(), Some(registered.len() as u64));
+    assert_eq!(health(&z).await.queries, registered.len() as u64);
 
     // Labels went on during the flood, never more than one window (2 s) later than
     // on a quiet bus.
@@ -217,7 +215,7 @@ async fn a_flood_of_requests_is_bounded_answered_and_counted_and_the_store_never
     tokio::time::sleep(Duration::from_secs(2)).await;
     let errs = errors.lock().unwrap().clone();
     assert!(
-        errs.iter().any(|e| e["query_id"] == "kept" && e["code"] == "store"),
+        errs.iter().any(|e| e.query_id == "kept" && e.code == "store"),
         "{errs:?}"
     );
     assert!(
@@ -225,8 +223,8 @@ async fn a_flood_of_requests_is_bounded_answered_and_counted_and_the_store_never
         "kept in memory"
     );
     let h = health(&z).await;
-    assert_eq!(h["query_store"]["ok"], false, "{h}");
-    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(!h.query_store.ok, "{h:?}");
+    assert_eq!(h.status, "degraded", "{h:?}");
     // The disk comes back: the next change writes every query, health clears.
     std::fs::remove_dir(state.join("queries.json.tmp")).unwrap();
     z.put("sensebind/hostile/queries/after", r#"{"text":"a blue car"}"#)
@@ -234,8 +232,8 @@ async fn a_flood_of_requests_is_bounded_answered_and_counted_and_the_store_never
         .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let h = health(&z).await;
-    assert_eq!(h["query_store"]["ok"], true, "{h}");
-    assert!(h["query_store"]["damaged_at_start"].is_null(), "{h}");
+    assert!(h.query_store.ok, "{h:?}");
+    assert!(h.query_store.damaged_at_start.is_none(), "{h:?}");
     let stored = std::fs::read_to_string(state.join("queries.json")).unwrap();
     assert!(stored.contains("\"kept\"") && stored.contains("\"after\""), "{stored}");
     assert!(daemon.running());

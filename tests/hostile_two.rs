@@ -15,6 +15,7 @@
 //!   played with the frames beyond the budget rejected and counted.
 
 use crate::common;
+use sensebind::bus::msg::{HealthMsg, JsonMsg, QueryErrorMsg};
 
 use base64::Engine as _;
 use common::*;
@@ -130,15 +131,13 @@ async fn local_and_bus_attacks_of_round_two_are_refused() {
     }
 
     let z = client(port).await;
-    let errors: Arc<Mutex<BTreeMap<String, serde_json::Value>>> = Arc::default();
+    let errors: Arc<Mutex<BTreeMap<String, QueryErrorMsg>>> = Arc::default();
     let e2 = errors.clone();
     let _errors = z
         .declare_subscriber("sensebind/hostile2/errors/queries/**")
         .callback(move |s| {
-            let v: serde_json::Value = serde_json::from_slice(&s.payload().to_bytes()).unwrap();
-            e2.lock()
-                .unwrap()
-                .insert(v["query_id"].as_str().unwrap_or_default().to_string(), v);
+            let v = QueryErrorMsg::from_json(&s.payload().to_bytes()).unwrap();
+            e2.lock().unwrap().insert(v.query_id.clone(), v);
         })
         .await
         .unwrap();
@@ -305,7 +304,7 @@ async fn local_and_bus_attacks_of_round_two_are_refused() {
     ] {
         put(id, format!(r#"{{"example":{{"media":"{media}","mime":"{mime}"}}}}"#)).await;
         let e = refusal(id).await;
-        assert!(e["error"].as_str().unwrap().contains(needle), "{id}: {e}");
+        assert!(e.error.contains(needle), "{id}: {e:?}");
     }
     let grown = rss_mib(pid) - rss_before;
     eprintln!("refusing the hostile examples grew RSS by {grown:.0} MiB");
@@ -317,11 +316,8 @@ async fn local_and_bus_attacks_of_round_two_are_refused() {
         put(&format!("fill{i}"), format!(r#"{{"text":"thing number {i}"}}"#)).await;
     }
     let full = refusal("fill79").await;
-    assert_eq!(full["code"], "too_large", "{full}");
-    assert!(
-        full["error"].as_str().unwrap().contains("queries.max_store_bytes"),
-        "{full}"
-    );
+    assert_eq!(full.code, "too_large", "{full:?}");
+    assert!(full.error.contains("queries.max_store_bytes"), "{full:?}");
     let size = std::fs::metadata(state.join("queries.json")).unwrap().len();
     assert!(size <= 65536, "store of {size} bytes");
     assert!(daemon.running());
@@ -395,8 +391,8 @@ async fn a_window_beyond_its_byte_budget_rejects_frames_instead_of_growing() {
     while d.running() && std::time::Instant::now() < deadline {
         peak = peak.max(rss_mib(d.child.id()));
         if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(50), sub.recv_async()).await {
-            let h = serde_json::from_slice::<serde_json::Value>(&s.payload().to_bytes()).unwrap();
-            if h["sources"]["cam"]["state"] == "ended" {
+            let h = HealthMsg::from_json(&s.payload().to_bytes()).unwrap();
+            if h.sources["cam"].state == "ended" {
                 last = Some(h);
                 break;
             }
@@ -405,9 +401,9 @@ async fn a_window_beyond_its_byte_budget_rejects_frames_instead_of_growing() {
     d.stop();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let h = last.unwrap_or_else(|| panic!("the replay never ended; log:\n{text}"));
-    let cam = &h["sources"]["cam"]["streams"]["vision"];
-    eprintln!("byte budget: peak RSS {peak:.0} MiB; {cam}");
-    assert_eq!(cam["frames_rejected"], 10, "{cam}");
+    let cam = &h.sources["cam"].streams["vision"];
+    eprintln!("byte budget: peak RSS {peak:.0} MiB; {cam:?}");
+    assert_eq!(cam.frames_rejected, 10, "{cam:?}");
     assert!(
         text.contains("limits.max_window_bytes"),
         "the reason is logged:\n{text}"

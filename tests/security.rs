@@ -6,6 +6,7 @@
 //! CA, or without TLS, cannot connect at all.
 
 use crate::common;
+use sensebind::bus::msg::{JsonMsg, SearchReply};
 
 use common::*;
 use std::path::Path;
@@ -101,7 +102,7 @@ async fn labels_seen(z: &zenoh::Session, within: Duration) -> usize {
 }
 
 /// The replies (JSON) to one history search from `z`, waiting up to 5 s.
-async fn search_replies(z: &zenoh::Session) -> Vec<serde_json::Value> {
+async fn search_replies(z: &zenoh::Session) -> Vec<SearchReply> {
     let mut out = Vec::new();
     let replies = z
         .get("sensebind/secure/search?text=the%20number%20seven;k=3")
@@ -110,7 +111,7 @@ async fn search_replies(z: &zenoh::Session) -> Vec<serde_json::Value> {
         .unwrap();
     while let Ok(r) = replies.recv_async().await {
         if let Ok(s) = r.result() {
-            out.push(serde_json::from_slice(&s.payload().to_bytes()).unwrap());
+            out.push(SearchReply::from_json(&s.payload().to_bytes()).unwrap());
         }
     }
     out
@@ -217,11 +218,10 @@ async fn mutual_tls_and_access_control_serve_operators_and_refuse_everyone_else(
     );
     let op_hits = search_replies(&operator).await;
     assert_eq!(op_hits.len(), 1, "one reply to the operator's search; log:\n{}", dump());
-    let hits = op_hits[0]["results"].as_array().expect("results").len();
-    assert_eq!(hits, 3, "{}", op_hits[0]);
+    assert_eq!(op_hits[0].results.len(), 3, "{:?}", op_hits[0]);
     let view_hits = search_replies(&viewer).await;
     assert_eq!(view_hits.len(), 1, "the viewer may search");
-    assert_eq!(view_hits[0]["results"].as_array().unwrap().len(), 3);
+    assert_eq!(view_hits[0].results, op_hits[0].results, "the same history");
     assert!(
         search_replies(&stranger).await.is_empty(),
         "ACL must refuse the stranger's search"

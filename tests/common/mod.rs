@@ -183,8 +183,8 @@ pub async fn query_ids(z: &zenoh::Session, robot: &str) -> Vec<String> {
     if let Ok(replies) = z.get(format!("sensebind/{robot}/queries/**")).await {
         while let Ok(r) = replies.recv_async().await {
             if let Ok(s) = r.result() {
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&s.payload().to_bytes()) {
-                    ids.push(v["id"].as_str().unwrap_or_default().to_string());
+                if let Ok(q) = serde_json::from_slice::<sensebind::queries::QuerySpec>(&s.payload().to_bytes()) {
+                    ids.push(q.id);
                 }
             }
         }
