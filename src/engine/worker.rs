@@ -660,31 +660,118 @@ mod tests {
         assert_eq!(stats.dropped_backpressure.load(Relaxed), 0);
     }
 
+    /// An encoder of 2-vectors that takes at least 20 ms a call and notes when each
+    /// call began and ended, and which windows (seqs) it embedded.
+    #[derive(Default)]
+    struct TimedEnc(Mutex<Vec<(Instant, Instant, Vec<i64>)>>);
+    impl Encoder for TimedEnc {
+        fn modality(&self) -> Modality {
+            Modality::Imu
+        }
+        fn dim(&self) -> usize {
+            2
+        }
+        fn logit_scale(&self) -> f32 {
+            5.0
+        }
+        fn input_shape(&self) -> &[usize] {
+            &[2]
+        }
+        fn provider(&self) -> &str {
+            "test"
+        }
+        fn encode(&self, batch: &[ModelInput]) -> Result<Vec<Vec<f32>>, EngineError> {
+            let start = Instant::now();
+            std::thread::sleep(Duration::from_millis(20));
+            let seqs = batch
+                .iter()
+                .map(|b| match b {
+                    ModelInput::F32(v) => v[0] as i64,
+                    _ => unreachable!(),
+                })
+                .collect();
+            let out = batch.iter().map(|_| vec![0.6, 0.8]).collect();
+            self.0.lock().unwrap().push((start, Instant::now(), seqs));
+            Ok(out)
+        }
+    }
+
     /// Windows that waited over `max_wait` are dropped as stale, so what is embedded
-    /// is never older than that (plus one batch).
+    /// is never older than that (plus one batch). No wall-clock allowance: the bounds
+    /// come from instants the test observes around the worker (a loaded machine
+    /// stretches them, it cannot break them). The worker checks a window's age after
+    /// the previous encoder call has returned, so a window embedded in call b (b ≥ 1)
+    /// was queued no earlier than max_wait before call b − 1 ended, and its latency is
+    /// taken before call b + 1 begins (or the worker ends).
     #[test]
     fn stale_windows_are_dropped_and_latency_stays_bounded() {
-        let enc = Arc::new(SlowEnc(Mutex::new(Vec::new())));
+        let enc = Arc::new(TimedEnc::default());
         let (out_tx, out_rx) = edge::edge("outputs", 100, WhenFull::Block);
         let max_wait = Duration::from_millis(50);
         let cfg = WorkerConfig {
             max_wait: Some(max_wait),
             ..WorkerConfig::unlimited(1, 100, WhenFull::DropNewest)
         };
-        let (h, join) = spawn(Arc::new(SeqPrep), enc, cfg, Gate::new(1), out_tx, Discard::default()).unwrap();
+        let (h, join) = spawn(
+            Arc::new(SeqPrep),
+            enc.clone(),
+            cfg,
+            Gate::new(1),
+            out_tx,
+            Discard::default(),
+        )
+        .unwrap();
         let stats = Arc::new(StreamStats::new("imu0", Modality::Imu));
-        // 30 windows at once, one 20 ms encoder call each: most go stale.
+        // 30 windows at once, one ≥ 20 ms encoder call each: most go stale.
+        let mut submitted = std::collections::BTreeMap::new();
         for s in 20..50 {
+            let before = Instant::now();
             assert_eq!(h.submit(win(s), stats.clone()), Submit::Queued);
+            submitted.insert(s, (before, Instant::now()));
         }
         drop(h);
         join.join().unwrap();
+        let ended = Instant::now();
         let got = out_rx.drain();
         let stale = stats.dropped_stale.load(Relaxed);
-        assert!(stale >= 20, "{stale} stale of 30");
         assert_eq!(got.len() as u64 + stale, 30, "every window accounted for");
-        for e in &got {
-            assert!(e.latency <= max_wait + Duration::from_millis(200), "{:?}", e.latency);
+        let calls = enc.0.lock().unwrap().clone();
+        let embedded: Vec<i64> = calls.iter().flat_map(|c| c.2.clone()).collect();
+        assert_eq!(
+            embedded,
+            got.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            "one call per window, in order"
+        );
+        // Each call takes ≥ 20 ms and the i-th embedded window was at most max_wait
+        // old when call i began (≥ 20·i ms after the first submission), so at most
+        // 1 + (spread of the submissions + max_wait) / 20 ms windows are embedded.
+        let spread = submitted[&49].1 - submitted[&20].0;
+        let most = 1 + ((spread + max_wait).as_millis() / 20) as usize;
+        assert!(
+            got.len() <= most,
+            "{} of 30 embedded, at most {most} were young enough (submitted over {spread:?})",
+            got.len()
+        );
+        assert!(stale > 0);
+        for (b, (e, call)) in got.iter().zip(&calls).enumerate().skip(1) {
+            let prev_end = calls[b - 1].1;
+            let next = calls.get(b + 1).map_or(ended, |c| c.0);
+            let (_, after) = submitted[&e.seq];
+            // Queued (before `after`) no earlier than max_wait before the previous call ended.
+            assert!(
+                prev_end.saturating_duration_since(after) <= max_wait,
+                "seq {} was embedded {:?} after it was queued, over max_wait {max_wait:?}",
+                e.seq,
+                prev_end.saturating_duration_since(after)
+            );
+            let bound = max_wait + next.saturating_duration_since(prev_end);
+            assert!(
+                e.latency <= bound,
+                "seq {}: latency {:?} > max_wait + the time from the previous call's end to the next call ({bound:?}); call {:?}",
+                e.seq,
+                e.latency,
+                call.1 - call.0
+            );
         }
     }
 
