@@ -278,45 +278,9 @@ impl Windower {
             );
             return out;
         }
-        if let FrameData::Audio {
-            sample_rate,
-            channels,
-            samples,
-        } = &frame.data
-        {
-            // Bounds that keep a window's buffer sane whatever a driver reports.
-            if !(1_000..=MAX_SAMPLE_RATE).contains(sample_rate) || *channels == 0 || *channels > MAX_CHANNELS {
-                out.push(Outcome::Rejected {
-                    reason: format!(
-                        "audio chunk at {sample_rate} Hz with {channels} channels (expected 1000..={MAX_SAMPLE_RATE} Hz, 1..={MAX_CHANNELS} channels)"
-                    ),
-                });
-                return out;
-            }
-            if samples.len() as u64 > *sample_rate as u64 * *channels as u64 * MAX_AUDIO_CHUNK_S {
-                out.push(Outcome::Rejected {
-                    reason: format!(
-                        "audio chunk of {} samples is longer than {MAX_AUDIO_CHUNK_S} s",
-                        samples.len()
-                    ),
-                });
-                return out;
-            }
-            if samples.iter().any(|v| !v.is_finite()) {
-                out.push(Outcome::Rejected {
-                    reason: "audio chunk holds NaN or infinite samples".into(),
-                });
-                return out;
-            }
-            if samples.len() % *channels as usize != 0 {
-                out.push(Outcome::Rejected {
-                    reason: format!(
-                        "audio chunk of {} samples is not a whole number of {channels}-channel frames",
-                        samples.len()
-                    ),
-                });
-                return out;
-            }
+        if let Some(reason) = Self::bad_audio(&frame.data) {
+            reject(&mut out, reason);
+            return out;
         }
         if let FrameData::Imu(r) = &frame.data {
             if r.accel.iter().chain(&r.gyro).any(|v| !v.is_finite()) {
@@ -386,6 +350,39 @@ impl Windower {
         self.frames.push_back(frame);
         self.close_until(|end, wm| wm >= end, &mut out);
         out
+    }
+
+    /// Why an audio chunk cannot be windowed, whatever a driver reports (`None`: it can).
+    fn bad_audio(data: &FrameData) -> Option<String> {
+        let FrameData::Audio {
+            sample_rate,
+            channels,
+            samples,
+        } = data
+        else {
+            return None;
+        };
+        if !(1_000..=MAX_SAMPLE_RATE).contains(sample_rate) || *channels == 0 || *channels > MAX_CHANNELS {
+            return Some(format!(
+                "audio chunk at {sample_rate} Hz with {channels} channels (expected 1000..={MAX_SAMPLE_RATE} Hz, 1..={MAX_CHANNELS} channels)"
+            ));
+        }
+        if samples.len() as u64 > *sample_rate as u64 * *channels as u64 * MAX_AUDIO_CHUNK_S {
+            return Some(format!(
+                "audio chunk of {} samples is longer than {MAX_AUDIO_CHUNK_S} s",
+                samples.len()
+            ));
+        }
+        if samples.iter().any(|v| !v.is_finite()) {
+            return Some("audio chunk holds NaN or infinite samples".into());
+        }
+        if samples.len() % *channels as usize != 0 {
+            return Some(format!(
+                "audio chunk of {} samples is not a whole number of {channels}-channel frames",
+                samples.len()
+            ));
+        }
+        None
     }
 
     /// The stream's clock says no data before `t` is still to come (a quiet sensor):

@@ -13,6 +13,7 @@
 //! docs/architecture.md draws the same graph with its queues, clocks and taps.
 
 pub mod check;
+pub mod graph;
 pub mod models;
 pub mod recording;
 pub mod search;
@@ -20,31 +21,28 @@ pub mod stages;
 pub mod supervise;
 pub mod systemd;
 
+pub use graph::{BuiltGraph, GraphBuilder, RunningGraph};
 pub use models::Models;
 
-use crate::bus::zenoh_bus::{self, ZenohSink};
-use crate::bus::{BusError, Topics};
+use crate::bus::BusError;
 use crate::calibration::CalibrationError;
 use crate::config::Config;
-use crate::edge::{edge, WhenFull};
 use crate::engine::gate::Gate;
-use crate::engine::worker::{self, Discard, Embedded, WorkerConfig, WorkerHandle};
+use crate::engine::worker::Embedded;
 use crate::engine::{Encoder, EngineError};
 use crate::modality::Modality;
-use crate::outputs::{Outputs, Published};
+use crate::outputs::Published;
 use crate::pack::PackError;
 use crate::queries::{QueryError, Registry};
-use crate::sources::runner::{self, Route};
 use crate::sources::{ImageLimits, SourceConfig, SourceContext, SourceError, StopFlag, TappedFrame};
 use crate::taps::Tap;
-use crate::telemetry::{names, DaemonEvent, Telemetry};
-use crate::window::{WindowLimits, WindowParams, Windower};
+use crate::telemetry::names;
+use crate::window::{WindowLimits, WindowParams};
 use crate::zeroshot::LabelSet;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use supervise::{Role, Supervisor};
+use std::sync::Arc;
+use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -65,6 +63,9 @@ pub enum PipelineError {
     Contract(String),
     #[error("{0}")]
     Setup(String),
+    /// Several things failed while building the graph (each on a line).
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Build(Vec<PipelineError>),
     /// A stage failed while running (after the final health was published).
     #[error("stage {stage} failed: {reason}")]
     StageFailed { stage: String, reason: String },
@@ -114,6 +115,17 @@ pub fn enabled_sources(cfg: &Config) -> Result<Vec<SourceConfig>, PipelineError>
         ));
     }
     Ok(on)
+}
+
+impl PipelineError {
+    /// One error as itself; several as [`PipelineError::Build`].
+    pub fn build(mut errors: Vec<PipelineError>) -> PipelineError {
+        match errors.len() {
+            1 => errors.remove(0),
+            0 => PipelineError::Setup("the graph could not be built".into()),
+            _ => PipelineError::Build(errors),
+        }
+    }
 }
 
 pub fn window_limits(cfg: &Config) -> WindowLimits {
@@ -193,7 +205,8 @@ pub async fn run_graph(
     run_graph_with(cfg, drivers, stop, taps, Hooks::from_env(), shutdown).await
 }
 
-/// As [`run_graph`], with explicit [`Hooks`].
+/// As [`run_graph`], with explicit [`Hooks`]: built ([`GraphBuilder`]), started and run
+/// until `shutdown`, then stopped within `daemon.shutdown_timeout_s`.
 pub async fn run_graph_with(
     cfg: Config,
     drivers: Vec<BuiltSource>,
@@ -202,387 +215,11 @@ pub async fn run_graph_with(
     hooks: Hooks,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PipelineError> {
-    // ---- build: everything that can fail does so before anything starts
-    let robot = cfg.robot_id();
-    let params = WindowParams::from_config(&cfg.window);
-    for b in &drivers {
-        let mut seen = Vec::new();
-        for st in b.source.info().streams {
-            if seen.contains(&st.modality) {
-                return Err(PipelineError::Setup(format!(
-                    "source `{}` declares two {} streams (at most one per modality)",
-                    b.config.id, st.modality
-                )));
-            }
-            seen.push(st.modality);
-        }
-    }
-    let modalities = modalities_of(&drivers);
-    let state_dir = cfg.state_dir();
-    // The state directory holds registered queries and engine caches; without it the
-    // daemon still runs (queries are kept in memory, health says so).
-    if let Err(e) = std::fs::create_dir_all(&state_dir) {
-        tracing::error!(event = names::QUERY_STORE_FAILED, path = %state_dir.display(), error = %e, "cannot create the state directory (`robot.state_dir`); registered queries will be kept in memory only");
-    }
-    if let Some(n) = &hooks.notifier {
-        n.send(&["STATUS=loading the model pack"]);
-    }
-    let (cfg2, mods2) = (cfg.clone(), modalities.clone());
-    let mut models = tokio::task::spawn_blocking(move || Models::load(&cfg2, &mods2))
-        .await
-        .map_err(|e| PipelineError::Setup(format!("model loading panicked: {e}")))??;
-    if let Some(wrap) = &hooks.wrap_encoder {
-        for e in models.encoders.values_mut() {
-            *e = wrap(e.clone());
-        }
-    }
-    let models = Arc::new(models);
-    tracing::info!(event = names::PACK_LOADED, pack = %models.pack.location, name = %models.pack.name(), "model pack loaded");
-    let (labels, fused_labels) = embed_label_sets(&cfg, &models, &modalities).await?;
-    let (history, history_problem) = open_history(&cfg, &models).await;
-    // Encoder calls share `engine.concurrency` slots, granted by priority
-    // (engine::gate): the stream workers and, at the lowest priority, query examples.
-    let gate = Gate::new(cfg.engine.concurrency);
-    let resolve = term_resolver(&cfg, &models, history.clone(), gate.clone());
-    let registry = Arc::new(Mutex::new(restore_queries(&cfg, &models, &resolve).await?));
-
-    let topics = Topics::new(&cfg.bus.prefix, &robot);
-    let session = zenoh_bus::open(&cfg.bus).await?;
-    let alive = session
-        .liveliness()
-        .declare_token(topics.alive())
-        .await
-        .map_err(|e| BusError::Zenoh(format!("liveliness token {}: {e}", topics.alive())))?;
-    tracing::info!(event = names::BUS_OPEN, base = %topics.base(), listen = ?cfg.bus.listen, connect = ?cfg.bus.connect, "zenoh session open");
-    zenoh_bus::warn_if_isolated(&cfg.bus, &session).await;
-    let sink = Arc::new(ZenohSink::new(session.clone(), cfg.bus.when_full, &topics));
-    let telemetry = Arc::new(
-        Telemetry::new(crate::config::secs(cfg.health.stall_s))
-            .with_wedge_after(crate::config::secs(cfg.daemon.watchdog_stall_s)),
-    );
-    if let Ok(r) = registry.lock() {
-        telemetry.emit(DaemonEvent::Queries(r.len() as u64));
-        if let Some(p) = r.load_problem() {
-            telemetry.emit(DaemonEvent::QueryStoreDamaged(p.to_string()));
-        }
-    }
-    if let Some(p) = history_problem {
-        telemetry.emit(DaemonEvent::HistoryWriteFailed(p));
-    }
-    if let Some(h) = &history {
-        search::report(&h.read().unwrap_or_else(|p| p.into_inner()), &telemetry);
-    }
-    let mut sup = Supervisor::new(telemetry.clone());
-    let rt = tokio::runtime::Handle::current();
-    let discard = Discard::default();
-
-    // ---- Prometheus endpoint (optional), from the same counters as health
-    if !cfg.prometheus.listen.is_empty() {
-        let listener = crate::prometheus::bind(&cfg.prometheus.listen)
-            .await
-            .map_err(PipelineError::Setup)?;
-        sup.task(
-            "prometheus",
-            Role::Forever,
-            crate::prometheus::serve(listener, telemetry.clone()),
-        );
-    }
-
-    // ---- live view (optional): listens on the taps, never slows the graph
-    let liveview = if cfg.foxglove.enabled {
-        let inputs = crate::liveview::LiveInputs {
-            frames: taps.frames.listen(),
-            published: taps.published.listen(),
-            embeddings: taps.embeddings.listen(),
-        };
-        Some(
-            crate::liveview::start(&cfg.foxglove, inputs, registry.clone())
-                .await
-                .map_err(|e| PipelineError::Setup(e.to_string()))?,
-        )
-    } else {
-        None
-    };
-
-    // ---- outputs: encoders → outputs thread → bus
-    let (out_tx, out_rx) = edge::<Embedded>("outputs", cfg.outputs.queue, cfg.outputs.when_full);
-    let (done_tx, mut outputs_done) = tokio::sync::watch::channel(false);
-    let outputs = Outputs {
-        topics: topics.clone(),
-        robot: robot.clone(),
-        model: models.pack.name().to_string(),
-        top_k: cfg.labels.top_k,
-        scales: models.encoders.iter().map(|(m, e)| (*m, e.logit_scale())).collect(),
-        labels,
-        event_params: (cfg.events.start_prob, cfg.events.end_prob, cfg.events.min_windows),
-        events: BTreeMap::new(),
-        fused_labels,
-        fused_events: None,
-    };
-    let fuser = cfg.fusion.enabled.then(|| {
-        let f = &cfg.fusion;
-        crate::fusion::Fuser::new(
-            modalities.iter().map(|m| (*m, f.weight(*m))).collect(),
-            modalities
-                .iter()
-                .map(|m| {
-                    let rate = cfg.engine.budget(*m).max_rate_hz;
-                    (*m, worker::budget_stride(cfg.window.hop_s, rate))
-                })
-                .collect(),
-            (f.deadline_s > 0.0).then(|| crate::config::secs(f.deadline_s)),
-            crate::config::secs(f.active_s),
-        )
-        .expect(
-            drivers.iter().flat_map(|b| {
-                b.source
-                    .info()
-                    .streams
-                    .into_iter()
-                    .map(|st| (b.config.id.clone(), st.modality))
-            }),
-            Instant::now(),
-        )
-    });
-    // ---- history: outputs thread → history thread → disk
-    let history_tx = match &history {
-        Some(h) => {
-            let (tx, rx) = edge::<crate::history::Record>("history", 4096, WhenFull::DropOldest);
-            let (h, tel) = (h.clone(), telemetry.clone());
-            let sync = crate::config::secs(cfg.history.sync_s);
-            sup.thread("history", Role::Finite, move || search::history_stage(rx, h, tel, sync))
-                .map_err(|e| PipelineError::Setup(format!("cannot start the history thread: {e}")))?;
-            Some(tx)
-        }
-        None => None,
-    };
-    {
-        let (reg, sink, tel, taps, rt) = (
-            registry.clone(),
-            sink.clone(),
-            telemetry.clone(),
-            taps.clone(),
-            rt.clone(),
-        );
-        sup.thread("outputs", Role::Finite, move || {
-            stages::outputs_stage(out_rx, outputs, fuser, history_tx, reg, sink, tel, taps, rt);
-            let _ = done_tx.send(true);
-        })
-        .map_err(|e| PipelineError::Setup(format!("cannot start the outputs thread: {e}")))?;
-    }
-
-    // ---- encoders: one worker per modality
-    // They share `engine.concurrency` slots, granted by priority (`gate`, above).
-    // `block` is for replays that must lose nothing: no window is ever stale there.
-    let max_wait = (cfg.engine.max_wait_s > 0.0 && cfg.engine.when_full != WhenFull::Block)
-        .then(|| crate::config::secs(cfg.engine.max_wait_s));
-    let mut workers: BTreeMap<Modality, WorkerHandle> = BTreeMap::new();
-    for m in &modalities {
-        let budget = cfg.engine.budget(*m);
-        let wcfg = WorkerConfig {
-            max_batch: cfg.engine.max_batch,
-            queue_depth: cfg.engine.queue_depth,
-            when_full: cfg.engine.when_full,
-            priority: budget.priority,
-            max_wait,
-            stride: worker::budget_stride(cfg.window.hop_s, budget.max_rate_hz),
-        };
-        let (h, run) = worker::worker(
-            models.preprocessors[m].clone(),
-            models.encoders[m].clone(),
-            wcfg,
-            gate.clone(),
-            out_tx.clone(),
-            discard.clone(),
-        );
-        sup.thread(&format!("encoder/{m}"), Role::Finite, run)
-            .map_err(|e| PipelineError::Setup(format!("cannot start the {m} encoder thread: {e}")))?;
-        workers.insert(*m, h);
-    }
-    drop(out_tx);
-
-    // ---- sources and their streams' windowers
-    let idle = crate::config::secs(cfg.window.idle_flush_s);
-    let ids: Vec<String> = drivers.iter().map(|b| b.config.id.clone()).collect();
-    for BuiltSource {
-        config: s,
-        source: driver,
-    } in drivers
-    {
-        let info = driver.info();
-        let clock = driver.clock();
-        let sstats = telemetry.source(&s.id, &s.kind);
-        sstats.describe(info.description.clone(), clock.kind());
-        let mut routes = Vec::new();
-        for st in &info.streams {
-            let stats = telemetry.stream(&s.id, st.modality);
-            stats.set_provider(models.encoders[&st.modality].provider());
-            stats.set_provider_nodes(models.encoders[&st.modality].nodes_per_provider());
-            let (tx, rx) = edge(format!("source/{}/{}", s.id, st.modality), s.queue, s.when_full);
-            let w = Windower::new(&s.id, st.modality, params, st.nominal_rate_hz).with_limits(window_limits(&cfg));
-            let (worker, clock, stats2, stop) = (
-                workers[&st.modality].clone(),
-                clock.clone(),
-                stats.clone(),
-                stop.clone(),
-            );
-            let imu = (st.modality == Modality::Imu).then(|| models.calibration.imu_correction());
-            sup.thread(&format!("window/{}/{}", s.id, st.modality), Role::Finite, move || {
-                stages::window_stage(rx, w, clock, worker, stats2, idle, stop, imu)
-            })
-            .map_err(|e| PipelineError::Setup(format!("cannot start a windower thread: {e}")))?;
-            routes.push(Route {
-                modality: st.modality,
-                tx,
-                stats,
-            });
-        }
-        let run = runner::runner(
-            s.id.as_str().into(),
-            driver,
-            routes,
-            sstats,
-            stop.clone(),
-            crate::config::secs(s.restart_backoff_s),
-            taps.frames.clone(),
-            models.device_geometry.clone(),
-        );
-        sup.thread(&format!("source/{}", s.id), Role::Finite, run)
-            .map_err(|e| PipelineError::Setup(format!("cannot start source `{}`: {e}", s.id)))?;
-    }
-    // Only windowers hold encoder handles now: when they end, the encoders drain.
-    drop(workers);
-
-    // ---- tasks: health and the query service
-    sup.task(
-        "health",
-        Role::Forever,
-        stages::health_stage(
-            sink.clone(),
-            topics.clone(),
-            telemetry.clone(),
-            robot.clone(),
-            crate::config::secs(cfg.health.interval_s),
-        ),
-    );
-    let embed: stages::EmbedText = {
-        let models = models.clone();
-        Arc::new(move |text: String| {
-            models
-                .embed_text(&[text])
-                .map_err(|e| e.to_string())
-                .and_then(|mut v| v.pop().ok_or_else(|| "text encoder returned nothing".to_string()))
-        })
-    };
-    sup.task(
-        "queries",
-        Role::Forever,
-        stages::query_service(
-            session.clone(),
-            topics.clone(),
-            registry.clone(),
-            resolve,
-            cfg.queries.clone(),
-            telemetry.clone(),
-        ),
-    );
-    if let Some(h) = &history {
-        sup.task(
-            "search",
-            Role::Forever,
-            search::search_service(
-                session.clone(),
-                topics.clone(),
-                robot.clone(),
-                h.clone(),
-                embed,
-                crate::history::params::SearchLimits {
-                    max_k: cfg.history.max_k,
-                    max_text_chars: cfg.queries.max_text_chars,
-                },
-                (cfg.history.searches_per_s, cfg.history.search_burst),
-                telemetry.clone(),
-            ),
-        );
-    }
-    if let Some(n) = hooks.notifier.clone() {
-        n.ready(&format!(
-            "running: {} sources, {} streams",
-            ids.len(),
-            telemetry.streams().len()
-        ));
-        sup.task(
-            "systemd",
-            Role::Forever,
-            systemd::systemd_stage(n, telemetry.clone(), crate::config::secs(cfg.health.interval_s)),
-        );
-    }
-    tracing::info!(event = names::DAEMON_STARTED, robot = %robot, sources = ?ids, watchdog_s = ?hooks.notifier.as_ref().and_then(|n| n.watchdog).map(|w| w.as_secs_f64()), "sensebind running");
-
-    // ---- run until a signal or a failure
-    let exit_when_done = cfg.daemon.exit_when_sources_end;
-    let failure = tokio::select! {
-        _ = shutdown => None,
-        f = sup.failure() => f,
-        // The outputs thread ends last: after every source, windower and encoder.
-        _ = async { let _ = outputs_done.wait_for(|d| *d).await; }, if exit_when_done => {
-            tracing::info!(event = names::SOURCES_ENDED, "every source has ended and its windows are published");
-            None
-        }
-    };
-
-    // ---- shutdown, within the deadline
-    let deadline = Instant::now() + crate::config::secs(cfg.daemon.shutdown_timeout_s);
-    tracing::info!(event = names::DAEMON_STOPPING, "shutting down");
-    if let Some(n) = &hooks.notifier {
-        n.stopping();
-    }
-    sup.stopping();
-    stop.stop();
-    // Windowers stop at their next poll; then encoders finish what is queued.
-    let stuck = sup.join_threads("window/", deadline).await;
-    let mut late = !stuck.is_empty();
-    let soft = deadline.max(Instant::now());
-    if !sup.join_threads("encoder/", soft).await.is_empty() {
-        // Past the deadline: whatever is still queued is counted as dropped; the
-        // batch in flight finishes (an encoder is never cut off inside ONNX Runtime).
-        discard.set();
-        late = true;
-        sup.join_threads("encoder/", Instant::now() + Duration::from_secs(3600))
-            .await;
-    }
-    sup.join_threads("outputs", Instant::now() + Duration::from_secs(3600))
-        .await;
-    sup.join_threads("history", Instant::now() + Duration::from_secs(60))
-        .await;
-    for name in sup
-        .join_threads("source/", deadline.max(Instant::now() + Duration::from_millis(100)))
-        .await
-    {
-        tracing::warn!(event = names::SOURCE_STUCK, stage = %name, "source driver is blocked in a read; leaving it behind");
-    }
-    sup.abort_tasks().await;
-    if let Some(lv) = liveview {
-        lv.stop().await;
-    }
-    stages::publish_health(sink.as_ref(), &topics, &telemetry, &robot).await;
-    drop(alive);
-    let _ = session.close().await;
-    if late {
-        tracing::warn!(
-            event = names::SHUTDOWN_TIMEOUT,
-            timeout_s = cfg.daemon.shutdown_timeout_s,
-            "shutdown took longer than daemon.shutdown_timeout_s"
-        );
-    }
-    tracing::info!(event = names::DAEMON_STOPPED, "stopped");
-    match failure {
-        Some(f) => Err(PipelineError::StageFailed {
-            stage: f.stage,
-            reason: f.reason,
-        }),
-        None => Ok(()),
-    }
+    let built = GraphBuilder::new(cfg, drivers, stop, taps).hooks(hooks).build().await?;
+    let mut running = built.start()?;
+    let failure = running.run_until(shutdown).await;
+    let deadline = running.deadline();
+    running.shutdown(deadline, failure).await
 }
 
 /// Zero-shot label sets of the running modalities, embedded once, and the fused

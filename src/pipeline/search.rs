@@ -123,18 +123,34 @@ pub fn run_search(
     h.search(&req).map_err(|e| e.to_string())
 }
 
+/// What the `search` queryable works with.
+pub struct SearchService {
+    pub session: zenoh::Session,
+    pub topics: Topics,
+    pub robot: String,
+    pub history: SharedHistory,
+    /// Embeds a search's text.
+    pub embed: EmbedText,
+    pub limits: SearchLimits,
+    /// Searches per second and burst (`history.searches_per_s`, `history.search_burst`).
+    pub rate: f64,
+    pub burst: u32,
+    pub telemetry: Arc<Telemetry>,
+}
+
 /// The `search` queryable. Searches run one at a time, off the async threads.
-#[allow(clippy::too_many_arguments)] // the bus, the history, the encoder and three settings
-pub async fn search_service(
-    session: zenoh::Session,
-    topics: Topics,
-    robot: String,
-    history: SharedHistory,
-    embed: EmbedText,
-    limits: SearchLimits,
-    (rate, burst): (f64, u32),
-    telemetry: Arc<Telemetry>,
-) {
+pub async fn search_service(ctx: SearchService) {
+    let SearchService {
+        session,
+        topics,
+        robot,
+        history,
+        embed,
+        limits,
+        rate,
+        burst,
+        telemetry,
+    } = ctx;
     let queryable = match session.declare_queryable(topics.search()).await {
         Ok(q) => q,
         Err(e) => {

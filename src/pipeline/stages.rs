@@ -50,19 +50,34 @@ pub fn dispatch(outcomes: Vec<Outcome>, stats: &StreamStats, limiter: &mut LogLi
     }
 }
 
+/// One stream's windowing stage: its frames in, its encoder's queue out.
+pub struct WindowStage {
+    pub rx: Receiver<Arc<Frame>>,
+    pub windower: Windower,
+    /// The stream's own clock (idle flushing asks it).
+    pub clock: Arc<dyn Clock>,
+    pub worker: WorkerHandle,
+    pub stats: Arc<StreamStats>,
+    /// A quiet stream's open windows close after this long.
+    pub idle_flush: Duration,
+    pub stop: StopFlag,
+    /// IMU samples: bias correction and rotation into the body frame.
+    pub imu: Option<ImuCorrection>,
+}
+
 /// Frames → windows → encoder queue, for one stream. Idle flushing asks the stream's
 /// own clock, so a replay at any pace closes exactly the windows a real-time run does.
-#[allow(clippy::too_many_arguments)] // one per edge, clock and setting of the stage
-pub fn window_stage(
-    rx: Receiver<Arc<Frame>>,
-    mut w: Windower,
-    clock: Arc<dyn Clock>,
-    worker: WorkerHandle,
-    stats: Arc<StreamStats>,
-    idle_flush: Duration,
-    stop: StopFlag,
-    imu: Option<ImuCorrection>,
-) {
+pub fn window_stage(ctx: WindowStage) {
+    let WindowStage {
+        rx,
+        windower: mut w,
+        clock,
+        worker,
+        stats,
+        idle_flush,
+        stop,
+        imu,
+    } = ctx;
     let imu = imu.filter(|c| !c.is_identity());
     let mut limiter = LogLimiter::new(Duration::from_secs(10));
     let idle_ns = idle_flush.as_nanos() as i64;
@@ -115,21 +130,37 @@ pub fn window_stage(
     }
 }
 
+/// The outputs stage: every encoder's embeddings in; the bus, the history and the
+/// taps out.
+pub struct OutputsStage<S: Sink> {
+    pub rx: Receiver<Embedded>,
+    pub outputs: Outputs,
+    pub fuser: Option<Fuser>,
+    /// Every published embedding is sent here to be kept.
+    pub history: Option<crate::edge::Sender<Record>>,
+    pub registry: Arc<Mutex<Registry>>,
+    pub sink: Arc<S>,
+    pub telemetry: Arc<Telemetry>,
+    pub taps: super::Taps,
+    /// The runtime the sink's puts run on.
+    pub rt: tokio::runtime::Handle,
+}
+
 /// Embeddings → labels, events, alerts → bus; every embedding is offered to the tap.
 /// With a [`Fuser`], each stream's embedding also joins its window's fused embedding,
 /// published (with its labels, events and alerts) once the window is ready.
-#[allow(clippy::too_many_arguments)] // one per edge and sink of the stage
-pub fn outputs_stage<S: Sink>(
-    rx: Receiver<Embedded>,
-    mut outputs: Outputs,
-    mut fuser: Option<Fuser>,
-    history: Option<crate::edge::Sender<Record>>,
-    registry: Arc<Mutex<Registry>>,
-    sink: Arc<S>,
-    telemetry: Arc<Telemetry>,
-    taps: super::Taps,
-    rt: tokio::runtime::Handle,
-) {
+pub fn outputs_stage<S: Sink>(ctx: OutputsStage<S>) {
+    let OutputsStage {
+        rx,
+        mut outputs,
+        mut fuser,
+        history,
+        registry,
+        sink,
+        telemetry,
+        taps,
+        rt,
+    } = ctx;
     let base = format!("{}/", outputs.topics.base());
     let publish = |produced: crate::outputs::Produced| {
         telemetry.emit(DaemonEvent::Alerts(produced.alerts as u64));

@@ -34,45 +34,39 @@ pub const BAD_STREAK: u32 = 64;
 /// Longest wait between reopen attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// What a source's runner works with: where its frames go and what it reports to.
+pub struct RunnerContext {
+    pub id: Arc<str>,
+    /// One per stream the source declared.
+    pub routes: Vec<Route>,
+    pub stats: Arc<SourceStats>,
+    pub stop: StopFlag,
+    /// First wait before reopening a failed source (doubling to [`MAX_BACKOFF`]).
+    pub restart_backoff: Duration,
+    /// Every accepted frame is offered here (recorders, the live view).
+    pub tap: Tap<TappedFrame>,
+    /// The depth geometry a device reports at open is published here.
+    pub geometry: DeviceGeometry,
+}
+
 /// Run `source` on its own thread until it ends or `stop` is set.
-#[allow(clippy::too_many_arguments)] // as `runner`
-pub fn spawn(
-    id: Arc<str>,
-    source: Box<dyn Source>,
-    routes: Vec<Route>,
-    stats: Arc<SourceStats>,
-    stop: StopFlag,
-    restart_backoff: Duration,
-    tap: Tap<TappedFrame>,
-    geometry: DeviceGeometry,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let name = format!("src-{id}");
-    std::thread::Builder::new().name(name).spawn(runner(
+pub fn spawn(source: Box<dyn Source>, ctx: RunnerContext) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let name = format!("src-{}", ctx.id);
+    std::thread::Builder::new().name(name).spawn(runner(source, ctx))
+}
+
+/// The runner loop for `source`, to run on a thread of the caller's (the pipeline's
+/// supervisor). It returns when the source ends, `stop` is set, or its windowers are gone.
+pub fn runner(mut source: Box<dyn Source>, ctx: RunnerContext) -> impl FnOnce() + Send + 'static {
+    let RunnerContext {
         id,
-        source,
         routes,
         stats,
         stop,
         restart_backoff,
         tap,
         geometry,
-    ))
-}
-
-/// The runner loop for `source`, to run on a thread of the caller's (the pipeline's
-/// supervisor). It returns when the source ends, `stop` is set, or its windowers are gone.
-/// The depth geometry a device reports at open is published in `geometry`.
-#[allow(clippy::too_many_arguments)] // the source, its edges, stats, stop, policy, tap, geometry
-pub fn runner(
-    id: Arc<str>,
-    mut source: Box<dyn Source>,
-    routes: Vec<Route>,
-    stats: Arc<SourceStats>,
-    stop: StopFlag,
-    restart_backoff: Duration,
-    tap: Tap<TappedFrame>,
-    geometry: DeviceGeometry,
-) -> impl FnOnce() + Send + 'static {
+    } = ctx;
     move || {
         let mut backoff = restart_backoff;
         let mut bad_log = LogLimiter::new(Duration::from_secs(10));
@@ -275,14 +269,16 @@ mod tests {
             stats: Arc::new(StreamStats::new("cam", Modality::Vision)),
         };
         let h = spawn(
-            "cam".into(),
             Box::new(f),
-            vec![route],
-            stats.clone(),
-            StopFlag::default(),
-            Duration::from_millis(5),
-            Tap::new(),
-            super::super::DeviceGeometry::default(),
+            RunnerContext {
+                id: "cam".into(),
+                routes: vec![route],
+                stats: stats.clone(),
+                stop: StopFlag::default(),
+                restart_backoff: Duration::from_millis(5),
+                tap: Tap::new(),
+                geometry: super::super::DeviceGeometry::default(),
+            },
         )
         .unwrap();
         h.join().unwrap();
@@ -334,18 +330,20 @@ mod tests {
         let (tx, _rx) = edge("cam/vision", 4, WhenFull::DropNewest);
         let stop = StopFlag::default();
         let h = spawn(
-            "cam".into(),
             Box::new(AllBad(reads.clone())),
-            vec![Route {
-                modality: Modality::Vision,
-                tx,
-                stats: Arc::new(StreamStats::new("cam", Modality::Vision)),
-            }],
-            stats.clone(),
-            stop.clone(),
-            Duration::from_millis(100),
-            Tap::new(),
-            super::super::DeviceGeometry::default(),
+            RunnerContext {
+                id: "cam".into(),
+                routes: vec![Route {
+                    modality: Modality::Vision,
+                    tx,
+                    stats: Arc::new(StreamStats::new("cam", Modality::Vision)),
+                }],
+                stats: stats.clone(),
+                stop: stop.clone(),
+                restart_backoff: Duration::from_millis(100),
+                tap: Tap::new(),
+                geometry: super::super::DeviceGeometry::default(),
+            },
         )
         .unwrap();
         std::thread::sleep(Duration::from_millis(1000));
