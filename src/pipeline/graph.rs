@@ -635,3 +635,49 @@ impl RunningGraph {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn build_reports_every_failure_at_once() {
+        // The metrics port is taken and the pack is missing: both are reported.
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = held.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::load(None).unwrap();
+        cfg.robot.state_dir = dir.path().display().to_string();
+        cfg.pack.path = "/nonexistent/pack".into();
+        cfg.prometheus.listen = format!("127.0.0.1:{taken}");
+        cfg.bus.listen = vec![format!("tcp/127.0.0.1:{}", free_port())];
+        cfg.bus.connect.clear();
+        let hooks = Hooks {
+            notifier: None,
+            wrap_encoder: None,
+        };
+        let Err(e) = GraphBuilder::new(cfg, Vec::new(), StopFlag::default(), Taps::default())
+            .hooks(hooks)
+            .build()
+            .await
+        else {
+            panic!("built without a pack")
+        };
+        let PipelineError::Build(all) = &e else {
+            panic!("one error only: {e}")
+        };
+        assert_eq!(all.len(), 2, "{e}");
+        let text = e.to_string();
+        assert!(text.contains(&taken.to_string()), "{text}");
+        assert!(text.contains("/nonexistent/pack"), "{text}");
+        assert_eq!(text.lines().count(), 2, "a line each: {text}");
+    }
+}

@@ -31,10 +31,18 @@ fn main() {
         // One line per error, whatever the cause chain holds (TOML errors carry code
         // snippets); a config with several mistakes gets a line for each key.
         let one_line = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
-        match e.downcast_ref::<sensebind::config::ConfigError>() {
-            Some(sensebind::config::ConfigError::Invalid(all)) => {
+        match (
+            e.downcast_ref::<sensebind::config::ConfigError>(),
+            e.downcast_ref::<pipeline::PipelineError>(),
+        ) {
+            (Some(sensebind::config::ConfigError::Invalid(all)), _) => {
                 for line in all.lines() {
                     eprintln!("sensebind: error: configuration: {}", one_line(line));
+                }
+            }
+            (_, Some(pipeline::PipelineError::Build(all))) => {
+                for e in all {
+                    eprintln!("sensebind: error: {}", one_line(&e.to_string()));
                 }
             }
             _ => eprintln!("sensebind: error: {}", one_line(&format!("{e:#}"))),
