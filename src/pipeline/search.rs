@@ -11,6 +11,7 @@ use crate::edge::{Receiver, Recv};
 use crate::history::params::{SearchLimits, SearchParams};
 use crate::history::{History, Record, SearchRequest};
 use crate::ident::clip;
+use crate::queries::TokenBucket;
 use crate::telemetry::{names, DaemonEvent, LogLimiter, Telemetry};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -76,28 +77,6 @@ pub fn history_stage(rx: Receiver<Record>, history: SharedHistory, telemetry: Ar
 /// What the search service needs to embed a search's text.
 pub type EmbedText = super::stages::EmbedText;
 
-/// A token bucket for searches from the bus.
-struct Bucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn take(&mut self, now: Instant) -> bool {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// Run one search: embed the text (or fetch the example window), then search.
 pub fn run_search(
     p: &SearchParams,
@@ -158,12 +137,7 @@ pub async fn search_service(ctx: SearchService) {
             return;
         }
     };
-    let mut bucket = Bucket {
-        rate,
-        burst: burst as f64,
-        tokens: burst as f64,
-        last: Instant::now(),
-    };
+    let mut bucket = TokenBucket::new(rate, burst);
     let mut limiter = LogLimiter::new(Duration::from_secs(10));
     while let Ok(query) = queryable.recv_async().await {
         let t0 = Instant::now();

@@ -14,7 +14,8 @@ use crate::history::Record;
 use crate::ident::clip;
 use crate::modality::Target;
 use crate::outputs::{Outputs, Published};
-use crate::queries::{Admission, Persisted, QueryPlan, Refusal, Registry, TermSource};
+use crate::queries::service::{Answer, QueryService, Request};
+use crate::queries::Registry;
 use crate::sources::{Frame, FrameData, ImuSample, StopFlag};
 use crate::telemetry::{names, DaemonEvent, LogLimiter, StreamEvent, StreamStats, Telemetry, WindowDrop};
 use crate::window::{Outcome, Window, Windower};
@@ -270,40 +271,7 @@ pub async fn health_stage<S: Sink>(
 /// What the query service needs to embed a query's text.
 pub type EmbedText = Arc<dyn Fn(String) -> Result<Vec<f32>, String> + Send + Sync>;
 
-/// What the query service needs to turn one term of a query into a vector (text,
-/// media, a window of the history, a raw embedding); a refusal says why, with its code.
-pub type ResolveTerm = Arc<dyn Fn(&TermSource) -> Result<Vec<f32>, (Refusal, String)> + Send + Sync>;
-
-/// Every vector of a plan: each probe's terms resolved and combined.
-pub fn resolve_plan(plan: &QueryPlan, resolve: &ResolveTerm) -> Result<Vec<Vec<f32>>, (Refusal, String)> {
-    plan.probes
-        .iter()
-        .enumerate()
-        .map(|(i, terms)| {
-            let parts = terms
-                .iter()
-                .map(|t| Ok((t.weight, resolve(&t.source)?)))
-                .collect::<Result<Vec<_>, (Refusal, String)>>()?;
-            crate::queries::combine(&parts).map_err(|e| {
-                let at = if plan.probes.len() > 1 {
-                    format!("`all[{i}]`: ")
-                } else {
-                    String::new()
-                };
-                (Refusal::Invalid, format!("query `{}`: {at}{e}", plan.spec.id))
-            })
-        })
-        .collect()
-}
-
-/// A refusal (or a memory-only registration) answered on `errors/queries/<id>` as
-/// JSON `{query_id, key, code, error}` and counted by its code.
-struct Answer {
-    id: String,
-    key: String,
-    code: Refusal,
-    error: String,
-}
+pub use crate::queries::service::{resolve_plan, ResolveTerm};
 
 /// `queries/<id>`: put registers, delete removes; `get queries/**` lists. Every
 /// request from the bus passes [`Admission`] (overall rate, per-id rate) and the size
@@ -332,8 +300,7 @@ pub async fn query_service(
             return;
         }
     };
-    let reg = || registry.lock().unwrap_or_else(|p| p.into_inner());
-    let mut admission = Admission::new(&qcfg);
+    let mut service = QueryService::new(registry, resolve, qcfg, telemetry.clone());
     let mut limiter = LogLimiter::new(Duration::from_secs(10));
     let answer = |a: Answer, limiter: &mut LogLimiter| {
         telemetry.emit(DaemonEvent::QueryRefused(a.code.as_str()));
@@ -358,13 +325,6 @@ pub async fn query_service(
                 .await;
         }
     };
-    let report_store = |r: &Registry| {
-        telemetry.emit(DaemonEvent::QueryStore {
-            error: r.store_error().map(str::to_string),
-        })
-    };
-    // A store that could not be written is retried now and then (the disk may have
-    // been freed), not only at the next change.
     let mut retry = tokio::time::interval(Duration::from_secs(10));
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -373,81 +333,30 @@ pub async fn query_service(
                 let Ok(sample) = s else { break };
                 let key = sample.key_expr().as_str().to_string();
                 let Some(id) = topics.query_id(&key).map(str::to_string) else { continue };
-                let refuse = |code: Refusal, error: String| Answer { id: id.clone(), key: key.clone(), code, error };
-                if let Err(e) = crate::ident::validate_chunk(&id) {
-                    answer(refuse(Refusal::BadId, format!("bad query id: {e} (one key chunk: queries/<id>)")), &mut limiter).await;
-                    continue;
-                }
                 let size = sample.payload().len();
-                if size > qcfg.max_request_bytes {
-                    answer(refuse(Refusal::TooLarge, format!(
-                        "request of {size} bytes is larger than {} (`queries.max_request_bytes`)", qcfg.max_request_bytes
-                    )), &mut limiter).await;
-                    continue;
-                }
-                let put = sample.kind() == zenoh::sample::SampleKind::Put;
-                if let Err(e) = admission.admit(&id, put, std::time::Instant::now()) {
-                    answer(refuse(Refusal::RateLimited, e), &mut limiter).await;
-                    continue;
-                }
-                match sample.kind() {
-                    zenoh::sample::SampleKind::Put => {
-                        let body = sample.payload().to_bytes().to_vec();
-                        let plan = match QueryPlan::from_request(&id, &body, &qcfg) {
-                            Ok(p) => p,
-                            Err(e) => { answer(refuse(e.refusal(), e.to_string()), &mut limiter).await; continue; }
-                        };
-                        let spec = plan.spec.clone();
-                        let resolve = resolve.clone();
-                        let vectors = match tokio::task::spawn_blocking(move || resolve_plan(&plan, &resolve)).await {
-                            Ok(Ok(v)) => v,
-                            Ok(Err((code, e))) => { answer(refuse(code, e), &mut limiter).await; continue; }
-                            Err(_) => { answer(refuse(Refusal::Encoder, "an encoder failed".into()), &mut limiter).await; continue; }
-                        };
-                        let result = {
-                            let mut r = reg();
-                            let res = r.insert(spec.clone(), vectors).map(|p| (p, r.len()));
-                            report_store(&r);
-                            res
-                        };
-                        match result {
-                            Ok((persisted, n)) => {
-                                telemetry.emit(DaemonEvent::Queries(n as u64));
-                                tracing::info!(event = names::QUERY_REGISTERED, query_id = %id, text = %clip(&spec.text, 200), threshold = spec.threshold, "query registered");
-                                if let Persisted::MemoryOnly(e) = persisted {
-                                    answer(refuse(Refusal::Store, format!(
-                                        "registered in memory only, it will be lost at restart unless the store can be written: {e}"
-                                    )), &mut limiter).await;
-                                }
-                            }
-                            Err(e) => answer(refuse(e.refusal(), e.to_string()), &mut limiter).await,
-                        }
-                    }
-                    zenoh::sample::SampleKind::Delete => {
-                        let result = {
-                            let mut r = reg();
-                            let res = r.remove(&id).map(|p| (p, r.len()));
-                            report_store(&r);
-                            res
-                        };
-                        match result {
-                            Some((persisted, n)) => {
-                                telemetry.emit(DaemonEvent::Queries(n as u64));
-                                tracing::info!(event = names::QUERY_REMOVED, query_id = %id, "query removed");
-                                if let Persisted::MemoryOnly(e) = persisted {
-                                    answer(refuse(Refusal::Store, format!(
-                                        "removed in memory only, it comes back at restart unless the store can be written: {e}"
-                                    )), &mut limiter).await;
-                                }
-                            }
-                            None => answer(refuse(Refusal::NotRegistered, format!("query `{id}` is not registered")), &mut limiter).await,
-                        }
-                    }
+                let request = match sample.kind() {
+                    zenoh::sample::SampleKind::Put => Request::Put(sample.payload().to_bytes().to_vec()),
+                    zenoh::sample::SampleKind::Delete => Request::Remove,
+                };
+                // A registration may embed its terms: on a blocking thread.
+                let now = std::time::Instant::now();
+                let done = tokio::task::spawn_blocking(move || {
+                    let reply = service.handle(&id, &key, size, request, now);
+                    (service, reply)
+                })
+                .await;
+                let Ok((s, reply)) = done else {
+                    tracing::error!(event = names::STAGE_FAILED, stage = "queries", "the query service panicked");
+                    break;
+                };
+                service = s;
+                if let Some(a) = reply {
+                    answer(a, &mut limiter).await;
                 }
             }
             q = queryable.recv_async() => {
                 let Ok(query) = q else { break };
-                let specs = reg().specs();
+                let specs = service.specs();
                 for spec in specs {
                     let key = topics.query(&spec.id);
                     let Ok(ke) = zenoh::key_expr::KeyExpr::try_from(key.as_str()) else { continue };
@@ -460,13 +369,7 @@ pub async fn query_service(
                     }
                 }
             }
-            _ = retry.tick() => {
-                let mut r = reg();
-                if r.store_error().is_some() {
-                    let _ = r.retry_save();
-                    report_store(&r);
-                }
-            }
+            _ = retry.tick() => service.retry_store(),
         }
     }
 }

@@ -7,12 +7,7 @@
 //! `<state_dir>/queries.json`, written atomically (temp file, fsync, rename), and are
 //! reloaded on restart with [`Registry::restore`], which does not write the store.
 
-use crate::bus::validate_chunk;
-use crate::config::QueriesConfig;
-use crate::modality::Target;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -90,121 +85,17 @@ impl QueryError {
     }
 }
 
-/// Admission of requests from the bus (hostile input): an overall token bucket
-/// (`registrations_per_s`, `registration_burst`) and at most one request per id per
-/// `id_min_interval_s`, so no client can drive the text encoder or the disk at an
-/// unbounded rate. Time is passed in (tests, replays).
-#[derive(Debug)]
-pub struct Admission {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Option<std::time::Instant>,
-    id_interval: std::time::Duration,
-    /// Ids admitted within the last `id_interval` (at most burst + rate × interval).
-    recent: BTreeMap<String, std::time::Instant>,
-}
-
-impl Admission {
-    pub fn new(cfg: &QueriesConfig) -> Self {
-        Admission {
-            rate: cfg.registrations_per_s,
-            burst: cfg.registration_burst as f64,
-            tokens: cfg.registration_burst as f64,
-            last: None,
-            id_interval: crate::config::secs(cfg.id_min_interval_s),
-            recent: BTreeMap::new(),
-        }
-    }
-
-    /// Admit one request for `id` at `now`, or say why not. `put` (a registration)
-    /// also counts against the id's own interval; a removal only against the
-    /// overall rate.
-    pub fn admit(&mut self, id: &str, put: bool, now: std::time::Instant) -> Result<(), String> {
-        if let Some(last) = self.last {
-            let dt = now.saturating_duration_since(last).as_secs_f64();
-            self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        }
-        self.last = Some(now);
-        let interval = self.id_interval;
-        self.recent.retain(|_, t| now.saturating_duration_since(*t) < interval);
-        if let Some(t) = self.recent.get(id).filter(|_| put) {
-            return Err(format!(
-                "query `{id}` was registered {:.2} s ago: at most one request per id every {} s (`queries.id_min_interval_s`)",
-                now.saturating_duration_since(*t).as_secs_f64(),
-                interval.as_secs_f64()
-            ));
-        }
-        if self.tokens < 1.0 {
-            return Err(format!(
-                "too many query requests: at most {} per second, bursts of {} (`queries.registrations_per_s`, `queries.registration_burst`); try again later",
-                self.rate, self.burst
-            ));
-        }
-        self.tokens -= 1.0;
-        if put {
-            self.recent.insert(id.to_string(), now);
-        }
-        Ok(())
-    }
-}
-
+pub mod admission;
+pub mod matching;
 pub mod request;
+pub mod service;
+pub mod store;
 
+pub use admission::{Admission, TokenBucket};
+use matching::Registered;
+pub use matching::{Alert, ConditionHit};
 pub use request::{combine, ConditionSpec, QueryKind, QueryPlan, QueryRequest, QuerySpec, Term, TermSource};
-
-/// An alert to publish on `alerts/<id>`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Alert {
-    pub query_id: String,
-    pub text: String,
-    pub modality: Target,
-    pub score: f32,
-    pub threshold: f32,
-    pub seq: i64,
-    pub t_start_ns: i64,
-    pub t_end_ns: i64,
-    /// `all` queries: the window that met each condition (in the conditions' order).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub conditions: Option<Vec<ConditionHit>>,
-}
-
-/// The window that met one condition of an `all` query, with its score (the shape of
-/// a search hit).
-pub type ConditionHit = crate::history::Hit;
-
-struct Registered {
-    spec: QuerySpec,
-    /// One vector, or one per condition.
-    vectors: Vec<Vec<f32>>,
-    last_fired_ns: Option<i64>,
-    /// `all` queries: each condition's recent matching windows, by seq (at most
-    /// `MET_KEPT` each), so windows that arrive out of order still pair up.
-    met: Vec<BTreeMap<i64, ConditionHit>>,
-}
-
-/// Matching windows remembered per condition of an `all` query.
-const MET_KEPT: usize = 64;
-
-impl Registered {
-    fn new(spec: QuerySpec, vectors: Vec<Vec<f32>>) -> Registered {
-        let met = vec![BTreeMap::new(); spec.conditions.len()];
-        Registered {
-            spec,
-            vectors,
-            last_fired_ns: None,
-            met,
-        }
-    }
-}
-
-fn applies(modalities: &[Target], sources: &[String], source: &str, t: Target) -> bool {
-    modalities.contains(&t) && (sources.is_empty() || sources.iter().any(|s| s == source))
-}
-
-fn dot(a: &[f32], b: &[f32]) -> Option<f32> {
-    (a.len() == b.len()).then(|| a.iter().zip(b).map(|(x, y)| x * y).sum())
-}
+pub use store::{parse_store, Persisted, StoredQuery};
 
 /// The registered queries.
 pub struct Registry {
@@ -222,34 +113,6 @@ pub struct Registry {
     load_problem: Option<String>,
 }
 
-/// Whether a change reached the store.
-#[derive(Debug, Clone, PartialEq)]
-#[must_use]
-pub enum Persisted {
-    Saved,
-    /// The query is registered (or removed) in memory, but the store could not be
-    /// written: the change is lost at restart unless a later write succeeds.
-    MemoryOnly(String),
-}
-
-/// The store: every spec with its vectors, and the model they were embedded with.
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    version: u32,
-    model: String,
-    queries: Vec<StoredQuery>,
-}
-
-/// One stored query.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StoredQuery {
-    #[serde(flatten)]
-    pub spec: QuerySpec,
-    /// One vector, or one per condition (empty in a version-1 store: text only).
-    #[serde(default)]
-    pub vectors: Vec<Vec<f32>>,
-}
-
 impl Registry {
     pub fn new(state_dir: &Path, max: usize) -> Self {
         Registry {
@@ -263,81 +126,10 @@ impl Registry {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Name the model the vectors come from (written to the store).
     pub fn with_model(mut self, model: &str) -> Self {
         self.model = model.to_string();
         self
-    }
-
-    /// The last store write error, while the store is behind memory.
-    pub fn store_error(&self) -> Option<&str> {
-        self.store_error.as_deref()
-    }
-
-    /// What was wrong with the store at load, if anything.
-    pub fn load_problem(&self) -> Option<&str> {
-        self.load_problem.as_deref()
-    }
-
-    /// Read the stored specs (the caller embeds and re-adds them). A store that is
-    /// not JSON, of another version, or holding bad entries does not stop the daemon:
-    /// its bytes are kept aside as `queries.json.bad-<unix time>`, every entry that
-    /// still parses is returned, and the problem is kept for health
-    /// ([`Registry::load_problem`]). Only an unreadable file is an error.
-    pub fn load_specs(&mut self) -> Result<Vec<QuerySpec>, QueryError> {
-        Ok(self.load()?.1.into_iter().map(|q| q.spec).collect())
-    }
-
-    /// As [`Registry::load_specs`], with each query's stored vectors and the model
-    /// they were embedded with (empty for a version-1 store).
-    pub fn load(&mut self) -> Result<(String, Vec<StoredQuery>), QueryError> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((String::new(), Vec::new())),
-            Err(e) => {
-                return Err(QueryError::Store {
-                    path: self.path.clone(),
-                    reason: format!("cannot read: {e}"),
-                })
-            }
-        };
-        let (model, specs, problem) = parse_store(&bytes);
-        if let Some(problem) = problem {
-            let kept = self.keep_bad_copy(&bytes);
-            let msg = format!(
-                "{} was damaged ({problem}); {} of its queries were recovered; {kept}",
-                self.path.display(),
-                specs.len()
-            );
-            tracing::error!(event = crate::telemetry::names::QUERY_STORE_CORRUPT, path = %self.path.display(), recovered = specs.len(), problem = %crate::ident::clip(&problem, 300), "query store damaged; starting with what could be recovered");
-            self.load_problem = Some(msg);
-        }
-        Ok((model, specs))
-    }
-
-    /// Note a problem found while reloading (shown in health like a damaged store).
-    pub fn add_load_problem(&mut self, p: String) {
-        self.load_problem = Some(match self.load_problem.take() {
-            Some(old) => format!("{old}; {p}"),
-            None => p,
-        });
-    }
-
-    /// Write `bytes` next to the store as `queries.json.bad-<unix time>`.
-    fn keep_bad_copy(&self, bytes: &[u8]) -> String {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let copy = self.path.with_extension(format!("json.bad-{secs}"));
-        match std::fs::write(&copy, bytes) {
-            Ok(()) => format!("the damaged file is kept as {}", copy.display()),
-            Err(e) => format!("a copy could not be kept ({}: {e})", copy.display()),
-        }
     }
 
     /// Re-add a query read back from the store by [`Registry::load_specs`], with its
@@ -413,35 +205,6 @@ impl Registry {
         Some(self.persist())
     }
 
-    /// Write the store now if the last write failed; `true` once it is in step.
-    pub fn retry_save(&mut self) -> bool {
-        self.store_error.is_none() || self.persist() == Persisted::Saved
-    }
-
-    fn persist(&mut self) -> Persisted {
-        let body = self.body();
-        self.persist_body(body)
-    }
-
-    fn persist_body(&mut self, body: Result<Vec<u8>, String>) -> Persisted {
-        match self.save(body) {
-            Ok(()) => {
-                if self.store_error.take().is_some() {
-                    tracing::info!(event = crate::telemetry::names::QUERY_STORE_RECOVERED, path = %self.path.display(), "query store written again; it holds every registered query");
-                }
-                Persisted::Saved
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                if self.store_error.is_none() {
-                    tracing::error!(event = crate::telemetry::names::QUERY_STORE_FAILED, error = %msg, "cannot write the query store; queries are kept in memory only");
-                }
-                self.store_error = Some(msg.clone());
-                Persisted::MemoryOnly(msg)
-            }
-        }
-    }
-
     pub fn specs(&self) -> Vec<QuerySpec> {
         self.queries.values().map(|r| r.spec.clone()).collect()
     }
@@ -453,229 +216,14 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.queries.is_empty()
     }
-
-    /// Cosine of every query that applies to this stream, with its threshold (the
-    /// live view plots them over time); no cooldown, nothing fires. For an `all`
-    /// query: its best condition that applies.
-    pub fn scores(&self, source: &str, modality: Target, emb: &[f32]) -> Vec<(String, f32, f32)> {
-        let mut out = Vec::new();
-        for r in self.queries.values() {
-            if r.spec.conditions.is_empty() {
-                if applies(&r.spec.modalities, &r.spec.sources, source, modality) {
-                    if let Some(s) = dot(&r.vectors[0], emb) {
-                        out.push((r.spec.id.clone(), s, r.spec.threshold));
-                    }
-                }
-                continue;
-            }
-            let best = r
-                .spec
-                .conditions
-                .iter()
-                .zip(&r.vectors)
-                .filter(|(c, _)| applies(&c.modalities, &c.sources, source, modality))
-                .filter_map(|(c, v)| Some((dot(v, emb)?, c.threshold)))
-                .max_by(|a, b| a.0.total_cmp(&b.0));
-            if let Some((s, t)) = best {
-                out.push((r.spec.id.clone(), s, t));
-            }
-        }
-        out
-    }
-
-    /// Match one window's embedding; returns the alerts that fire.
-    pub fn matches(
-        &mut self,
-        source: &str,
-        modality: Target,
-        emb: &[f32],
-        seq: i64,
-        t_start_ns: i64,
-        t_end_ns: i64,
-    ) -> Vec<Alert> {
-        let mut out = Vec::new();
-        for r in self.queries.values_mut() {
-            let cool_ns = crate::config::secs_ns(r.spec.cooldown_s);
-            // Cooled once `cooldown_s` of sensor time passed since the last alert, or
-            // when sensor time went back before it (a replay started again).
-            let cooled = |last: Option<i64>| last.is_none_or(|l| t_end_ns < l || t_end_ns.saturating_sub(l) >= cool_ns);
-            if r.spec.conditions.is_empty() {
-                if !applies(&r.spec.modalities, &r.spec.sources, source, modality) {
-                    continue;
-                }
-                let Some(score) = dot(&r.vectors[0], emb) else { continue };
-                if score < r.spec.threshold || !cooled(r.last_fired_ns) {
-                    continue;
-                }
-                r.last_fired_ns = Some(t_end_ns);
-                out.push(Alert {
-                    query_id: r.spec.id.clone(),
-                    text: r.spec.text.clone(),
-                    modality,
-                    score,
-                    threshold: r.spec.threshold,
-                    seq,
-                    t_start_ns,
-                    t_end_ns,
-                    conditions: None,
-                });
-                continue;
-            }
-            // `all`: note each condition this window meets; fire when, for one of
-            // them, every other condition was met within `within_windows` seqs.
-            let within = r.spec.within_windows as i64;
-            let mut fired = None;
-            for i in 0..r.spec.conditions.len() {
-                let c = &r.spec.conditions[i];
-                if !applies(&c.modalities, &c.sources, source, modality) {
-                    continue;
-                }
-                let Some(score) = dot(&r.vectors[i], emb) else { continue };
-                if score < c.threshold {
-                    continue;
-                }
-                let hit = ConditionHit {
-                    source: source.to_string(),
-                    modality,
-                    seq,
-                    t_start_ns,
-                    t_end_ns,
-                    score,
-                };
-                let m = &mut r.met[i];
-                if m.get(&seq).is_none_or(|h| h.score < score) {
-                    m.insert(seq, hit.clone());
-                }
-                while m.len() > MET_KEPT {
-                    m.pop_first();
-                }
-                if fired.is_some() {
-                    continue;
-                }
-                // The best hit of every other condition within reach of this seq.
-                let others: Option<Vec<ConditionHit>> = (0..r.met.len())
-                    .map(|j| {
-                        if j == i {
-                            return Some(hit.clone());
-                        }
-                        r.met[j]
-                            .range(seq - within..=seq + within)
-                            .map(|(_, h)| h)
-                            .max_by(|a, b| a.score.total_cmp(&b.score))
-                            .cloned()
-                    })
-                    .collect();
-                fired = others;
-            }
-            let Some(hits) = fired else { continue };
-            if !cooled(r.last_fired_ns) {
-                continue;
-            }
-            r.last_fired_ns = Some(t_end_ns);
-            let (score, threshold) = hits
-                .iter()
-                .zip(&r.spec.conditions)
-                .map(|(h, c)| (h.score, c.threshold))
-                .min_by(|a, b| (a.0 - a.1).total_cmp(&(b.0 - b.1)))
-                .unwrap_or((0.0, 0.0));
-            out.push(Alert {
-                query_id: r.spec.id.clone(),
-                text: r.spec.text.clone(),
-                modality,
-                score,
-                threshold,
-                seq,
-                t_start_ns: hits.iter().map(|h| h.t_start_ns).min().unwrap_or(t_start_ns),
-                t_end_ns: hits.iter().map(|h| h.t_end_ns).max().unwrap_or(t_end_ns),
-                conditions: Some(hits),
-            });
-        }
-        out
-    }
-
-    /// The store file's bytes for the queries registered now.
-    fn body(&self) -> Result<Vec<u8>, String> {
-        serde_json::to_vec_pretty(&Stored {
-            version: 2,
-            model: self.model.clone(),
-            queries: self
-                .queries
-                .values()
-                .map(|r| StoredQuery {
-                    spec: r.spec.clone(),
-                    vectors: r.vectors.clone(),
-                })
-                .collect(),
-        })
-        .map_err(|e| e.to_string())
-    }
-
-    fn save(&self, body: Result<Vec<u8>, String>) -> Result<(), QueryError> {
-        let serr = |reason: String| QueryError::Store {
-            path: self.path.clone(),
-            reason,
-        };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| serr(format!("cannot create directory: {e}")))?;
-        let body = body.map_err(serr)?;
-        let tmp = self.path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        };
-        write().map_err(|e| serr(e.to_string()))
-    }
-}
-
-/// Parse a store's bytes: the model, every entry that parses, and what was wrong, if
-/// anything. Version 1 (text queries, no vectors) and 2 are read.
-pub fn parse_store(bytes: &[u8]) -> (String, Vec<StoredQuery>, Option<String>) {
-    let v: serde_json::Value = match serde_json::from_slice(bytes) {
-        Ok(v) => v,
-        Err(e) => return (String::new(), Vec::new(), Some(format!("not JSON: {e}"))),
-    };
-    match v.get("version").and_then(|x| x.as_u64()) {
-        Some(1 | 2) => {}
-        other => {
-            return (
-                String::new(),
-                Vec::new(),
-                Some(format!("store version {other:?}, expected 1 or 2")),
-            )
-        }
-    }
-    let model = v.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_string();
-    let Some(items) = v.get("queries").and_then(|q| q.as_array()) else {
-        return (model, Vec::new(), Some("no `queries` list".into()));
-    };
-    let mut specs: Vec<StoredQuery> = Vec::new();
-    let mut bad = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        match serde_json::from_value::<StoredQuery>(item.clone()) {
-            Ok(s) if validate_chunk(&s.spec.id).is_ok() && !specs.iter().any(|o| o.spec.id == s.spec.id) => {
-                specs.push(s)
-            }
-            Ok(s) => bad.push(format!(
-                "entry {i}: bad or repeated id `{}`",
-                crate::ident::clip(&s.spec.id, 40)
-            )),
-            Err(e) => bad.push(format!("entry {i}: {e}")),
-        }
-    }
-    let problem = (!bad.is_empty()).then(|| format!("{} bad entries: {}", bad.len(), bad.join("; ")));
-    (model, specs, problem)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::QueriesConfig;
     use crate::modality::Modality;
+    use crate::modality::Target;
 
     fn spec_of(id: &str, body: &[u8], d: &QueriesConfig) -> Result<QuerySpec, QueryError> {
         QueryPlan::from_request(id, body, d).map(|p| p.spec)
