@@ -1076,7 +1076,8 @@ mod tests {
         };
         let sources = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         // (what, targets, sources, since, until, k)
-        let cases: Vec<(&str, Vec<Target>, Vec<String>, Option<i64>, Option<i64>, usize)> = vec![
+        type Case<'a> = (&'a str, Vec<Target>, Vec<String>, Option<i64>, Option<i64>, usize);
+        let cases: Vec<Case> = vec![
             ("everything", vec![], vec![], None, None, 10),
             ("two sources", vec![], sources(&["cam2", "mic"]), None, None, 10),
             (
