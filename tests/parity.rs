@@ -137,7 +137,22 @@ fn audio_fbank_and_embeddings_match_official() {
             // give one clip of the whole file (official ImageBind pads its fbank).
             assert_eq!(windows.len(), 1, "{name}: a short file is one clip");
             assert_eq!(windows[0].t_start_ns, 0, "{name}");
-            prep.process(&windows[0]).unwrap();
+            // Its fbank: the clip's own kaldi frames, then the official zero padding
+            // normalised (see a_short_clip_is_padded_like_official for the values).
+            let ours = prep.process(&windows[0]).unwrap();
+            let n = a["resampled_len"].as_u64().unwrap() as usize;
+            let frames = 1 + (n - 400) / 160;
+            let pad = (0.0 - cfg.preprocess.audio.mean) / cfg.preprocess.audio.std;
+            for (i, v) in f32s(&ours).iter().enumerate() {
+                let padded = i % 204 >= frames;
+                assert_eq!(
+                    (*v - pad).abs() < 1e-6,
+                    padded,
+                    "{name}: bin {} frame {} ({frames} frames of data) is {v}",
+                    i / 204,
+                    i % 204
+                );
+            }
             continue;
         }
         assert_eq!(windows.len(), want.len(), "{name}: window count");
@@ -348,6 +363,82 @@ fn text_token_ids_and_embeddings_match_official() {
         assert!(cos >= 0.9999, "{text:?}: cosine {cos}");
         assert!(d <= 1e-4, "{text:?}: ONNX vs PyTorch {d}");
         report.push(format!("{text:?}: ids identical, 1-cosine {:.1e}", 1.0 - cos));
+    }
+    eprintln!("{}", report.join("\n"));
+}
+
+/// A clip shorter than a window, against official numbers. Official ImageBind
+/// (`waveform2melspec`) computes the kaldi fbank of the clip's own samples and
+/// zero-pads it to 204 frames before `Normalize`. No official fbank of a short 16 kHz
+/// clip is committed (the blip's has none: the fixture tool needs torch), so the
+/// reference is derived from an official one: kaldi frame j covers samples
+/// [160 j, 160 j + 400) and removes each frame's own mean (`remove_dc_offset`), so the
+/// clip-wide mean subtraction cancels and the first N samples of
+/// `speech_16k_mono_2s.wav` give exactly the first 1 + (N - 400) / 160 frames of its
+/// official fbank (`w0.f32`); the rest is (0 - mean) / std.
+#[test]
+fn a_short_clip_is_padded_like_official() {
+    common::require_ort();
+    let cfg = cfg();
+    let m = models(&cfg);
+    let prep = m.preprocessors[&Modality::Audio].clone();
+    let enc = m.encoders[&Modality::Audio].clone();
+    let official = read_f32("audio/speech_16k_mono_2s.w0.f32");
+    assert_eq!(official.len(), 128 * 204);
+    let samples: Vec<i16> = hound::WavReader::open(root().join("audio/speech_16k_mono_2s.wav"))
+        .unwrap()
+        .samples::<i16>()
+        .map(|s| s.unwrap())
+        .collect();
+    assert_eq!(samples.len(), 32000);
+    let pad = (0.0 - cfg.preprocess.audio.mean) / cfg.preprocess.audio.std;
+    assert!((pad - 4.268 / 9.138).abs() < 1e-6, "the official constants");
+    let dir = tempfile::tempdir().unwrap();
+    let mut report = Vec::new();
+    // 0.8 s (78 frames: below the live window rule), 1.3 s (128) and 1.9 s (188).
+    for n in [12800usize, 20800, 30400] {
+        let path = dir.path().join(format!("first_{n}.wav"));
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 16000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&path, spec).unwrap();
+        samples[..n].iter().for_each(|s| w.write_sample(*s).unwrap());
+        w.finalize().unwrap();
+        let frames = 1 + (n - 400) / 160;
+        let reference: Vec<f32> = (0..128 * 204)
+            .map(|i| if i % 204 < frames { official[i] } else { pad })
+            .collect();
+        let (windows, _) = offline::audio_windows(&cfg, &path).unwrap();
+        assert_eq!(windows.len(), 1, "{n} samples: one clip");
+        let ours = prep.process(&windows[0]).unwrap();
+        let d = max_abs_diff(f32s(&ours), &reference);
+        // Not trivially so: the reference differs from the whole 2 s clip's fbank.
+        let d_whole = max_abs_diff(&reference, &official);
+        assert!(d_whole > 0.1, "{n}: the padding changes the tensor ({d_whole})");
+        assert!(
+            d <= 1e-3,
+            "{n} samples ({frames} frames): fbank max |Δ| {d} from the official padded one"
+        );
+        let mine = enc.encode(&[ours]).unwrap().remove(0);
+        let want = enc.encode(&[ModelInput::F32(reference)]).unwrap().remove(0);
+        let whole = enc.encode(&[ModelInput::F32(official.clone())]).unwrap().remove(0);
+        let cos = cosine(&mine, &want);
+        assert!(
+            cos >= 0.9999,
+            "{n}: cosine {cos} with the official padded tensor's embedding"
+        );
+        assert!(
+            cosine(&mine, &whole) < cos,
+            "{n}: nearer the whole clip's embedding than its own"
+        );
+        report.push(format!(
+            "{n} samples ({frames} frames + {} padded): fbank max|Δ| {d:.2e}, 1-cosine {:.1e}",
+            204 - frames,
+            1.0 - cos
+        ));
     }
     eprintln!("{}", report.join("\n"));
 }
