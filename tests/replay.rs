@@ -85,7 +85,11 @@ providers = ["cpu"]
                 let key = format!("{}/{}", e.modality, e.source);
                 seen.insert((key, e.seq), (e.t_start_ns, e.t_end_ns, e.vector.clone()));
             }
-            Ok(Err(e)) => panic!("embedding tap: {e}"),
+            Ok(Err(e)) => {
+                // The graph ended: say why.
+                let ended = tokio::time::timeout(Duration::from_secs(10), daemon).await;
+                panic!("embedding tap: {e}; the graph ended with {ended:?}")
+            }
             Err(_) if !seen.is_empty() => break,
             Err(_) => {}
         }

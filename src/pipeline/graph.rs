@@ -274,6 +274,7 @@ impl BuiltGraph {
             robot: self.robot,
             alive: self.alive,
             session: self.session,
+            taps: self.taps,
         })
     }
 
@@ -554,6 +555,9 @@ pub struct RunningGraph {
     robot: String,
     alive: zenoh::liveliness::LivelinessToken,
     session: zenoh::Session,
+    /// Held until the graph has stopped: a tap's listeners see it close only then,
+    /// not when the stage that offers to it ends (a replay's sources end first).
+    taps: Taps,
 }
 
 impl RunningGraph {
@@ -618,6 +622,7 @@ impl RunningGraph {
         stages::publish_health(self.sink.as_ref(), &self.topics, &self.telemetry, &self.robot).await;
         drop(self.alive);
         let _ = self.session.close().await;
+        drop(self.taps);
         if late {
             tracing::warn!(
                 event = names::SHUTDOWN_TIMEOUT,
