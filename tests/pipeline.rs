@@ -116,11 +116,16 @@ fn built(id: &str, source: impl Into<Box<dyn Source>>) -> BuiltSource {
 }
 
 fn config(dir: &std::path::Path, extra: &str) -> sensebind::config::Config {
+    config_with_deadline(dir, extra, 1.0)
+}
+
+/// [`config`] with `daemon.shutdown_timeout_s` = `deadline_s`.
+fn config_with_deadline(dir: &std::path::Path, extra: &str, deadline_s: f64) -> sensebind::config::Config {
     let path = write_config(
         dir,
         "sim",
         free_port(),
-        &format!("[daemon]\nshutdown_timeout_s = 1.0\n[engine]\nproviders = [\"cpu\"]\n[sources.unused]\ntype = \"off\"\n{extra}"),
+        &format!("[daemon]\nshutdown_timeout_s = {deadline_s:?}\n[engine]\nproviders = [\"cpu\"]\n[sources.unused]\ntype = \"off\"\n{extra}"),
     );
     sensebind::config::Config::load(Some(&path)).unwrap()
 }
@@ -139,18 +144,16 @@ fn start_graph(dir: &std::path::Path, sources: Vec<BuiltSource>) -> Running {
 
 /// [`start_graph`] with more config (TOML appended to the test's file).
 fn start_graph_with(dir: &std::path::Path, sources: Vec<BuiltSource>, extra: &str) -> Running {
+    start_graph_cfg(config(dir, extra), sources)
+}
+
+fn start_graph_cfg(cfg: sensebind::config::Config, sources: Vec<BuiltSource>) -> Running {
     let taps = Taps::default();
     let embeddings = taps.embeddings.listen();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(pipeline::run_graph(
-        config(dir, extra),
-        sources,
-        StopFlag::default(),
-        taps,
-        async {
-            let _ = rx.await;
-        },
-    ));
+    let run = tokio::spawn(pipeline::run_graph(cfg, sources, StopFlag::default(), taps, async {
+        let _ = rx.await;
+    }));
     Running { embeddings, stop, run }
 }
 
@@ -162,24 +165,36 @@ async fn a_source_blocked_in_a_read_cannot_hold_the_exit() {
         block_after: true,
         ..Sim::camera(150)
     };
+    // The shutdown deadline: the daemon waits for its sources up to it, then leaves
+    // a blocked driver behind. Shutdown takes at least that (it waited for the driver)
+    // and less than 3 times that (encoders, outputs, history and the bus close are
+    // not held by the driver); waiting for the driver would be forever.
+    let deadline = Duration::from_secs(2);
     let Running {
         mut embeddings,
         stop: tx,
         run,
-    } = start_graph(dir.path(), vec![built("stuck", Sim::wrap(sim))]);
+    } = start_graph_cfg(
+        config_with_deadline(dir.path(), "", deadline.as_secs_f64()),
+        vec![built("stuck", Sim::wrap(sim))],
+    );
     // Windows flow while the driver works; then it blocks for good.
     let first = tokio::time::timeout(Duration::from_secs(30), embeddings.recv()).await;
     assert!(matches!(first, Ok(Ok(_))), "no embedding before the driver blocked");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t0 = Instant::now();
     tx.send(()).unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(5), run).await;
+    let result = tokio::time::timeout(3 * deadline, run).await;
     let took = t0.elapsed();
-    let result = result.expect("shutdown must not wait for a blocked driver").unwrap();
+    let result = result
+        .unwrap_or_else(|_| {
+            panic!("shutdown still waiting after 3 × its {deadline:?} deadline: held by the blocked driver")
+        })
+        .unwrap();
     assert!(result.is_ok(), "{result:?}");
     assert!(
-        took < Duration::from_secs(3),
-        "shutdown took {took:?} with a 1 s deadline"
+        took >= deadline,
+        "shutdown took {took:?}: it gave the driver less than its {deadline:?} deadline"
     );
 }
 

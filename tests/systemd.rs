@@ -9,6 +9,9 @@ use common::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `WatchdogSec=` of the unit (the daemon pings at half of it).
+const WATCHDOG: Duration = Duration::from_secs(2);
+
 #[test]
 fn run_notifies_systemd_and_pings_the_watchdog_while_healthy() {
     let ort = require_ort();
@@ -28,7 +31,7 @@ fn run_notifies_systemd_and_pings_the_watchdog_while_healthy() {
         .env("ORT_DYLIB_PATH", ort)
         .env("RUST_LOG", "info,zenoh=warn")
         .env("NOTIFY_SOCKET", &notify.path)
-        .env("WATCHDOG_USEC", "1000000")
+        .env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -47,19 +50,28 @@ fn run_notifies_systemd_and_pings_the_watchdog_while_healthy() {
         "no ping before READY: {before:?}"
     );
 
-    // 6 s of healthy running with one sensor missing: pings every 0.5 s.
+    // 6 s of healthy running with one sensor missing: pings every WatchdogSec / 2.
+    // What systemd enforces is WatchdogSec itself (a gap that long restarts the
+    // daemon): that is the bound, twice the ping interval, so a ping late by a
+    // scheduling hiccup on a loaded machine passes and a ping missed fails.
     std::thread::sleep(Duration::from_secs(6));
     let pings: Vec<Instant> = notify.times_of("WATCHDOG=1");
+    let since_ready: Vec<Instant> = pings.iter().copied().filter(|t| *t >= t_ready).collect();
     assert!(
-        pings.len() >= 10,
-        "{} pings in 6 s (expected one per 0.5 s); log:\n{}",
-        pings.len(),
+        since_ready.len() >= 5,
+        "{} pings in 6 s (expected one per {:?}); log:\n{}",
+        since_ready.len(),
+        WATCHDOG / 2,
         logs()
     );
-    let longest = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    let mut gaps: Vec<Duration> = pings.windows(2).map(|w| w[1] - w[0]).collect();
+    // And from READY=1 to the first ping, and from the last ping to now.
+    gaps.push(pings[0].saturating_duration_since(t_ready));
+    gaps.push(pings.last().unwrap().elapsed());
+    let longest = gaps.into_iter().max().unwrap();
     assert!(
-        longest < Duration::from_millis(900),
-        "a gap of {longest:?} between pings"
+        longest < WATCHDOG,
+        "a gap of {longest:?} between pings: systemd (WatchdogSec={WATCHDOG:?}) would restart the daemon"
     );
     let statuses: Vec<String> = notify
         .messages()
