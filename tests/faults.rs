@@ -296,8 +296,7 @@ async fn a_wedged_encoder_stops_the_watchdog_and_progress_resumes_it() {
     let last = *notify
         .times_of("WATCHDOG=1")
         .iter()
-        .filter(|t| **t <= wedged_at)
-        .last()
+        .rfind(|t| **t <= wedged_at)
         .unwrap();
     let took = wedged_at.saturating_duration_since(held_at);
     // Not before the stall time (the last window handled may predate the hang by up
