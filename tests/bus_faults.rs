@@ -6,6 +6,7 @@
 use crate::common;
 
 use common::*;
+use sensebind::bus::msg::{AlertMsg, JsonMsg};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -169,6 +170,20 @@ async fn a_slow_subscriber_never_stalls_the_daemon() {
         .unwrap()
         .replace("sensor = \"", "realtime = false\nsensor = \"");
     std::fs::write(&cfg, text).unwrap();
+    // A subscriber that keeps up, to the alerts only: what the query fires must reach
+    // it (alerts are published with congestion control Block, never dropped for a
+    // peer that keeps up), with or without the slow one.
+    let fast = client(rport).await;
+    let alerts = Arc::new(std::sync::Mutex::new(Vec::<(Instant, AlertMsg)>::new()));
+    let a2 = alerts.clone();
+    let _alerts_sub = fast
+        .declare_subscriber("sensebind/busy/alerts/**")
+        .callback(move |s| {
+            let a = AlertMsg::from_json(&s.payload().to_bytes()).unwrap();
+            a2.lock().unwrap().push((Instant::now(), a));
+        })
+        .await
+        .unwrap();
     let log = dir.path().join("daemon.log");
     let mut daemon = Daemon::start(&cfg, &log);
     let dump = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -186,7 +201,17 @@ async fn a_slow_subscriber_never_stalls_the_daemon() {
         std::thread::sleep(Duration::from_secs(secs));
         (published(mport).unwrap() - a) / secs as f64
     };
+    let alerts_in = |from: Instant, to: Instant| {
+        alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| *t >= from && *t < to)
+            .count()
+    };
+    let b0 = Instant::now();
     let baseline = rate(4);
+    let alert_baseline = alerts_in(b0, Instant::now()) as f64 / 4.0;
 
     // A subscriber to everything that takes 100 ms per message.
     let slow = client(rport).await;
@@ -201,7 +226,9 @@ async fn a_slow_subscriber_never_stalls_the_daemon() {
         .await
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
+    let s0 = Instant::now();
     let with_slow = rate(6);
+    let alerts_with_slow = alerts_in(s0, Instant::now()) as f64 / 6.0;
     eprintln!(
         "windows published: {baseline:.1}/s alone, {with_slow:.1}/s with a subscriber reading 10 messages/s (it read {})",
         got.load(Ordering::Relaxed)
@@ -210,7 +237,35 @@ async fn a_slow_subscriber_never_stalls_the_daemon() {
         with_slow >= baseline * 0.5,
         "the daemon slowed from {baseline:.1} to {with_slow:.1} windows/s for a slow subscriber"
     );
+    // Alerts are delivered while the slow subscriber holds messages: at least half
+    // their rate without it (the query fires on every window), each the preset's.
+    eprintln!(
+        "alerts to a subscriber that keeps up: {alert_baseline:.1}/s alone, {alerts_with_slow:.1}/s with the slow one; {} in all, the daemon counts {}",
+        alerts.lock().unwrap().len(),
+        published_alerts(mport).unwrap_or(-1.0)
+    );
+    assert!(alert_baseline > 0.0, "no alert before the slow subscriber came");
+    assert!(
+        alerts_with_slow >= alert_baseline * 0.5,
+        "alerts slowed from {alert_baseline:.1}/s to {alerts_with_slow:.1}/s for a slow subscriber"
+    );
+    for (_, a) in alerts.lock().unwrap().iter() {
+        assert_eq!((a.query_id.as_str(), a.robot.as_str()), ("always", "busy"), "{a:?}");
+        assert!(a.score >= a.threshold && a.threshold == -1.0, "{a:?}");
+    }
     assert!(daemon.running());
     daemon.stop();
     assert!(!dump().contains("panicked"));
+}
+
+/// The daemon's count of alerts published (`sensebind_alerts_total`).
+fn published_alerts(metrics_port: u16) -> Option<f64> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.lines()
+        .find(|l| l.starts_with("sensebind_alerts_total"))
+        .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
 }
