@@ -1,7 +1,7 @@
 //! From an embedded window to bus messages: the embedding itself, zero-shot labels,
 //! label events and query alerts. Pure (no I/O), so it is tested without a bus.
 
-use crate::bus::msg::{AlertMsg, EventMsg, JsonMsg, LabelsMsg, MsgError};
+use crate::bus::msg::{EventMsg, JsonMsg, LabelsMsg, MsgError};
 use crate::bus::{EmbeddingMsg, Enc, FusedMember, FusedMsg, Topics};
 use crate::engine::worker::Embedded;
 use crate::fusion::Fused;
@@ -193,22 +193,9 @@ impl Outputs {
         }
         let alerts = queries.matches(src, m, w.vector, w.seq, w.t_start_ns, w.t_end_ns);
         let n = alerts.len();
-        for a in alerts {
-            let key = self.topics.alerts(&a.query_id);
-            let body = AlertMsg {
-                robot: self.robot.clone(),
-                query_id: a.query_id,
-                text: a.text,
-                source: src.to_string(),
-                modality: a.modality,
-                score: a.score,
-                threshold: a.threshold,
-                seq: a.seq,
-                t_start_ns: a.t_start_ns,
-                t_end_ns: a.t_end_ns,
-                conditions: a.conditions,
-            };
-            out.push((key, body.to_json(), Enc::Json));
+        for mut a in alerts {
+            a.robot.clone_from(&self.robot);
+            out.push((self.topics.alerts(&a.query_id), a.to_json(), Enc::Json));
         }
         Produced {
             messages: out,

@@ -346,7 +346,7 @@ impl Windower {
         let end = Self::data_end(&frame);
         self.watermark = self.watermark.max(end);
         self.last_point = self.last_point.max(if end > frame.t_ns { end - 1 } else { frame.t_ns });
-        self.bytes += frame.data.byte_len();
+        self.bytes += size;
         self.frames.push_back(frame);
         self.close_until(|end, wm| wm >= end, &mut out);
         out

@@ -124,16 +124,6 @@ async fn fast_and_realtime_replays_give_the_same_windows_and_embeddings() {
     assert!(fast.keys().any(|(key, _)| key == "audio/mic"));
 }
 
-/// Resident memory of a process, in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 /// A daemon with a file IMU of `csv` (fast pace) and a synthetic microphone, one window
 /// per encoder call (so both daemons below run the same encoder shapes).
 fn imu_daemon(dir: &Path, robot: &str, csv: &Path) -> (Daemon, u16, std::path::PathBuf) {

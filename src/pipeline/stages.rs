@@ -243,9 +243,9 @@ pub fn outputs_stage<S: Sink>(ctx: OutputsStage<S>) {
 
 /// Publish `health` now.
 pub async fn publish_health<S: Sink>(sink: &S, topics: &Topics, telemetry: &Telemetry, robot: &str) {
-    let snap = telemetry.snapshot(robot, crate::clock::realtime_ns());
+    let health = telemetry.health(robot, crate::clock::realtime_ns());
     if let Err(e) = sink
-        .put(topics.health(), snap.to_string().into_bytes(), Enc::Json)
+        .put(topics.health(), health.to_json(), Enc::Json)
         .await
     {
         telemetry.emit(DaemonEvent::BusError);

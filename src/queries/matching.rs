@@ -5,24 +5,11 @@
 
 use super::{QuerySpec, Registry};
 use crate::modality::Target;
-use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// An alert to publish on `alerts/<id>`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Alert {
-    pub query_id: String,
-    pub text: String,
-    pub modality: Target,
-    pub score: f32,
-    pub threshold: f32,
-    pub seq: i64,
-    pub t_start_ns: i64,
-    pub t_end_ns: i64,
-    /// `all` queries: the window that met each condition (in the conditions' order).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub conditions: Option<Vec<ConditionHit>>,
-}
+/// An alert to publish on `alerts/<id>`: the bus message itself. The registry fills
+/// every field but `robot`, which the outputs stage (that knows it) sets.
+pub type Alert = crate::bus::msg::AlertMsg;
 
 /// The window that met one condition of an `all` query, with its score (the shape of
 /// a search hit).
@@ -117,6 +104,8 @@ impl Registry {
                 }
                 r.last_fired_ns = Some(t_end_ns);
                 out.push(Alert {
+                    robot: String::new(),
+                    source: source.to_string(),
                     query_id: r.spec.id.clone(),
                     text: r.spec.text.clone(),
                     modality,
@@ -187,6 +176,8 @@ impl Registry {
                 .min_by(|a, b| (a.0 - a.1).total_cmp(&(b.0 - b.1)))
                 .unwrap_or((0.0, 0.0));
             out.push(Alert {
+                robot: String::new(),
+                source: source.to_string(),
                 query_id: r.spec.id.clone(),
                 text: r.spec.text.clone(),
                 modality,
