@@ -244,10 +244,7 @@ pub fn outputs_stage<S: Sink>(ctx: OutputsStage<S>) {
 /// Publish `health` now.
 pub async fn publish_health<S: Sink>(sink: &S, topics: &Topics, telemetry: &Telemetry, robot: &str) {
     let health = telemetry.health(robot, crate::clock::realtime_ns());
-    if let Err(e) = sink
-        .put(topics.health(), health.to_json(), Enc::Json)
-        .await
-    {
+    if let Err(e) = sink.put(topics.health(), health.to_json(), Enc::Json).await {
         telemetry.emit(DaemonEvent::BusError);
         tracing::warn!(event = names::PUBLISH_FAILED, error = %e, "health not published");
     }
