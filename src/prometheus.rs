@@ -1,6 +1,6 @@
 //! `[prometheus] listen`: a Prometheus text endpoint (`GET /metrics`, exposition
 //! format 0.0.4) rendered from the same telemetry counters as the health JSON
-//! ([`Telemetry::prometheus`]; every name in [`crate::telemetry::PROMETHEUS`]). Off
+//! ([`Telemetry::prometheus`]; every name in [`crate::telemetry::metrics::METRICS`]). Off
 //! by default.
 //!
 //! Served by hyper (HTTP/1.1): a client has [`HEADER_TIMEOUT`] to send its request

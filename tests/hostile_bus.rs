@@ -7,7 +7,7 @@
 //! the problem is reported on the bus and in health.
 
 use crate::common;
-use sensebind::bus::msg::{HealthMsg, JsonMsg, LabelsMsg, QueryErrorMsg};
+use sensebind::bus::msg::{HealthMsg, HealthStatus, JsonMsg, LabelsMsg, QueryErrorMsg};
 
 use common::*;
 use std::collections::BTreeMap;
@@ -224,7 +224,7 @@ async fn a_flood_of_requests_is_bounded_answered_and_counted_and_the_store_never
     );
     let h = health(&z).await;
     assert!(!h.query_store.ok, "{h:?}");
-    assert_eq!(h.status, "degraded", "{h:?}");
+    assert_eq!(h.status, HealthStatus::Degraded, "{h:?}");
     // The disk comes back: the next change writes every query, health clears.
     std::fs::remove_dir(state.join("queries.json.tmp")).unwrap();
     z.put("sensebind/hostile/queries/after", r#"{"text":"a blue car"}"#)

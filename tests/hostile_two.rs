@@ -15,7 +15,7 @@
 //!   played with the frames beyond the budget rejected and counted.
 
 use crate::common;
-use sensebind::bus::msg::{HealthMsg, JsonMsg, QueryErrorMsg};
+use sensebind::bus::msg::{HealthMsg, JsonMsg, QueryErrorMsg, SourceState};
 
 use base64::Engine as _;
 use common::*;
@@ -382,7 +382,7 @@ async fn a_window_beyond_its_byte_budget_rejects_frames_instead_of_growing() {
         peak = peak.max(rss_mib(d.child.id()));
         if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(50), sub.recv_async()).await {
             let h = HealthMsg::from_json(&s.payload().to_bytes()).unwrap();
-            if h.sources["cam"].state == "ended" {
+            if h.sources["cam"].state == SourceState::Ended {
                 last = Some(h);
                 break;
             }

@@ -178,7 +178,7 @@ async fn stuck_imu_timestamps_are_rejected_not_buffered() {
         };
         let h = HealthMsg::from_json(&s.payload().to_bytes()).unwrap();
         mic_out = h.sources["mic"].streams["audio"].windows_out;
-        if h.sources["imu"].state == "ended" && mic_out >= 2 {
+        if h.sources["imu"].state == sensebind::bus::msg::SourceState::Ended && mic_out >= 2 {
             verdict = Some(h);
             break;
         }

@@ -12,7 +12,7 @@
 use crate::common;
 
 use common::*;
-use sensebind::bus::msg::{EmbeddingMsg, FusedMsg, HealthMsg, JsonMsg};
+use sensebind::bus::msg::{EmbeddingMsg, FusedMsg, HealthMsg, JsonMsg, SourceState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
@@ -177,7 +177,7 @@ async fn five_unpaced_streams_run_flat_and_their_counters_add_up() {
     let t = Instant::now();
     let last_health = loop {
         let h = seen.lock().unwrap().health.last().cloned();
-        if let Some(h) = h.filter(|h| h.sources.values().all(|s| s.state == "stopped")) {
+        if let Some(h) = h.filter(|h| h.sources.values().all(|s| s.state == SourceState::Stopped)) {
             break h;
         }
         assert!(

@@ -389,8 +389,7 @@ pub struct HealthMsg {
     pub robot: String,
     pub t_ns: i64,
     pub uptime_s: f64,
-    /// `ok`, `degraded` (see `problems`) or `failed` (see `failed_stages`).
-    pub status: String,
+    pub status: HealthStatus,
     pub problems: Vec<String>,
     pub failed_stages: Vec<FailedStage>,
     pub sources: BTreeMap<String, SourceHealth>,
@@ -412,6 +411,17 @@ impl JsonMsg for HealthMsg {
     const WHAT: &'static str = "health";
 }
 
+/// The daemon as a whole (`status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Ok,
+    /// Running, with something an operator should look at (see `problems`).
+    Degraded,
+    /// A stage failed; the daemon is exiting (see `failed_stages`).
+    Failed,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct FailedStage {
     pub stage: String,
@@ -424,8 +434,7 @@ pub struct SourceHealth {
     /// The driver (`type` of its config).
     #[serde(rename = "type")]
     pub kind: String,
-    /// `starting`, `running`, `reconnecting`, `failed`, `ended`, `stopped`.
-    pub state: String,
+    pub state: SourceState,
     pub description: String,
     /// What the driver reports (granted formats, device counters).
     pub driver: serde_json::Map<String, serde_json::Value>,
@@ -442,11 +451,71 @@ pub struct SourceHealth {
     pub streams: BTreeMap<String, StreamHealth>,
 }
 
+/// What a source's driver is doing (`sources.<id>.state`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceState {
+    /// Configured, not opened yet.
+    #[default]
+    Starting,
+    /// Opened and delivering frames.
+    Running,
+    /// An open or a read failed: the driver is reopened with back-off.
+    Reconnecting,
+    /// The source has no more data (a file, a replay, `max_seconds`).
+    Ended,
+    /// Stopped by the daemon's shutdown.
+    Stopped,
+}
+
+impl SourceState {
+    /// Ended or stopped: no more frames will come, and nothing is wrong.
+    pub fn is_done(self) -> bool {
+        matches!(self, SourceState::Ended | SourceState::Stopped)
+    }
+    /// Running, ended or stopped: nothing for an operator to look at.
+    pub fn is_healthy(self) -> bool {
+        self == SourceState::Running || self.is_done()
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceState::Starting => "starting",
+            SourceState::Running => "running",
+            SourceState::Reconnecting => "reconnecting",
+            SourceState::Ended => "ended",
+            SourceState::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for SourceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a stream is doing (`sources.<id>.streams.<m>.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamState {
+    /// Publishing windows.
+    Ok,
+    /// Its source runs but no window was published for `health.stall_s`.
+    Stalled,
+    /// Its source ended.
+    Ended,
+    /// Its source was stopped.
+    Stopped,
+}
+
 /// One stream: one modality of one source.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct StreamHealth {
-    /// `ok`, `stalled`, or the source's `ended` / `stopped`.
-    pub state: String,
+    pub state: StreamState,
+    /// Windows wait and none has been handled for `daemon.watchdog_stall_s`, or the
+    /// windower has stopped polling (the reason is in `problems`).
+    #[serde(default)]
+    pub wedged: bool,
     pub windows_in: u64,
     pub windows_out: u64,
     pub windows_dropped: WindowsDropped,

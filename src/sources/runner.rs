@@ -298,7 +298,7 @@ mod tests {
         assert_eq!(stats.panics.load(Relaxed), 1);
         assert_eq!(stats.reconnects.load(Relaxed), 2);
         assert_eq!(stats.frames.load(Relaxed), 9);
-        assert_eq!(stats.state(), "ended");
+        assert_eq!(stats.state(), crate::bus::msg::SourceState::Ended);
     }
 
     /// Every frame is rejected, as fast as the driver can make them.

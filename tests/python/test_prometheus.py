@@ -62,7 +62,7 @@ def expected_from_health(h):
             for reason, n in st["windows_dropped"].items():
                 put("sensebind_stream_windows_dropped_total", n, reason=reason, **l)
             put("sensebind_stream_windows_pending", st["windows_in"] - st["windows_out"] - sum(st["windows_dropped"].values()), **l)
-            put("sensebind_stream_wedged", any(f"{sid}/{m}" in p for p in h["problems"]), **l)
+            put("sensebind_stream_wedged", st["wedged"], **l)
     put("sensebind_queries_registered", h["queries"])
     for code, n in h["queries_refused"].items():
         put("sensebind_query_refusals_total", n, reason=code)

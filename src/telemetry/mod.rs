@@ -1,12 +1,14 @@
 //! Telemetry in one place. Stages emit typed events ([`SourceEvent`],
 //! [`StreamEvent`], [`DaemonEvent`]) into per-source and per-stream counters; the
-//! health JSON on the bus is rendered from those counters (and Prometheus will be).
-//! Every metric name and every log `event` name is listed here ([`METRICS`],
-//! [`names`]), and docs/architecture.md repeats the list.
+//! health JSON on the bus ([`HealthMsg`]) is rendered from those counters, and
+//! `/metrics` from that health snapshot. Every metric is one row of
+//! [`metrics::METRICS`] and every log `event` name is listed in [`names`].
+
+pub mod metrics;
 
 use crate::bus::msg::{
-    FailedStage, FusedHealth, HealthMsg, HistoryHealth, LatencyMs, QueryStoreHealth, SourceHealth, StreamHealth,
-    WindowsDropped,
+    FailedStage, FusedHealth, HealthMsg, HealthStatus, HistoryHealth, LatencyMs, QueryStoreHealth, SourceHealth,
+    SourceState, StreamHealth, StreamState, WindowsDropped,
 };
 use crate::clock::ClockKind;
 use crate::modality::Modality;
@@ -74,140 +76,6 @@ pub mod names {
     pub const SEARCH_REFUSED: &str = "search_refused";
 }
 
-/// One published metric: its name in the health JSON, and what it counts.
-pub struct Metric {
-    pub name: &'static str,
-    pub help: &'static str,
-}
-
-/// Every metric of the health JSON (`sources.<id>.…`, `sources.<id>.streams.<modality>.…`).
-pub const METRICS: &[Metric] = &[
-    Metric {
-        name: "sources.<id>.frames",
-        help: "frames the driver delivered",
-    },
-    Metric {
-        name: "sources.<id>.frames_dropped",
-        help: "frames discarded by the source → windower queue policy",
-    },
-    Metric {
-        name: "sources.<id>.errors",
-        help: "open failures, read failures and bad frames",
-    },
-    Metric {
-        name: "sources.<id>.reconnects",
-        help: "times the driver was reopened after a failure",
-    },
-    Metric {
-        name: "sources.<id>.panics",
-        help: "driver panics (each one restarts the driver)",
-    },
-    Metric {
-        name: "sources.<id>.streams.<m>.frames_rejected",
-        help: "frames refused by the windower (limits, impossible formats)",
-    },
-    Metric {
-        name: "sources.<id>.streams.<m>.late_frames",
-        help: "frames that arrived after their window closed",
-    },
-    Metric {
-        name: "sources.<id>.streams.<m>.time_jumps",
-        help: "times the stream's clock jumped and windowing restarted at the new time",
-    },
-    Metric {
-        name: "sources.<id>.streams.<m>.windows_in",
-        help: "windows closed by the windower (= out + every drop, at rest)",
-    },
-    Metric {
-        name: "sources.<id>.streams.<m>.windows_out",
-        help: "windows embedded and published",
-    },
-    Metric {
-        name: "sources.<id>.streams.<m>.windows_dropped.coverage",
-        help: "windows with too little data",
-    },
-    Metric {
-        name: "sources.<id>.streams.<m>.windows_dropped.backpressure",
-        help: "windows dropped by a full queue",
-    },
-    Metric {
-        name: "sources.<id>.streams.<m>.windows_dropped.error",
-        help: "windows whose preprocessing or encoding failed (or panicked)",
-    },
-    Metric {
-        name: "sources.<id>.streams.<m>.windows_dropped.shutdown",
-        help: "windows still queued when the shutdown deadline passed",
-    },
-    Metric {
-        name: "sources.<id>.streams.<m>.batch_max",
-        help: "largest encoder batch this stream's windows were part of",
-    },
-    Metric {
-        name: "sources.<id>.streams.<m>.latency_ms",
-        help: "queue + preprocessing + inference, last/p50/p95/max",
-    },
-    Metric {
-        name: "queries",
-        help: "registered queries",
-    },
-    Metric {
-        name: "alerts",
-        help: "alerts published",
-    },
-    Metric {
-        name: "bus_errors",
-        help: "publish failures",
-    },
-    Metric {
-        name: "queries_refused.<code>",
-        help: "requests on queries/<id> refused, by code (bad_id, too_large, invalid, rate_limited, too_many, not_registered, encoder, store)",
-    },
-    Metric {
-        name: "fused.windows",
-        help: "fused windows published (embedding/fused)",
-    },
-    Metric {
-        name: "fused.incomplete",
-        help: "fused windows published without every expected stream (deadline, dropped member)",
-    },
-    Metric {
-        name: "history.windows",
-        help: "embeddings kept in the history (every stream and fused)",
-    },
-    Metric {
-        name: "history.bytes",
-        help: "disk used by the history",
-    },
-    Metric {
-        name: "history.oldest_ns",
-        help: "start of the oldest window kept",
-    },
-    Metric {
-        name: "history.write_errors",
-        help: "embeddings that could not be written to the history (disk full, I/O error)",
-    },
-    Metric {
-        name: "history.read_errors",
-        help: "history records that could not be read back (damaged, cut short, I/O error)",
-    },
-    Metric {
-        name: "history.corrupt",
-        help: "history records found damaged (CRC) at load or when read, skipped",
-    },
-    Metric {
-        name: "history.dropped",
-        help: "embeddings lost before reaching the history (its queue was full, or it was gone)",
-    },
-    Metric {
-        name: "searches",
-        help: "searches answered on `search`",
-    },
-    Metric {
-        name: "query_store.ok",
-        help: "whether the query store holds every registered query (false: kept in memory only)",
-    },
-];
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -265,7 +133,7 @@ pub enum StreamEvent {
 pub struct SourceStats {
     pub id: String,
     pub kind: String,
-    state: Mutex<&'static str>,
+    state: Mutex<SourceState>,
     description: Mutex<String>,
     /// Driver-specific counters (`xruns`, …) and what the device granted, as the
     /// driver reports them through [`crate::sources::Source::status`].
@@ -285,7 +153,7 @@ impl SourceStats {
         SourceStats {
             id: id.into(),
             kind: kind.into(),
-            state: Mutex::new("starting"),
+            state: Mutex::new(SourceState::Starting),
             description: Mutex::new(String::new()),
             driver: Mutex::new(serde_json::Map::new()),
             clock: Mutex::new(None),
@@ -301,15 +169,15 @@ impl SourceStats {
 
     pub fn emit(&self, ev: SourceEvent) {
         match ev {
-            SourceEvent::Opened => self.set_state("running"),
+            SourceEvent::Opened => self.set_state(SourceState::Running),
             SourceEvent::OpenFailed => {
                 self.errors.fetch_add(1, Relaxed);
-                self.set_state("reconnecting");
+                self.set_state(SourceState::Reconnecting);
             }
             SourceEvent::Failed => {
                 self.errors.fetch_add(1, Relaxed);
                 self.reconnects.fetch_add(1, Relaxed);
-                self.set_state("reconnecting");
+                self.set_state(SourceState::Reconnecting);
             }
             SourceEvent::BadData => {
                 self.errors.fetch_add(1, Relaxed);
@@ -317,7 +185,7 @@ impl SourceStats {
             SourceEvent::Panicked => {
                 self.panics.fetch_add(1, Relaxed);
                 self.reconnects.fetch_add(1, Relaxed);
-                self.set_state("reconnecting");
+                self.set_state(SourceState::Reconnecting);
             }
             SourceEvent::Frame { t_ns } => {
                 self.frames.fetch_add(1, Relaxed);
@@ -327,15 +195,15 @@ impl SourceStats {
             SourceEvent::FrameDropped => {
                 self.frames_dropped.fetch_add(1, Relaxed);
             }
-            SourceEvent::Ended => self.set_state("ended"),
-            SourceEvent::Stopped => self.set_state("stopped"),
+            SourceEvent::Ended => self.set_state(SourceState::Ended),
+            SourceEvent::Stopped => self.set_state(SourceState::Stopped),
         }
     }
 
-    fn set_state(&self, s: &'static str) {
+    fn set_state(&self, s: SourceState) {
         *lock(&self.state) = s;
     }
-    pub fn state(&self) -> &'static str {
+    pub fn state(&self) -> SourceState {
         *lock(&self.state)
     }
     pub fn describe(&self, description: String, clock: ClockKind) {
@@ -357,7 +225,7 @@ impl SourceStats {
         let age = lock(&self.last_frame_at).map(|t| (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
         SourceHealth {
             kind: self.kind.clone(),
-            state: self.state().to_string(),
+            state: self.state(),
             description: lock(&self.description).clone(),
             driver: lock(&self.driver).clone(),
             clock: lock(&self.clock).map(|c| c.as_str().to_string()),
@@ -379,14 +247,9 @@ struct LatencyWindow {
     recent: VecDeque<f64>,
     max: f64,
     last: f64,
-    /// Cumulative histogram for Prometheus: counts per [`LATENCY_BUCKETS_S`] bound
-    /// (plus +Inf), sum of seconds.
-    buckets: [u64; LATENCY_BUCKETS_S.len() + 1],
-    sum_s: f64,
+    /// Every latency, for Prometheus.
+    histogram: metrics::Latency,
 }
-
-/// Upper bounds (seconds) of the window latency histogram.
-pub const LATENCY_BUCKETS_S: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 const LATENCY_SAMPLES: usize = 200;
 
@@ -484,13 +347,7 @@ impl StreamStats {
                 l.recent.push_back(ms);
                 l.max = l.max.max(ms);
                 l.last = ms;
-                let s = latency.as_secs_f64();
-                let b = LATENCY_BUCKETS_S
-                    .iter()
-                    .position(|ub| s <= *ub)
-                    .unwrap_or(LATENCY_BUCKETS_S.len());
-                l.buckets[b] += 1;
-                l.sum_s += s;
+                l.histogram.observe(latency.as_secs_f64());
             }
             StreamEvent::Published => {
                 self.windows_out.fetch_add(1, Relaxed);
@@ -562,7 +419,7 @@ impl StreamStats {
         lock(&self.progress_at).elapsed() > stall
     }
 
-    fn snapshot(&self, state: &str, clock: Option<String>) -> StreamHealth {
+    fn snapshot(&self, state: StreamState, wedged: bool, clock: Option<String>) -> StreamHealth {
         let l = lock(&self.latency);
         let mut v: Vec<f64> = l.recent.iter().copied().collect();
         v.sort_by(f64::total_cmp);
@@ -570,7 +427,8 @@ impl StreamStats {
         let pct =
             |p: f64| -> Option<f64> { (!v.is_empty()).then(|| r(v[((v.len() - 1) as f64 * p).round() as usize])) };
         StreamHealth {
-            state: state.to_string(),
+            state,
+            wedged,
             windows_in: self.windows_in.load(Relaxed),
             windows_out: self.windows_out.load(Relaxed),
             windows_dropped: WindowsDropped {
@@ -717,9 +575,7 @@ impl Telemetry {
 
     /// Why `st` is wedged, if it is (never once its source has ended or stopped).
     fn stream_wedged(&self, sources: &BTreeMap<String, Arc<SourceStats>>, st: &StreamStats) -> Option<String> {
-        let done = sources
-            .get(&st.source)
-            .is_some_and(|s| matches!(s.state(), "ended" | "stopped"));
+        let done = sources.get(&st.source).is_some_and(|s| s.state().is_done());
         (!done).then(|| st.wedged(self.wedge_after)).flatten()
     }
 
@@ -729,7 +585,11 @@ impl Telemetry {
         let streams = self.streams();
         let up = streams
             .iter()
-            .filter(|st| sources.get(&st.source).is_some_and(|s| s.state() == "running"))
+            .filter(|st| {
+                sources
+                    .get(&st.source)
+                    .is_some_and(|s| s.state() == SourceState::Running)
+            })
             .count();
         let dropped: u64 = streams.iter().map(|st| st.dropped()).sum();
         let frames_dropped: u64 = sources.values().map(|s| s.frames_dropped.load(Relaxed)).sum();
@@ -740,7 +600,7 @@ impl Telemetry {
         );
         let down: Vec<String> = sources
             .values()
-            .filter(|s| !matches!(s.state(), "running" | "ended" | "stopped"))
+            .filter(|s| !s.state().is_healthy())
             .map(|s| format!("{} {}", s.id, s.state()))
             .collect();
         if !down.is_empty() {
@@ -850,29 +710,31 @@ impl Telemetry {
         let mut out = BTreeMap::new();
         for (id, s) in &sources {
             let state = s.state();
-            if !matches!(state, "running" | "ended" | "stopped") {
+            if !state.is_healthy() {
                 degraded.push(format!("source {id} is {state}"));
             }
             let mut per = BTreeMap::new();
             for ((sid, m), st) in streams.iter().filter(|((sid, _), _)| sid == id) {
-                let sstate = if matches!(state, "ended" | "stopped") {
-                    state
+                let sstate = if state == SourceState::Ended {
+                    StreamState::Ended
+                } else if state == SourceState::Stopped {
+                    StreamState::Stopped
                 } else if st.stalled(self.stall) {
                     degraded.push(format!(
                         "stream {sid}/{m} has published no window for {} s",
                         self.stall.as_secs_f64()
                     ));
-                    "stalled"
+                    StreamState::Stalled
                 } else {
-                    "ok"
+                    StreamState::Ok
                 };
+                let wedged = self.stream_wedged(&sources, st);
                 let clock = lock(&s.clock).map(|c| c.as_str().to_string());
-                per.insert(m.to_string(), st.snapshot(sstate, clock));
+                per.insert(m.to_string(), st.snapshot(sstate, wedged.is_some(), clock));
+                degraded.extend(wedged);
             }
             out.insert(id.clone(), s.snapshot(per));
         }
-        let wedged = self.wedged();
-        degraded.extend(wedged.iter().cloned());
         let store_error = lock(&self.query_store_error).clone();
         let store_damaged = lock(&self.query_store_damaged).clone();
         if let Some(e) = &store_error {
@@ -888,17 +750,17 @@ impl Telemetry {
         let (h_windows, h_bytes, h_oldest) = *lock(&self.history);
         let failed = lock(&self.failed).clone();
         let status = if !failed.is_empty() {
-            "failed"
+            HealthStatus::Failed
         } else if !degraded.is_empty() {
-            "degraded"
+            HealthStatus::Degraded
         } else {
-            "ok"
+            HealthStatus::Ok
         };
         HealthMsg {
             robot: robot.to_string(),
             t_ns,
             uptime_s: (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
-            status: status.to_string(),
+            status,
             problems: degraded,
             failed_stages: failed,
             sources: out,
@@ -965,341 +827,16 @@ impl LogLimiter {
     }
 }
 
-/// Every Prometheus metric `[prometheus] listen` serves on `/metrics`: name, type
-/// and help. Names follow `sensebind_<noun>_<unit>[_total]`; they are rendered by
-/// [`Telemetry::prometheus`] from the same counters as the health JSON.
-pub const PROMETHEUS: &[(&str, &str, &str)] = &[
-    ("sensebind_uptime_seconds", "gauge", "seconds since the daemon started"),
-    (
-        "sensebind_source_up",
-        "gauge",
-        "1 while the source's driver is running, 0 while it is reconnecting, ended or stopped",
-    ),
-    (
-        "sensebind_source_frames_total",
-        "counter",
-        "frames the driver delivered",
-    ),
-    (
-        "sensebind_source_frames_dropped_total",
-        "counter",
-        "frames discarded by the source to windower queue policy",
-    ),
-    (
-        "sensebind_source_errors_total",
-        "counter",
-        "open failures, read failures and bad frames",
-    ),
-    (
-        "sensebind_source_reconnects_total",
-        "counter",
-        "times the driver was reopened after a failure",
-    ),
-    (
-        "sensebind_source_panics_total",
-        "counter",
-        "driver panics (each one restarts the driver)",
-    ),
-    (
-        "sensebind_stream_frames_rejected_total",
-        "counter",
-        "frames refused by the windower (limits, bad formats, NaN, wild timestamps)",
-    ),
-    (
-        "sensebind_stream_late_frames_total",
-        "counter",
-        "frames that arrived after their window closed",
-    ),
-    (
-        "sensebind_stream_time_jumps_total",
-        "counter",
-        "times the stream's clock jumped and windowing restarted",
-    ),
-    (
-        "sensebind_stream_windows_total",
-        "counter",
-        "windows closed by the windower (= published + dropped + pending)",
-    ),
-    (
-        "sensebind_stream_windows_published_total",
-        "counter",
-        "windows embedded and published",
-    ),
-    (
-        "sensebind_stream_windows_dropped_total",
-        "counter",
-        "windows dropped after closing, by reason (coverage, backpressure, error, shutdown, budget, stale)",
-    ),
-    (
-        "sensebind_stream_windows_pending",
-        "gauge",
-        "windows closed and not yet published or dropped (queued, encoding, publishing)",
-    ),
-    (
-        "sensebind_stream_wedged",
-        "gauge",
-        "1 while the stream's windows wait unhandled for daemon.watchdog_stall_s",
-    ),
-    (
-        "sensebind_stream_latency_seconds",
-        "histogram",
-        "window queued to embedding ready: queue, preprocessing, inference",
-    ),
-    ("sensebind_queries_registered", "gauge", "registered text queries"),
-    (
-        "sensebind_query_refusals_total",
-        "counter",
-        "requests on queries/<id> refused, by reason",
-    ),
-    (
-        "sensebind_query_store_ok",
-        "gauge",
-        "1 while the query store holds every registered query, 0 while they are in memory only",
-    ),
-    ("sensebind_alerts_total", "counter", "alerts published"),
-    (
-        "sensebind_fused_windows_total",
-        "counter",
-        "fused windows published, by whether every expected stream was a member",
-    ),
-    ("sensebind_history_windows", "gauge", "embeddings kept in the history"),
-    ("sensebind_history_bytes", "gauge", "disk used by the history"),
-    (
-        "sensebind_history_write_errors_total",
-        "counter",
-        "embeddings that could not be written to the history",
-    ),
-    (
-        "sensebind_history_read_errors_total",
-        "counter",
-        "history records that could not be read back",
-    ),
-    (
-        "sensebind_history_corrupt_total",
-        "counter",
-        "history records found damaged and skipped",
-    ),
-    (
-        "sensebind_history_dropped_total",
-        "counter",
-        "embeddings lost before reaching the history",
-    ),
-    ("sensebind_searches_total", "counter", "searches answered on `search`"),
-    ("sensebind_publish_errors_total", "counter", "bus publish failures"),
-    (
-        "sensebind_stage_failures_total",
-        "counter",
-        "pipeline stages that failed (the daemon then exits)",
-    ),
-];
-
-/// A Prometheus label value, escaped.
-fn prom_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
 impl Telemetry {
-    /// The Prometheus text exposition (format 0.0.4) of every counter.
+    /// The Prometheus text exposition of every metric, from the same snapshot as
+    /// health ([`metrics::render`]).
     pub fn prometheus(&self) -> String {
-        use std::fmt::Write;
-        let sources = lock(&self.sources).clone();
         let streams = lock(&self.streams).clone();
-        let mut samples: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        let mut put = |name: &'static str, labels: String, v: String| {
-            let l = if labels.is_empty() {
-                String::new()
-            } else {
-                format!("{{{labels}}}")
-            };
-            samples.entry(name).or_default().push(format!("{name}{l} {v}"));
-        };
-        put(
-            "sensebind_uptime_seconds",
-            String::new(),
-            format!("{:.3}", self.started.elapsed().as_secs_f64()),
-        );
-        for (id, s) in &sources {
-            let l = format!("source=\"{}\",type=\"{}\"", prom_label(id), prom_label(&s.kind));
-            put(
-                "sensebind_source_up",
-                l.clone(),
-                ((s.state() == "running") as u8).to_string(),
-            );
-            put(
-                "sensebind_source_frames_total",
-                l.clone(),
-                s.frames.load(Relaxed).to_string(),
-            );
-            put(
-                "sensebind_source_frames_dropped_total",
-                l.clone(),
-                s.frames_dropped.load(Relaxed).to_string(),
-            );
-            put(
-                "sensebind_source_errors_total",
-                l.clone(),
-                s.errors.load(Relaxed).to_string(),
-            );
-            put(
-                "sensebind_source_reconnects_total",
-                l.clone(),
-                s.reconnects.load(Relaxed).to_string(),
-            );
-            put("sensebind_source_panics_total", l, s.panics.load(Relaxed).to_string());
-        }
-        for ((id, m), st) in &streams {
-            let l = format!("source=\"{}\",modality=\"{m}\"", prom_label(id));
-            put(
-                "sensebind_stream_frames_rejected_total",
-                l.clone(),
-                st.frames_rejected.load(Relaxed).to_string(),
-            );
-            put(
-                "sensebind_stream_late_frames_total",
-                l.clone(),
-                st.late_frames.load(Relaxed).to_string(),
-            );
-            put(
-                "sensebind_stream_time_jumps_total",
-                l.clone(),
-                st.time_jumps.load(Relaxed).to_string(),
-            );
-            put(
-                "sensebind_stream_windows_total",
-                l.clone(),
-                st.windows_in.load(Relaxed).to_string(),
-            );
-            put(
-                "sensebind_stream_windows_published_total",
-                l.clone(),
-                st.windows_out.load(Relaxed).to_string(),
-            );
-            for (reason, c) in [
-                ("coverage", &st.dropped_coverage),
-                ("backpressure", &st.dropped_backpressure),
-                ("error", &st.dropped_error),
-                ("shutdown", &st.dropped_shutdown),
-                ("budget", &st.dropped_budget),
-                ("stale", &st.dropped_stale),
-            ] {
-                put(
-                    "sensebind_stream_windows_dropped_total",
-                    format!("{l},reason=\"{reason}\""),
-                    c.load(Relaxed).to_string(),
-                );
-            }
-            put("sensebind_stream_windows_pending", l.clone(), st.pending().to_string());
-            let wedged = self.stream_wedged(&sources, st).is_some();
-            put("sensebind_stream_wedged", l.clone(), (wedged as u8).to_string());
-            let h = lock(&st.latency);
-            let mut cum = 0;
-            for (i, ub) in LATENCY_BUCKETS_S.iter().enumerate() {
-                cum += h.buckets[i];
-                put(
-                    "sensebind_stream_latency_seconds",
-                    format!("bucket|{l},le=\"{ub}\""),
-                    cum.to_string(),
-                );
-            }
-            cum += h.buckets[LATENCY_BUCKETS_S.len()];
-            put(
-                "sensebind_stream_latency_seconds",
-                format!("bucket|{l},le=\"+Inf\""),
-                cum.to_string(),
-            );
-            put(
-                "sensebind_stream_latency_seconds",
-                format!("sum|{l}"),
-                format!("{}", h.sum_s),
-            );
-            put(
-                "sensebind_stream_latency_seconds",
-                format!("count|{l}"),
-                cum.to_string(),
-            );
-        }
-        put(
-            "sensebind_queries_registered",
-            String::new(),
-            self.queries.load(Relaxed).to_string(),
-        );
-        for (code, n) in lock(&self.query_refusals).iter() {
-            put(
-                "sensebind_query_refusals_total",
-                format!("reason=\"{code}\""),
-                n.to_string(),
-            );
-        }
-        put(
-            "sensebind_query_store_ok",
-            String::new(),
-            (lock(&self.query_store_error).is_none() as u8).to_string(),
-        );
-        put(
-            "sensebind_alerts_total",
-            String::new(),
-            self.alerts.load(Relaxed).to_string(),
-        );
-        let fused = self.fused.load(Relaxed);
-        let incomplete = self.fused_incomplete.load(Relaxed);
-        put(
-            "sensebind_fused_windows_total",
-            "complete=\"true\"".into(),
-            fused.saturating_sub(incomplete).to_string(),
-        );
-        put(
-            "sensebind_fused_windows_total",
-            "complete=\"false\"".into(),
-            incomplete.to_string(),
-        );
-        let (h_windows, h_bytes, _) = *lock(&self.history);
-        put("sensebind_history_windows", String::new(), h_windows.to_string());
-        put("sensebind_history_bytes", String::new(), h_bytes.to_string());
-        put(
-            "sensebind_history_write_errors_total",
-            String::new(),
-            self.history_write_errors.load(Relaxed).to_string(),
-        );
-        for (name, v) in [
-            ("sensebind_history_read_errors_total", &self.history_read_errors),
-            ("sensebind_history_corrupt_total", &self.history_corrupt),
-            ("sensebind_history_dropped_total", &self.history_dropped),
-        ] {
-            put(name, String::new(), v.load(Relaxed).to_string());
-        }
-        put(
-            "sensebind_searches_total",
-            String::new(),
-            self.searches.load(Relaxed).to_string(),
-        );
-        put(
-            "sensebind_publish_errors_total",
-            String::new(),
-            self.bus_errors.load(Relaxed).to_string(),
-        );
-        put(
-            "sensebind_stage_failures_total",
-            String::new(),
-            lock(&self.failed).len().to_string(),
-        );
-        let mut out = String::new();
-        for (name, kind, help) in PROMETHEUS {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for line in samples.get(name).into_iter().flatten() {
-                // Histogram lines carry their suffix (`_bucket`, `_sum`, `_count`) before
-                // the labels.
-                let line = ["bucket", "sum", "count"]
-                    .iter()
-                    .find_map(|suffix| {
-                        let (base, rest) = line.split_once(&format!("{{{suffix}|"))?;
-                        Some(format!("{base}_{suffix}{{{rest}"))
-                    })
-                    .unwrap_or_else(|| line.clone());
-                let _ = writeln!(out, "{line}");
-            }
-        }
-        out
+        let latency: metrics::Histograms = streams
+            .iter()
+            .map(|((id, m), st)| ((id.clone(), m.to_string()), lock(&st.latency).histogram.clone()))
+            .collect();
+        metrics::render(&self.health("", crate::clock::realtime_ns()), &latency)
     }
 }
 
@@ -1377,6 +914,81 @@ mod tests {
         assert!(prom.contains("sensebind_history_read_errors_total 1"), "{prom}");
         t.emit(DaemonEvent::HistoryWritten);
         assert_eq!(t.snapshot("r", 0)["status"], "ok");
+    }
+
+    #[test]
+    fn metrics_are_read_from_the_health_snapshot() {
+        let t = Telemetry::new(Duration::from_secs(60)).with_wedge_after(Duration::from_secs(3600));
+        let s = t.source("mic \"1\"", "alsa");
+        s.emit(SourceEvent::Opened);
+        for i in 0..3 {
+            s.emit(SourceEvent::Frame { t_ns: i });
+        }
+        s.emit(SourceEvent::Failed);
+        let st = t.stream("mic \"1\"", Modality::Audio);
+        for _ in 0..5 {
+            st.emit(StreamEvent::WindowClosed);
+        }
+        st.emit(StreamEvent::WindowDropped(WindowDrop::Stale));
+        for ms in [3, 40, 40] {
+            st.emit(StreamEvent::Embedded {
+                latency: Duration::from_millis(ms),
+                batch: 2,
+            });
+        }
+        st.emit(StreamEvent::Published);
+        st.emit(StreamEvent::Published);
+        t.emit(DaemonEvent::QueryRefused("rate_limited"));
+        t.emit(DaemonEvent::FusedPublished { complete: false });
+        t.emit(DaemonEvent::FusedPublished { complete: true });
+        t.emit(DaemonEvent::FusedPublished { complete: true });
+        let h = t.health("r", 0);
+        assert_eq!(h.sources["mic \"1\""].state, SourceState::Reconnecting);
+        let prom = t.prometheus();
+        let has = |line: &str| assert!(prom.lines().any(|l| l == line), "no `{line}` in\n{prom}");
+        let l = r#"source="mic \"1\"",modality="audio""#;
+        has(r#"sensebind_source_up{source="mic \"1\"",type="alsa"} 0"#);
+        has(r#"sensebind_source_frames_total{source="mic \"1\"",type="alsa"} 3"#);
+        has(r#"sensebind_source_reconnects_total{source="mic \"1\"",type="alsa"} 1"#);
+        has(&format!("sensebind_stream_windows_total{{{l}}} 5"));
+        has(&format!("sensebind_stream_windows_published_total{{{l}}} 2"));
+        has(&format!(
+            r#"sensebind_stream_windows_dropped_total{{{l},reason="stale"}} 1"#
+        ));
+        has(&format!(
+            r#"sensebind_stream_windows_dropped_total{{{l},reason="coverage"}} 0"#
+        ));
+        has(&format!("sensebind_stream_windows_pending{{{l}}} 2"));
+        has(&format!("sensebind_stream_wedged{{{l}}} 0"));
+        has(&format!(
+            r#"sensebind_stream_latency_seconds_bucket{{{l},le="0.005"}} 1"#
+        ));
+        has(&format!(
+            r#"sensebind_stream_latency_seconds_bucket{{{l},le="0.05"}} 3"#
+        ));
+        has(&format!(
+            r#"sensebind_stream_latency_seconds_bucket{{{l},le="+Inf"}} 3"#
+        ));
+        has(&format!("sensebind_stream_latency_seconds_count{{{l}}} 3"));
+        has(r#"sensebind_query_refusals_total{reason="rate_limited"} 1"#);
+        has(r#"sensebind_fused_windows_total{complete="true"} 2"#);
+        has(r#"sensebind_fused_windows_total{complete="false"} 1"#);
+        // Every row has its HELP and TYPE, in the table's order.
+        let helps: Vec<&str> = prom
+            .lines()
+            .filter_map(|l| l.strip_prefix("# HELP ")?.split(' ').next())
+            .collect();
+        assert_eq!(helps, metrics::METRICS.iter().map(|m| m.name).collect::<Vec<_>>());
+        // A wedged stream: flagged in health and on /metrics alike.
+        let t = Telemetry::new(Duration::from_secs(60)).with_wedge_after(Duration::ZERO);
+        t.source("cam", "v4l2").emit(SourceEvent::Opened);
+        t.stream("cam", Modality::Vision).emit(StreamEvent::WindowClosed);
+        std::thread::sleep(Duration::from_millis(5));
+        let h = t.health("r", 0);
+        assert!(h.sources["cam"].streams["vision"].wedged, "{h:?}");
+        assert!(t
+            .prometheus()
+            .contains(r#"sensebind_stream_wedged{source="cam",modality="vision"} 1"#));
     }
 
     #[test]
