@@ -361,3 +361,174 @@ async fn list(z: &zenoh::Session) -> Vec<QuerySpec> {
         .await
         .unwrap()
 }
+
+/// A 16 kHz mono WAV of `secs` seconds, each second different (a tone a step higher
+/// each second over noise of varying level, from a fixed seed), so that its windows
+/// score apart.
+fn varied_wav(path: &std::path::Path, secs: u32) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    let mut x: u32 = 12_345;
+    for k in 0..secs {
+        let f = 200.0 * 1.3f64.powi((k % 9) as i32);
+        let noise = ((k * 7) % 5) as f64 / 5.0;
+        for i in 0..16_000 {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let n = (x >> 8) as f64 / (1u32 << 24) as f64 * 2.0 - 1.0;
+            let t = i as f64 / 16_000.0;
+            let s = 0.5 * (2.0 * std::f64::consts::PI * f * t).sin() + 0.4 * noise * n;
+            w.write_sample((s * 20_000.0) as i16).unwrap();
+        }
+    }
+    w.finalize().unwrap();
+}
+
+/// One replay of `wav` (unpaced, sensor time from 0, so every run cuts the same
+/// windows) by a daemon that exits when its source ends, with the preset `every`
+/// (threshold -1: fires on every window, with its cosine) and, when given, `median`
+/// at `threshold`; both "a dog barking" on audio, no cooldown. Every alert it
+/// published: query id → seq → alert.
+async fn replay_alerts(
+    dir: &std::path::Path,
+    run: &str,
+    wav: &std::path::Path,
+    threshold: Option<f32>,
+) -> BTreeMap<String, BTreeMap<i64, AlertMsg>> {
+    let port = free_port();
+    // The f32 threshold written as the f64 of the same value: read back exactly.
+    let median = threshold.map_or(String::new(), |t| {
+        format!(
+            "[queries.presets.median]\ntext = \"a dog barking\"\nmodalities = [\"audio\"]\nthreshold = {}\ncooldown_s = 0.0\n",
+            f64::from(t)
+        )
+    });
+    let cfg = dir.join(format!("{run}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[robot]
+id = "thr"
+state_dir = "{state}"
+[window]
+length_s = 2.0
+hop_s = 1.0
+[bus]
+listen = []
+connect = ["tcp/127.0.0.1:{port}"]
+when_full = "block"
+[daemon]
+exit_when_sources_end = true
+[engine]
+when_full = "block"
+max_batch = 1
+[queries.presets.every]
+text = "a dog barking"
+modalities = ["audio"]
+threshold = -1.0
+cooldown_s = 0.0
+{median}
+[sources.mic]
+type = "file"
+sensor = "microphone"
+path = "{wav}"
+pace = "fast"
+start_ns = 0
+"#,
+            state = dir.join(format!("state-{run}")).display(),
+            wav = wav.display(),
+        ),
+    )
+    .unwrap();
+    // The test listens and the daemon connects to it: no alert is missed.
+    let z = listener(port).await;
+    let sub = z.declare_subscriber("sensebind/thr/alerts/**").await.unwrap();
+    let log = dir.join(format!("{run}.log"));
+    let mut d = Daemon::start(&cfg, &log);
+    let dump = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut alerts: BTreeMap<String, BTreeMap<i64, AlertMsg>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut exited = None;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), sub.recv_async()).await {
+            Ok(Ok(s)) => {
+                let a = AlertMsg::from_json(&s.payload().to_bytes()).unwrap();
+                let (id, seq) = (a.query_id.clone(), a.seq);
+                let again = alerts.entry(id).or_default().insert(seq, a);
+                assert!(again.is_none(), "{run}: two alerts for one window: {again:?}");
+            }
+            // Once it has exited, what it published is in: a quiet spell ends the run.
+            _ if exited.is_some() => break,
+            _ => {}
+        }
+        if exited.is_none() {
+            exited = d.child.try_wait().unwrap();
+        }
+        assert!(Instant::now() < deadline, "{run}: the replay did not end:\n{}", dump());
+    }
+    assert_eq!(exited.and_then(|s| s.code()), Some(0), "{run}:\n{}", dump());
+    let _ = z.close().await;
+    alerts
+}
+
+/// Query thresholds end to end: a query fires on exactly the windows whose cosine
+/// with it is ≥ its threshold, the window whose cosine equals it included. A first
+/// replay gives every window's cosine (a query with threshold -1); the threshold is
+/// set at the median observed cosine, so one window sits exactly on it; a second
+/// replay of the same recording must alert on {seq : cosine ≥ median}, no more, no
+/// less.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_fires_on_exactly_the_windows_at_or_above_its_threshold() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("varied.wav");
+    varied_wav(&wav, 16);
+    let t0 = Instant::now();
+    let scores = |a: &BTreeMap<i64, AlertMsg>| -> BTreeMap<i64, f32> { a.iter().map(|(s, a)| (*s, a.score)).collect() };
+    let bits = |s: &BTreeMap<i64, f32>| -> Vec<(i64, u32)> { s.iter().map(|(q, x)| (*q, x.to_bits())).collect() };
+
+    let run1 = replay_alerts(dir.path(), "run1", &wav, None).await;
+    let every1 = scores(&run1["every"]);
+    assert!(every1.len() >= 11, "windows of a 16 s recording: {every1:?}");
+    let mut sorted: Vec<f32> = every1.values().copied().collect();
+    sorted.sort_by(f32::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    eprintln!(
+        "run 1 ({:.1} s): {} windows, cosines {sorted:?}; median {median} (threshold written {})",
+        t0.elapsed().as_secs_f64(),
+        sorted.len(),
+        f64::from(median)
+    );
+
+    let run2 = replay_alerts(dir.path(), "run2", &wav, Some(median)).await;
+    let every2 = scores(&run2["every"]);
+    // The same recording gives the same windows and the same cosines, to the bit:
+    // otherwise the equality case below would not be the one tested.
+    assert_eq!(bits(&every2), bits(&every1), "the replay is not deterministic");
+    let fired = run2.get("median").cloned().unwrap_or_default();
+    let want: Vec<i64> = every2.iter().filter(|(_, s)| **s >= median).map(|(q, _)| *q).collect();
+    let at: Vec<i64> = every2.iter().filter(|(_, s)| **s == median).map(|(q, _)| *q).collect();
+    let got: Vec<i64> = fired.keys().copied().collect();
+    eprintln!(
+        "run 2 ({:.1} s in all): threshold {median}: alerts at {got:?}, cosine ≥ threshold at {want:?}, equal at {at:?}",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(!at.is_empty(), "no window's cosine equals the median {median}");
+    assert!(
+        want.len() < every2.len() && !want.is_empty(),
+        "the threshold splits nothing"
+    );
+    assert_eq!(got, want, "alerts vs {{seq : cosine ≥ {median}}}");
+    for (seq, a) in &fired {
+        assert_eq!(
+            (a.threshold.to_bits(), a.score.to_bits()),
+            (median.to_bits(), every2[seq].to_bits()),
+            "{a:?}"
+        );
+    }
+}
