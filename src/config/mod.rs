@@ -84,6 +84,7 @@ pub struct FoxgloveConfig {
     pub port: u16,
     pub image_max_side: u32,
     pub image_rate_hz: f64,
+    pub max_client_errors: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

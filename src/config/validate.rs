@@ -320,6 +320,7 @@ impl Config {
         });
         c.range("foxglove.image_max_side", f.image_max_side, 16, 4096);
         c.positive("foxglove.image_rate_hz", f.image_rate_hz, 60.0, "Hz");
+        c.range("foxglove.max_client_errors", f.max_client_errors, 1, 1_000_000);
         c.range("outputs.queue", self.outputs.queue, 1, 65_536);
         c.range("bus.alert_block_ms", self.bus.alert_block_ms, 10, 60_000);
         c.ensure(self.bus.when_full != WhenFull::DropOldest, "bus.when_full", || {

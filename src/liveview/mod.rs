@@ -10,8 +10,13 @@
 //! - `similarity/<query id>`: `sensebind.Similarity`, the cosine of each registered
 //!   query with every window it applies to (plot `.score` over time).
 //!
+//! Clients reach the server through [`guard`], which disconnects a client that keeps
+//! sending requests the server cannot use (`foxglove.max_client_errors`).
+//!
 //! The viewer listens on the pipeline's taps: a slow or absent client never slows the
 //! pipeline (the taps drop what a listener cannot take; Foxglove drops for slow clients).
+
+pub mod guard;
 
 use crate::config::FoxgloveConfig;
 use crate::engine::worker::Embedded;
@@ -45,11 +50,13 @@ pub struct LiveView {
     pub port: u16,
     server: Option<foxglove::WebSocketServerHandle>,
     task: tokio::task::JoinHandle<()>,
+    guard: tokio::task::JoinHandle<()>,
 }
 
 impl LiveView {
     pub async fn stop(mut self) {
         self.task.abort();
+        self.guard.abort();
         if let Some(s) = self.server.take() {
             s.stop().wait().await;
         }
@@ -70,18 +77,25 @@ pub async fn start(
     registry: Arc<Mutex<Registry>>,
 ) -> Result<LiveView, LiveViewError> {
     let addr = format!("{}:{}", cfg.host, cfg.port);
+    let err = |reason: String| LiveViewError {
+        addr: addr.clone(),
+        reason,
+    };
+    // Clients connect to the guard; the server itself listens on a loopback port.
+    let front = tokio::net::TcpListener::bind((cfg.host.as_str(), cfg.port))
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let port = front.local_addr().map_err(|e| err(e.to_string()))?.port();
     let ctx = foxglove::Context::new();
     let server = ctx
         .websocket_server()
         .name("sensebind")
-        .bind(cfg.host.clone(), cfg.port)
+        .bind("127.0.0.1", 0)
         .start()
         .await
-        .map_err(|e| LiveViewError {
-            addr: addr.clone(),
-            reason: e.to_string(),
-        })?;
-    let port = server.port();
+        .map_err(|e| err(e.to_string()))?;
+    let inner = std::net::SocketAddr::from(([127, 0, 0, 1], server.port()));
+    let guard = tokio::spawn(guard::serve(front, inner, cfg.max_client_errors));
     tracing::info!(event = names::LIVEVIEW_STARTED, host = %cfg.host, port, "Foxglove live view: open ws://{}:{port} in the Foxglove app", cfg.host);
     let feeder = Feeder {
         ctx,
@@ -96,6 +110,7 @@ pub async fn start(
         port,
         server: Some(server),
         task,
+        guard,
     })
 }
 

@@ -64,6 +64,8 @@ pub mod names {
     pub const REPLAY_SKIPPED: &str = "replay_skipped";
     pub const REPLAY_TRUNCATED: &str = "replay_truncated";
     pub const LIVEVIEW_STARTED: &str = "liveview_started";
+    pub const LIVEVIEW_CLIENT_CLOSED: &str = "liveview_client_closed";
+    pub const LIVEVIEW_ACCEPT_FAILED: &str = "liveview_accept_failed";
     pub const PROMETHEUS_STARTED: &str = "prometheus_started";
     pub const IMU_CORRECTED: &str = "imu_corrected";
     pub const NOTIFY_FAILED: &str = "notify_failed";

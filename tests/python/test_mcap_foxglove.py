@@ -433,3 +433,100 @@ def test_the_live_view_streams_senses_and_readings(tmp_path):
         v, t_end = published[w]
         assert (sim["query_id"], sim["threshold"], sim["t_end_ns"]) == ("q1", float(np.float32(0.99)), t_end), sim
         assert abs(sim["score"] - float(np.dot(text, v))) <= 1e-5, (w, sim["score"], float(np.dot(text, v)))
+
+
+async def garbage_and_good_clients(port, flood):
+    """A client sending subscriptions to unknown channel ids beside one that watches every
+    channel. `flood`: 5 messages of 100 000 subscriptions each; otherwise one bad
+    subscription per message, 50 messages a second, reading every reply. Returns
+    (seconds until the bad client was cut off or None, error statuses it received,
+    binary messages the good client received after the cut-off)."""
+    url = f"ws://127.0.0.1:{port}"
+    async with websockets.connect(url, subprotocols=["foxglove.sdk.v1"]) as good, websockets.connect(
+        url, subprotocols=["foxglove.sdk.v1"]
+    ) as bad:
+        good_after, cut, errors = 0, None, 0
+
+        async def watch():
+            nonlocal good_after
+            subscribed = 0
+            while True:
+                msg = await good.recv()
+                if isinstance(msg, str):
+                    m = json.loads(msg)
+                    if m["op"] == "advertise":
+                        subs = [{"id": subscribed + i + 1, "channelId": c["id"]} for i, c in enumerate(m["channels"])]
+                        subscribed += len(subs)
+                        await good.send(json.dumps({"op": "subscribe", "subscriptions": subs}))
+                elif cut is not None:
+                    good_after += 1
+
+        async def read_bad():
+            nonlocal errors
+            while True:
+                m = await bad.recv()
+                if isinstance(m, str):
+                    m = json.loads(m)
+                    errors += m["op"] == "status" and m["level"] == 2
+
+        watcher = asyncio.create_task(watch())
+        await asyncio.sleep(2)
+        reader = asyncio.create_task(read_bad())
+        t0 = time.monotonic()
+        try:
+            if flood:
+                for k in range(5):
+                    subs = [{"id": k * 100_000 + i + 1, "channelId": 1_000_000 + k * 100_000 + i} for i in range(100_000)]
+                    await bad.send(json.dumps({"op": "subscribe", "subscriptions": subs}))
+            else:
+                for i in range(1500):  # 30 s
+                    await bad.send(json.dumps({"op": "subscribe", "subscriptions": [{"id": i + 1, "channelId": 1_000_000 + i}]}))
+                    await asyncio.sleep(0.02)
+            await asyncio.wait_for(reader, timeout=30)
+        except (websockets.ConnectionClosed, asyncio.TimeoutError) as e:
+            if isinstance(e, websockets.ConnectionClosed):
+                cut = time.monotonic() - t0
+        reader.cancel()
+        await asyncio.sleep(3)
+        watcher.cancel()
+        return cut, errors, good_after
+
+
+def test_a_client_sending_garbage_is_closed_and_others_keep_watching(tmp_path):
+    """Issue 21 item 1.8. A flood (5 × 100 000 subscriptions to unknown channel ids):
+    the server's own reply queue overflows and it drops the client. A trickle (one bad
+    subscription per message, 50 a second, every reply read) never overflows it: the
+    daemon's relay disconnects the client once it has earned more than
+    `foxglove.max_client_errors` (10 here) error replies in 10 s. Each is logged once
+    (`liveview_client_closed`), the server's own complaints at most 5 times per 10 s, and
+    a client that watches normally keeps receiving."""
+    port, bus = free_port(), free_port()
+    cfg = write_config(
+        tmp_path,
+        sources_toml({"camera": "camera", "microphone": "microphone"})
+        + f"\n[foxglove]\nenabled = true\nport = {port}\nmax_client_errors = 10\n",
+        port=bus,
+    )
+    log_path = tmp_path / "daemon.log"
+    proc = subprocess.Popen([BIN, "run", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        results = {flood: asyncio.run(garbage_and_good_clients(port, flood)) for flood in (True, False)}
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0, log_path.read_text()[-3000:]
+    log = log_path.read_text()
+    for flood, (cut, errors, good_after) in results.items():
+        what = "flood" if flood else "trickle"
+        print(f"{what}: cut off after {cut} s with {errors} error replies read; the good client got {good_after} messages after")
+        assert cut is not None and cut < 10, (what, cut, errors, log[-2000:])
+        assert good_after > 0, what
+    # The trickle's client read every reply: it was cut at the allowance.
+    assert 1 <= results[False][1] <= 10, results[False]
+    assert log.count("liveview_client_closed") == 2, log[-3000:]
+    assert log.count("unknown channel") <= 10, log.count("unknown channel")
