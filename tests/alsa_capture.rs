@@ -8,6 +8,11 @@
 //!   exactly one period per frame.
 //! - Captured audio, windowed and embedded the daemon's way, gives the embeddings
 //!   `sensebind embed --audio` (the real binary) gives for the same WAV.
+//! - A real overrun, on a paced capture device built by the test as an ALSA plugin
+//!   (`tests/fixtures/alsa_paced_pcm.c`; the stock `null` and `file` PCMs are unpaced
+//!   and never overrun): the driver's recovery counts it, restarts the stream, and
+//!   delivers the device's frames from its restart, stamped from a fresh anchor on
+//!   the host clock that never goes back over what was stamped.
 #![cfg(feature = "alsa")]
 
 mod common;
@@ -43,11 +48,23 @@ fn alsa_home() -> &'static Path {
         let raw = dir.join("speech16k.raw");
         let bytes: Vec<u8> = fixture_samples().iter().flat_map(|s| s.to_le_bytes()).collect();
         std::fs::write(&raw, bytes).unwrap();
+        // `sbpaced` and `sbfast`: the paced test device ([`paced_device`]), true to its
+        // rate and twice as fast as it says.
+        let paced = |name: &str, speed: f64| {
+            format!(
+                "pcm.{name} {{\n    type sbpaced\n    speed {speed:?}\n    log \"{}\"\n}}\n",
+                dir.join(format!("{name}-starts.log")).display()
+            )
+        };
         std::fs::write(
             dir.join(".asoundrc"),
             format!(
-                "pcm.sbtest {{\n    type file\n    slave.pcm \"null\"\n    file \"/dev/null\"\n    infile \"{}\"\n    format \"raw\"\n}}\n",
-                raw.display()
+                "pcm.sbtest {{\n    type file\n    slave.pcm \"null\"\n    file \"/dev/null\"\n    infile \"{}\"\n    format \"raw\"\n}}\n\
+                 pcm_type.sbpaced {{\n    lib \"{}\"\n}}\n{}{}",
+                raw.display(),
+                dir.join(PACED_LIB).display(),
+                paced("sbpaced", 1.0),
+                paced("sbfast", 2.0),
             ),
         )
         .unwrap();
@@ -237,6 +254,215 @@ fn a_missing_pcm_is_an_open_error() {
     let mut src = cfg.driver.unwrap().build(&ctx).unwrap();
     let e = src.open().unwrap_err().to_string();
     assert!(e.contains("sbtest_missing") && e.contains("cannot open"), "{e}");
+}
+
+/// File name of the paced test device's ALSA plugin in the test HOME.
+const PACED_LIB: &str = "libasound_module_pcm_sbpaced.so";
+
+/// The paced test device (`tests/fixtures/alsa_paced_pcm.c`, an ALSA I/O plugin):
+/// built here with the system C compiler, then opened by the ALSA driver by name
+/// (`sbpaced` or `sbfast`, defined in the test HOME's `.asoundrc`) as a 16 kHz
+/// stereo microphone with 50 ms periods. Returns the source and the device's start
+/// log (the number of the first frame of each start, one per line), emptied.
+fn paced_device(name: &str) -> (Box<dyn Source>, PathBuf) {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let home = alsa_home();
+    BUILT.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/alsa_paced_pcm.c");
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        let out = std::process::Command::new(&cc)
+            .args(["-shared", "-fPIC", "-DPIC", "-O2", "-o"])
+            .arg(home.join(PACED_LIB))
+            .arg(&src)
+            .arg("-lasound")
+            .output()
+            .unwrap_or_else(|e| panic!("running `{cc}` to build the test PCM: {e}"));
+        assert!(
+            out.status.success(),
+            "building the test PCM: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    let log = home.join(format!("{name}-starts.log"));
+    let _ = std::fs::remove_file(&log);
+    let table: toml::Table = toml::from_str(&format!(
+        "type = \"alsa\"\ndevice = \"{name}\"\nrate = {RATE}\nchannels = 2\nperiod_ms = 50"
+    ))
+    .unwrap();
+    let cfg = sensebind::sources::parse("mic", &table).unwrap();
+    let ctx = SourceContext {
+        id: "mic".into(),
+        epoch_ns: 0,
+        image_limits: ImageLimits::default(),
+        stop: StopFlag::default(),
+    };
+    (cfg.driver.unwrap().build(&ctx).unwrap(), log)
+}
+
+/// The frames the paced device captured, in order: frame `g` carries bits 0..15 of
+/// `g` in the left channel and bits 15..30 in the right.
+fn device_frames(first: u64, n: usize) -> Vec<i16> {
+    (first..first + n as u64)
+        .flat_map(|g| [(g & 0x7fff) as i16, ((g >> 15) & 0x7fff) as i16])
+        .collect()
+}
+
+/// A captured stereo chunk as S16 (exact: the driver divides by 32768).
+fn s16_of(f: &Frame) -> Vec<i16> {
+    let FrameData::Audio {
+        sample_rate,
+        channels,
+        samples,
+    } = &f.data
+    else {
+        panic!("expected audio, got {f:?}")
+    };
+    assert_eq!((*sample_rate, *channels), (RATE, 2));
+    samples.iter().map(|s| (s * 32768.0) as i16).collect()
+}
+
+/// The device's start log: the number of the first frame of each start.
+fn starts(log: &Path) -> Vec<u64> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+/// 50 ms periods: the driver asks for a buffer of 8 periods, 400 ms, so a reader on a
+/// busy machine does not overrun before the test makes it.
+const PERIOD: usize = 800;
+const PERIOD_NS: i64 = 50_000_000;
+
+#[test]
+fn a_real_overrun_is_recovered_and_the_clock_re_anchors_on_the_host() {
+    // A device true to its rate. The reader takes five periods, then stays away for
+    // longer than the device's buffer: the device overruns (alsa-lib puts the stream
+    // in XRUN and the next read or wait fails with EPIPE), and what it captured
+    // meanwhile is lost. The driver's own recovery (`next_frame`) must count it,
+    // prepare and restart the stream, and stamp the next chunk from a fresh anchor on
+    // the host clock, not as if it followed the last one.
+    let (mut src, log) = paced_device("sbpaced");
+    src.open().unwrap();
+    let before: Vec<Frame> = (0..5).map(|_| src.next_frame().unwrap().unwrap()).collect();
+    let st = src.status();
+    assert_eq!(
+        (st["xruns"].as_u64(), st["period_frames"].as_u64()),
+        (Some(0), Some(PERIOD as u64)),
+        "{st:?}"
+    );
+    let buffer = st["buffer_frames"].as_u64().unwrap();
+    for (i, f) in before.iter().enumerate() {
+        assert!(s16_of(f) == device_frames((i * PERIOD) as u64, PERIOD), "chunk {i}");
+        assert_eq!(f.t_ns - before[0].t_ns, i as i64 * PERIOD_NS);
+    }
+
+    std::thread::sleep(std::time::Duration::from_millis(buffer * 1000 / RATE as u64 + 150));
+    let after: Vec<Frame> = (0..3).map(|_| src.next_frame().unwrap().unwrap()).collect();
+
+    let st = src.status();
+    assert_eq!(st["xruns"], 1, "one overrun, counted: {st:?}");
+    assert_eq!(
+        st["reanchors"], 0,
+        "an overrun's fresh anchor is not a drift step: {st:?}"
+    );
+    // The device started twice: at frame 0, then after the recovery at frame `b`;
+    // frames 5·800..b were captured and lost.
+    let s = starts(&log);
+    assert_eq!(s.len(), 2, "started {s:?}");
+    let (first, b) = (s[0], s[1]);
+    assert_eq!(first, 0);
+    assert!(
+        b > 5 * PERIOD as u64 + buffer,
+        "restart at frame {b}: nothing was lost?"
+    );
+    // The chunks after the recovery are exactly what the device delivered from its
+    // restart on (none of the lost frames).
+    for (i, f) in after.iter().enumerate() {
+        assert!(
+            s16_of(f) == device_frames(b + (i * PERIOD) as u64, PERIOD),
+            "chunk {i} after the overrun is not the device's frames {}..",
+            b + (i * PERIOD) as u64
+        );
+    }
+    // Time: never back over what was stamped, and re-anchored on the host clock: the
+    // restart's first frame is `b / rate` after frame 0 on the device's crystal (true
+    // to the host here), so the lost audio is a gap in time of that length.
+    let last_end = before[4].t_ns + PERIOD_NS;
+    assert!(
+        after[0].t_ns >= last_end,
+        "stepped back: {} < {last_end}",
+        after[0].t_ns
+    );
+    let want = before[0].t_ns + (b as i64 * 1_000_000_000 / RATE as i64);
+    eprintln!(
+        "overrun: {:.1} ms of audio lost; the next chunk is stamped {:.1} ms after the last one's end \
+         ({:+.2} ms from the device's time)",
+        (b - 5 * PERIOD as u64) as f64 * 1e3 / RATE as f64,
+        (after[0].t_ns - last_end) as f64 / 1e6,
+        (after[0].t_ns - want) as f64 / 1e6
+    );
+    assert!(
+        (after[0].t_ns - want).abs() < 10_000_000,
+        "the chunk after the overrun is stamped {:.1} ms after the last one's end; \
+         the device lost {:.1} ms ({:.1} ms off)",
+        (after[0].t_ns - last_end) as f64 / 1e6,
+        (b - 5 * PERIOD as u64) as f64 * 1e3 / RATE as f64,
+        (after[0].t_ns - want) as f64 / 1e6
+    );
+    for w in after.windows(2) {
+        assert_eq!(w[1].t_ns - w[0].t_ns, PERIOD_NS, "contiguous again after the overrun");
+    }
+}
+
+#[test]
+fn after_an_overrun_a_clock_running_ahead_of_the_host_never_steps_back() {
+    // A device twice as fast as the rate it announces: in 0.75 s it delivers 1.5 s of
+    // "16 kHz" audio, so its sample clock runs ahead of the host's. It then overruns.
+    // The host places the restart's first frame earlier than the end of the chunks
+    // already stamped; the fresh anchor must not go back over them.
+    let (mut src, log) = paced_device("sbfast");
+    src.open().unwrap();
+    let before: Vec<Frame> = (0..30).map(|_| src.next_frame().unwrap().unwrap()).collect();
+    let buffer = src.status()["buffer_frames"].as_u64().unwrap();
+    for (i, f) in before.iter().enumerate() {
+        assert!(s16_of(f) == device_frames((i * PERIOD) as u64, PERIOD), "chunk {i}");
+    }
+    assert_eq!(src.status()["xruns"], 0);
+    // At twice the rate the buffer fills in half its nominal time.
+    std::thread::sleep(std::time::Duration::from_millis(buffer * 500 / RATE as u64 + 100));
+    let after = src.next_frame().unwrap().unwrap();
+    let host = sensebind::clock::realtime_ns();
+
+    let st = src.status();
+    assert_eq!(st["xruns"], 1, "{st:?}");
+    let s = starts(&log);
+    assert_eq!(s.len(), 2, "started {s:?}");
+    assert!(s[1] > 30 * PERIOD as u64 + buffer, "restart at frame {}", s[1]);
+    assert!(
+        s16_of(&after) == device_frames(s[1], PERIOD),
+        "the chunk after the overrun is not the device's frames from its restart"
+    );
+    // The last chunk before the overrun ended well ahead of the host clock, so the
+    // host's estimate for the new chunk (which started before `host`) lies before
+    // it. The chunk is stamped right at its end: never earlier.
+    let last_end = before[29].t_ns + PERIOD_NS;
+    eprintln!(
+        "fast device: restarted at frame {}; the last chunk ended {:.1} ms ahead of the host clock",
+        s[1],
+        (last_end - host) as f64 / 1e6
+    );
+    assert!(
+        last_end > host + 100_000_000,
+        "the sample clock is not ahead of the host"
+    );
+    assert_eq!(
+        after.t_ns,
+        last_end,
+        "stamped {} ns from the last chunk's end",
+        after.t_ns - last_end
+    );
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
