@@ -1,15 +1,18 @@
 //! The supervised graph with simulated sources plugged in (`pipeline::run_graph`):
 //! a driver that blocks forever in a read cannot hold the exit, and a driver that
-//! panics is restarted while the rest of the pipeline goes on.
+//! panics is restarted while the rest of the pipeline goes on. And the IMU
+//! calibration as the window stage applies it, checked at the encoder's input.
 
 use crate::common;
 
 use common::*;
 use sensebind::clock::{Clock, ReplayClock};
+use sensebind::engine::{Encoder, EngineError};
 use sensebind::pipeline::{self, BuiltSource, Taps};
+use sensebind::preprocess::ModelInput;
 use sensebind::sources::{Frame, FrameData, Source, SourceConfig, SourceError, SourceInfo, StopFlag, StreamInfo};
 use sensebind::Modality;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A 30 fps camera on a replay clock: `frames` frames, then it either ends, blocks
@@ -369,4 +372,185 @@ async fn a_frame_rate_budget_keeps_every_nth_window_on_the_grid() {
     assert!(imu.contains(&0) && imu.contains(&2), "IMU {imu:?}");
     assert!(imu.iter().all(|s| s % 2 == 0), "IMU off the budget's grid: {imu:?}");
     assert!((0..3).all(|s| vision.contains(&s)), "vision has no budget: {vision:?}");
+}
+
+/// An encoder that keeps a copy of every input it is given, then encodes it with the
+/// encoder it wraps (plugged in through [`pipeline::Hooks::wrap_encoder`]).
+struct KeepInputs {
+    inner: Arc<dyn Encoder>,
+    inputs: Arc<Mutex<Vec<Vec<f32>>>>,
+}
+
+impl Encoder for KeepInputs {
+    fn modality(&self) -> Modality {
+        self.inner.modality()
+    }
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn logit_scale(&self) -> f32 {
+        self.inner.logit_scale()
+    }
+    fn input_shape(&self) -> &[usize] {
+        self.inner.input_shape()
+    }
+    fn provider(&self) -> &str {
+        self.inner.provider()
+    }
+    fn encode(&self, batch: &[ModelInput]) -> Result<Vec<Vec<f32>>, EngineError> {
+        let mut kept = self.inputs.lock().unwrap();
+        for input in batch {
+            match input {
+                ModelInput::F32(v) => kept.push(v.clone()),
+                other => panic!("an IMU input of i64: {} values", other.len()),
+            }
+        }
+        drop(kept);
+        self.inner.encode(batch)
+    }
+}
+
+/// The IMU calibration as the daemon applies it: a file IMU CSV source and a
+/// calibration file with biases and a body-frame rotation, run through the graph;
+/// what reaches the IMU encoder is compared with values worked out by hand.
+///
+/// Readings (200 Hz, t = 0..4 s): accel = (t, 2.0, 9.5) m/s², gyro = (0.1, −0.2, 0.3)
+/// rad/s. Calibration: accel bias (0.25, −0.5, 0.125), gyro bias (0.01, 0.02, −0.03),
+/// IMU → body a 120° turn about (1,1,1) (quaternion [½, ½, ½, ½]), which takes the
+/// IMU's x axis to the body's y, y to z and z to x: R·(x, y, z) = (z, x, y).
+/// (`imu_to_camera` is a different rotation, 90° about z: the body frame is what
+/// counts.) `[preprocess.imu]` scales accel by 0.5 and gyro by 2 after that.
+///
+/// So every sample the encoder sees, at time t (held at the window's first reading
+/// before it and at its last after it):
+/// - accel − bias = (t − 0.25, 2.5, 9.375) → body (9.375, t − 0.25, 2.5) → × 0.5 =
+///   (4.6875, (t − 0.25)/2, 1.25)
+/// - gyro − bias = (0.09, −0.22, 0.33) → body (0.33, 0.09, −0.22) → × 2 =
+///   (0.66, 0.18, −0.44)
+///
+/// laid out as 6 rows (ax, ay, az, gx, gy, gz) of 2000 samples across each window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imu_samples_reach_the_encoder_bias_corrected_and_rotated_into_the_body_frame() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let example = sensebind::calibration::EXAMPLE_TOML;
+    let mut calib = example
+        .replace("accel_bias = [0.0, 0.0, 0.0]", "accel_bias = [0.25, -0.5, 0.125]")
+        .replace("gyro_bias = [0.0, 0.0, 0.0]", "gyro_bias = [0.01, 0.02, -0.03]")
+        .replace(
+            "[extrinsics.imu_to_camera]\nrotation = [1.0, 0.0, 0.0, 0.0]",
+            "[extrinsics.imu_to_camera]\nrotation = [0.7071067811865476, 0.0, 0.0, 0.7071067811865476]",
+        );
+    assert_eq!(
+        calib.matches("0.7071067811865476").count(),
+        2,
+        "the example calibration changed"
+    );
+    assert!(calib.contains("[0.25, -0.5, 0.125]") && calib.contains("[0.01, 0.02, -0.03]"));
+    calib.push_str("\n[extrinsics.imu_to_body]\nrotation = [0.5, 0.5, 0.5, 0.5]\ntranslation = [0.0, 0.0, 0.0]\n");
+    let calib_path = dir.path().join("calibration.toml");
+    std::fs::write(&calib_path, calib).unwrap();
+    let mut csv = String::from("t_s,ax,ay,az,gx,gy,gz\n");
+    for k in 0..=800 {
+        let t = k as f64 * 0.005;
+        csv.push_str(&format!("{t},{t},2.0,9.5,0.1,-0.2,0.3\n"));
+    }
+    let csv_path = dir.path().join("imu.csv");
+    std::fs::write(&csv_path, csv).unwrap();
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[calibration]\nfile = \"{}\"\n[preprocess.imu]\naccel_scale = 0.5\ngyro_scale = 2.0\n\
+             [sources.imu]\ntype = \"file\"\nsensor = \"imu\"\npath = \"{}\"\npace = \"fast\"\nstart_ns = 0\n\
+             when_full = \"block\"\n",
+            calib_path.display(),
+            csv_path.display()
+        ),
+    );
+    assert_eq!(
+        (cfg.window.length_s, cfg.window.hop_s, cfg.preprocess.imu.samples),
+        (2.0, 1.0, 2000)
+    );
+
+    let inputs: Arc<Mutex<Vec<Vec<f32>>>> = Default::default();
+    let kept = inputs.clone();
+    let hooks = pipeline::Hooks {
+        notifier: None,
+        wrap_encoder: Some(Arc::new(move |e: Arc<dyn Encoder>| -> Arc<dyn Encoder> {
+            if e.modality() == Modality::Imu {
+                Arc::new(KeepInputs {
+                    inner: e,
+                    inputs: kept.clone(),
+                })
+            } else {
+                e
+            }
+        })),
+    };
+    let stop = StopFlag::default();
+    let sources = pipeline::build_sources(&cfg, &stop).unwrap();
+    let taps = Taps::default();
+    let mut embeddings = taps.embeddings.listen();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(pipeline::run_graph_with(cfg, sources, stop, taps, hooks, async {
+        let _ = rx.await;
+    }));
+    let mut windows = Vec::new();
+    while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_secs(4), embeddings.recv()).await {
+        if e.modality == Modality::Imu {
+            windows.push(e);
+        }
+    }
+    tx.send(()).unwrap();
+    run.await.unwrap().unwrap();
+
+    // What each window's encoder input must be, from the hand-worked values above.
+    let expected = |t_start: i64, t_end: i64| -> Vec<f32> {
+        let n = 2000;
+        // A window holds the readings in [t_start, t_end): every 5 ms from 0 to 4 s.
+        let first = (t_start.max(0) + 4_999_999) / 5_000_000 * 5_000_000;
+        let last = ((t_end - 1) / 5_000_000 * 5_000_000).min(4_000_000_000);
+        let mut out = vec![0.0f32; 6 * n];
+        for i in 0..n {
+            let t_ns = t_start as f64 + i as f64 * (t_end - t_start) as f64 / n as f64;
+            let t = t_ns.clamp(first as f64, last as f64) / 1e9;
+            let row = [4.6875, (t - 0.25) / 2.0, 1.25, 0.66, 0.18, -0.44];
+            for (r, v) in row.iter().enumerate() {
+                out[r * n + i] = *v as f32;
+            }
+        }
+        out
+    };
+    let inputs = inputs.lock().unwrap().clone();
+    let seqs: Vec<i64> = windows.iter().map(|w| w.seq).collect();
+    assert!((0..=2).all(|s| seqs.contains(&s)), "IMU windows {seqs:?}");
+    assert_eq!(
+        inputs.len(),
+        windows.len(),
+        "one encoder input per published IMU window"
+    );
+    // Each window's input is found among what the encoder was given, within f32
+    // rounding (the ramp is resampled by linear interpolation, which keeps it exact).
+    let mut worst = 0.0f32;
+    for w in &windows {
+        let want = expected(w.t_start_ns, w.t_end_ns);
+        let off = |got: &Vec<f32>| got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let best = inputs.iter().map(off).fold(f32::INFINITY, f32::min);
+        assert!(
+            best < 1e-5,
+            "window {} ({}..{} ns): no encoder input matches the hand-worked values (closest is {best} off); \
+             the first one starts {:?}",
+            w.seq,
+            w.t_start_ns,
+            w.t_end_ns,
+            inputs
+                .first()
+                .map(|v| [v[0], v[2000], v[4000], v[6000], v[8000], v[10000]])
+        );
+        worst = worst.max(best);
+    }
+    eprintln!(
+        "IMU calibration: {} windows (seq {seqs:?}) reach the encoder within {worst:e} of the hand-worked values",
+        windows.len()
+    );
 }
