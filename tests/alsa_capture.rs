@@ -590,7 +590,7 @@ fn captured_audio_is_recorded_to_mcap_sample_exact() {
                 Modality::Audio,
                 &m.channel.schema,
                 &m.channel.message_encoding,
-                &m.data,
+                m.data.into(),
                 m.log_time_ns,
                 ImageLimits::default(),
             )

@@ -198,12 +198,14 @@ fn u16_le(bytes: &[u8], w: u32, h: u32, step: u32, what: &str) -> Result<Vec<u16
 }
 
 /// Decode a recorded frame of `schema` on a channel of `modality`; `log_time_ns` is the
-/// frame's time. Images are bounded by `limits` before anything is allocated.
+/// frame's time. Images are bounded by `limits` before anything is allocated: the
+/// protobuf is decoded without copying its pixels (`data` stays in the message's
+/// buffer), and an unpadded `rgb8` image keeps that buffer as its pixels.
 pub fn decode_frame(
     modality: Modality,
     schema: &str,
     encoding: &str,
-    data: &[u8],
+    data: bytes::Bytes,
     log_time_ns: u64,
     limits: crate::sources::ImageLimits,
 ) -> Result<Frame, DecodeError> {
@@ -234,10 +236,18 @@ pub fn decode_frame(
                             img.data.len()
                         )));
                     }
-                    let mut out = Vec::with_capacity(row * h as usize);
-                    for r in 0..h as usize {
-                        out.extend_from_slice(&img.data[r * step..r * step + row]);
-                    }
+                    let out = if step == row {
+                        // The message's own buffer (no copy when it holds the only handle).
+                        let mut v = Vec::from(img.data);
+                        v.truncate(row * h as usize);
+                        v
+                    } else {
+                        let mut out = Vec::with_capacity(row * h as usize);
+                        for r in 0..h as usize {
+                            out.extend_from_slice(&img.data[r * step..r * step + row]);
+                        }
+                        out
+                    };
                     FrameData::Rgb8 {
                         width: w,
                         height: h,
@@ -319,7 +329,7 @@ pub fn decode_frame(
         }
         (IMU, Modality::Imu) => {
             need("json")?;
-            let s: ImuJson = serde_json::from_slice(data).map_err(|e| DecodeError(format!("{IMU}: {e}")))?;
+            let s: ImuJson = serde_json::from_slice(&data).map_err(|e| DecodeError(format!("{IMU}: {e}")))?;
             if !s.accel.iter().chain(&s.gyro).all(|v| v.is_finite()) {
                 return Err(DecodeError(format!("{IMU}: non-finite value")));
             }
@@ -358,7 +368,7 @@ mod tests {
             m,
             e.schema,
             message_encoding(e.schema),
-            &e.data,
+            e.data.clone().into(),
             e.log_time_ns,
             ImageLimits::default(),
         )
@@ -434,7 +444,7 @@ mod tests {
                 Modality::Vision,
                 RAW_IMAGE,
                 "protobuf",
-                &img.encode_to_vec(),
+                img.encode_to_vec().into(),
                 0,
                 ImageLimits::default(),
             )
@@ -445,15 +455,22 @@ mod tests {
         assert!(e.contains("`data` has 10 bytes"), "{e}");
         let e = image_error(2, 2, "bgr8", 6, 12);
         assert!(e.contains("`bgr8`") && e.contains("rgb8"), "{e}");
-        let e = decode_frame(Modality::Imu, RAW_AUDIO, "protobuf", b"", 0, ImageLimits::default())
-            .unwrap_err()
-            .to_string();
+        let e = decode_frame(
+            Modality::Imu,
+            RAW_AUDIO,
+            "protobuf",
+            bytes::Bytes::new(),
+            0,
+            ImageLimits::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("sensebind.Imu"), "{e}");
         let e = decode_frame(
             Modality::Imu,
             IMU,
             "json",
-            b"{\"t_ns\":1,\"accel\":[1,2]}",
+            bytes::Bytes::from_static(b"{\"t_ns\":1,\"accel\":[1,2]}"),
             0,
             ImageLimits::default(),
         )

@@ -216,7 +216,7 @@ impl McapSource {
                 stream.modality,
                 &m.channel.schema,
                 &m.channel.message_encoding,
-                &m.data,
+                m.data.into(),
                 m.log_time_ns,
                 self.limits,
             ) {
