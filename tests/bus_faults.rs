@@ -25,6 +25,20 @@ async fn router(port: u16) -> zenoh::Session {
     zenoh::open(c).await.unwrap()
 }
 
+/// Wait (at most 60 s) until the daemon whose metrics are on `metrics_port` has
+/// published `n` windows; `dump` gives its log for the failure message.
+fn wait_until_published(metrics_port: u16, n: f64, dump: &dyn Fn() -> String) {
+    let t = Instant::now();
+    while published(metrics_port).unwrap_or(0.0) < n {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "daemon not publishing; log:\n{}",
+            dump()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn published(metrics_port: u16) -> Option<f64> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -189,15 +203,7 @@ async fn a_slow_subscriber_never_stalls_the_daemon() {
     let log = dir.path().join("daemon.log");
     let mut daemon = Daemon::start(&cfg, &log);
     let dump = || std::fs::read_to_string(&log).unwrap_or_default();
-    let t = Instant::now();
-    while published(mport).unwrap_or(0.0) < 50.0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "daemon not publishing; log:\n{}",
-            dump()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_published(mport, 50.0, &dump);
     let rate = |secs: u64| {
         let a = published(mport).unwrap();
         std::thread::sleep(Duration::from_secs(secs));
@@ -448,15 +454,7 @@ listen = "127.0.0.1:{mport}"
     let log = dir.path().join("daemon.log");
     let mut daemon = Daemon::start(&cfg, &log);
     let dump = || std::fs::read_to_string(&log).unwrap_or_default();
-    let t = Instant::now();
-    while published(mport).unwrap_or(0.0) < 50.0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "daemon not publishing:\n{}",
-            dump()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_published(mport, 50.0, &dump);
 
     // Two peers of the daemon, each subscribed to its alerts: one connected directly
     // (keeps up), one through the proxy (will stop reading, and sending: so the
