@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
                     modality,
                     &ch.schema,
                     &ch.message_encoding,
-                    &m.data,
+                    m.data.into(),
                     m.log_time_ns,
                     sensebind::sources::ImageLimits::default(),
                 );

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     ][((sel / 5) % 4) as usize];
     let encoding = frames::message_encoding(schema);
     let limits = sensebind::sources::ImageLimits::new(1024, 20.0);
-    if let Ok(f) = frames::decode_frame(modality, schema, encoding, body, 1_000, limits) {
+    if let Ok(f) = frames::decode_frame(modality, schema, encoding, body.to_vec().into(), 1_000, limits) {
         let _ = f.data.check_size();
     }
 });
