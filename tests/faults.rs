@@ -122,53 +122,32 @@ impl Fault {
     }
 }
 
-struct Faulty {
-    inner: Arc<dyn Encoder>,
-    fault: Arc<Fault>,
-}
-
-impl Encoder for Faulty {
-    fn modality(&self) -> Modality {
-        self.inner.modality()
-    }
-    fn dim(&self) -> usize {
-        self.inner.dim()
-    }
-    fn logit_scale(&self) -> f32 {
-        self.inner.logit_scale()
-    }
-    fn input_shape(&self) -> &[usize] {
-        self.inner.input_shape()
-    }
-    fn provider(&self) -> &str {
-        self.inner.provider()
-    }
-    fn encode(&self, batch: &[ModelInput]) -> Result<Vec<Vec<f32>>, EngineError> {
-        if self.inner.modality() == Modality::Vision {
-            let mut held = self.fault.held.lock().unwrap();
-            while *held {
-                held = self.fault.released.wait(held).unwrap();
-            }
-            drop(held);
-            if self.fault.failing.load(Ordering::SeqCst) {
-                return Err(EngineError::Run {
-                    modality: Modality::Vision,
-                    reason: "CUDA error: an illegal memory access was encountered (simulated)".into(),
-                });
-            }
-        }
-        self.inner.encode(batch)
-    }
-}
-
 fn hooks(fault: &Arc<Fault>, notifier: Option<Notifier>) -> Hooks {
     let fault = fault.clone();
     Hooks {
         notifier,
         wrap_encoder: Some(Arc::new(move |inner: Arc<dyn Encoder>| -> Arc<dyn Encoder> {
-            Arc::new(Faulty {
+            let fault = fault.clone();
+            // Vision batches wait while the fault holds them, then fail while it fails.
+            Arc::new(Intercept {
                 inner,
-                fault: fault.clone(),
+                before: move |m: Modality, _: &[ModelInput]| {
+                    if m != Modality::Vision {
+                        return Ok(());
+                    }
+                    let mut held = fault.held.lock().unwrap();
+                    while *held {
+                        held = fault.released.wait(held).unwrap();
+                    }
+                    drop(held);
+                    if fault.failing.load(Ordering::SeqCst) {
+                        return Err(EngineError::Run {
+                            modality: Modality::Vision,
+                            reason: "CUDA error: an illegal memory access was encountered (simulated)".into(),
+                        });
+                    }
+                    Ok(())
+                },
             })
         })),
     }

@@ -7,7 +7,7 @@ use crate::common;
 
 use common::*;
 use sensebind::clock::{Clock, ReplayClock};
-use sensebind::engine::{Encoder, EngineError};
+use sensebind::engine::Encoder;
 use sensebind::pipeline::{self, BuiltSource, Taps};
 use sensebind::preprocess::ModelInput;
 use sensebind::sources::{Frame, FrameData, Source, SourceConfig, SourceError, SourceInfo, StopFlag, StreamInfo};
@@ -374,42 +374,6 @@ async fn a_frame_rate_budget_keeps_every_nth_window_on_the_grid() {
     assert!((0..3).all(|s| vision.contains(&s)), "vision has no budget: {vision:?}");
 }
 
-/// An encoder that keeps a copy of every input it is given, then encodes it with the
-/// encoder it wraps (plugged in through [`pipeline::Hooks::wrap_encoder`]).
-struct KeepInputs {
-    inner: Arc<dyn Encoder>,
-    inputs: Arc<Mutex<Vec<Vec<f32>>>>,
-}
-
-impl Encoder for KeepInputs {
-    fn modality(&self) -> Modality {
-        self.inner.modality()
-    }
-    fn dim(&self) -> usize {
-        self.inner.dim()
-    }
-    fn logit_scale(&self) -> f32 {
-        self.inner.logit_scale()
-    }
-    fn input_shape(&self) -> &[usize] {
-        self.inner.input_shape()
-    }
-    fn provider(&self) -> &str {
-        self.inner.provider()
-    }
-    fn encode(&self, batch: &[ModelInput]) -> Result<Vec<Vec<f32>>, EngineError> {
-        let mut kept = self.inputs.lock().unwrap();
-        for input in batch {
-            match input {
-                ModelInput::F32(v) => kept.push(v.clone()),
-                other => panic!("an IMU input of i64: {} values", other.len()),
-            }
-        }
-        drop(kept);
-        self.inner.encode(batch)
-    }
-}
-
 /// The IMU calibration as the daemon applies it: a file IMU CSV source and a
 /// calibration file with biases and a body-frame rotation, run through the graph;
 /// what reaches the IMU encoder is compared with values worked out by hand.
@@ -478,9 +442,20 @@ async fn imu_samples_reach_the_encoder_bias_corrected_and_rotated_into_the_body_
         notifier: None,
         wrap_encoder: Some(Arc::new(move |e: Arc<dyn Encoder>| -> Arc<dyn Encoder> {
             if e.modality() == Modality::Imu {
-                Arc::new(KeepInputs {
+                let kept = kept.clone();
+                // Keeps a copy of every input, then encodes it.
+                Arc::new(Intercept {
                     inner: e,
-                    inputs: kept.clone(),
+                    before: move |_, batch: &[ModelInput]| {
+                        let mut kept = kept.lock().unwrap();
+                        for input in batch {
+                            match input {
+                                ModelInput::F32(v) => kept.push(v.clone()),
+                                other => panic!("an IMU input of i64: {} values", other.len()),
+                            }
+                        }
+                        Ok(())
+                    },
                 })
             } else {
                 e

@@ -279,3 +279,45 @@ pub fn rss_mib(pid: u32) -> f64 {
         .unwrap_or(0.0)
         / 1024.0
 }
+
+/// An encoder that calls `before` with every batch (and the encoder's modality), then
+/// encodes it with the encoder it wraps unless `before` fails: how a test looks at, or
+/// holds and fails, what reaches an encoder (plugged in through
+/// `pipeline::Hooks::wrap_encoder`).
+pub struct Intercept<F> {
+    pub inner: std::sync::Arc<dyn sensebind::engine::Encoder>,
+    pub before: F,
+}
+
+impl<F> sensebind::engine::Encoder for Intercept<F>
+where
+    F: Fn(sensebind::Modality, &[sensebind::preprocess::ModelInput]) -> Result<(), sensebind::engine::EngineError>
+        + Send
+        + Sync,
+{
+    fn modality(&self) -> sensebind::Modality {
+        self.inner.modality()
+    }
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn logit_scale(&self) -> f32 {
+        self.inner.logit_scale()
+    }
+    fn input_shape(&self) -> &[usize] {
+        self.inner.input_shape()
+    }
+    fn provider(&self) -> &str {
+        self.inner.provider()
+    }
+    fn nodes_per_provider(&self) -> Vec<(String, usize)> {
+        self.inner.nodes_per_provider()
+    }
+    fn encode(
+        &self,
+        batch: &[sensebind::preprocess::ModelInput],
+    ) -> Result<Vec<Vec<f32>>, sensebind::engine::EngineError> {
+        (self.before)(self.inner.modality(), batch)?;
+        self.inner.encode(batch)
+    }
+}
