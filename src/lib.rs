@@ -30,6 +30,7 @@ pub mod preprocess;
 pub mod prometheus;
 pub mod queries;
 pub mod record;
+pub mod ros2;
 pub mod sources;
 pub mod taps;
 pub mod telemetry;
