@@ -7,10 +7,12 @@
 //!   `ros2 topic list` show an endpoint);
 //! - [`msgs`]: the messages as serde types (borrowed views for input: an image's
 //!   pixels are not copied), decoded and encoded with `hiroz-cdr` behind the 4-byte
-//!   encapsulation header.
+//!   encapsulation header;
+//! - [`convert`]: those messages as sensebind frames, bounded before allocating.
 //!
 //! Not yet wired in: the `ros2` source type, the `[ros2]` outputs and rosbag2 replay
 //! build on these.
 
+pub mod convert;
 pub mod msgs;
 pub mod wire;

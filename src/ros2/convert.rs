@@ -1,0 +1,345 @@
+//! ROS 2 messages → sensebind frames. Every size is checked against `limits` and
+//! against the bytes there are before anything is allocated; each refusal says why.
+//!
+//! - `sensor_msgs/Image`: `rgb8`, `bgr8`, `rgba8`, `bgra8`, `mono8` → a camera frame;
+//!   `16UC1` (millimetres) and `32FC1` (metres, → mm; NaN, ≤ 0 and ∞ → 0 = invalid) → a
+//!   depth frame; `mono16` → thermal (or depth when the source says `depth`). `step`
+//!   padding and `is_bigendian` are honoured.
+//! - `sensor_msgs/CompressedImage` (`jpeg`; `png`): a camera frame (JPEG kept as
+//!   captured and decoded by the windower, PNG decoded here).
+//! - `sensor_msgs/Imu`: one reading (accel, gyro).
+//! - `audio_common_msgs/AudioData(Stamped)`: a chunk of interleaved samples in the
+//!   format the source configures.
+
+use super::msgs::{CompressedImage, Image, Imu};
+use crate::modality::Sensor;
+use crate::sources::{FrameData, ImageLimits, ImuSample};
+
+/// What an `Image`'s encoding is, and which sensor it comes from by default
+/// (`mono16` needs the source to say: thermal cameras and some depth cameras use it).
+pub fn infer_sensor(encoding: &str) -> Option<Sensor> {
+    match encoding {
+        "rgb8" | "bgr8" | "rgba8" | "bgra8" | "mono8" => Some(Sensor::Camera),
+        "16UC1" | "32FC1" => Some(Sensor::Depth),
+        _ => None,
+    }
+}
+
+/// Bytes per pixel of an encoding sensebind reads.
+fn bytes_per_pixel(encoding: &str) -> Option<usize> {
+    Some(match encoding {
+        "mono8" => 1,
+        "16UC1" | "mono16" => 2,
+        "rgb8" | "bgr8" => 3,
+        "rgba8" | "bgra8" | "32FC1" => 4,
+        _ => return None,
+    })
+}
+
+/// The rows of `img` without their padding: `(row length, rows)`, checked.
+fn rows<'a>(img: &Image<'a>, bpp: usize) -> Result<(usize, impl Iterator<Item = &'a [u8]>), String> {
+    let (w, h) = (img.width as usize, img.height as usize);
+    let row = w * bpp;
+    let step = img.step as usize;
+    if step < row {
+        return Err(format!(
+            "`step` {step} is less than a row of {w} `{}` pixels ({row} bytes)",
+            img.encoding
+        ));
+    }
+    let need = step.saturating_mul(h.saturating_sub(1)).saturating_add(row);
+    if img.data.len() < need {
+        return Err(format!(
+            "`data` has {} bytes; {w}×{h} `{}` with `step` {step} needs {need}",
+            img.data.len(),
+            img.encoding
+        ));
+    }
+    let data = img.data;
+    Ok((row, (0..h).map(move |r| &data[r * step..r * step + row])))
+}
+
+/// A u16 from 2 bytes in the image's byte order.
+fn u16_of(b: &[u8], big: bool) -> u16 {
+    if big {
+        u16::from_be_bytes([b[0], b[1]])
+    } else {
+        u16::from_le_bytes([b[0], b[1]])
+    }
+}
+
+/// An `Image` as a frame of `sensor`.
+pub fn image(img: &Image, sensor: Sensor, limits: ImageLimits) -> Result<FrameData, String> {
+    limits.check(img.width, img.height)?;
+    let enc = img.encoding;
+    let bpp = bytes_per_pixel(enc).ok_or_else(|| {
+        format!("`encoding` `{enc}` is not read (rgb8, bgr8, rgba8, bgra8, mono8, mono16, 16UC1, 32FC1)")
+    })?;
+    let (width, height) = (img.width, img.height);
+    let big = img.is_bigendian != 0;
+    let (_, rows) = rows(img, bpp)?;
+    let n = width as usize * height as usize;
+    match (sensor, enc) {
+        (Sensor::Camera, "rgb8" | "bgr8" | "rgba8" | "bgra8" | "mono8") => {
+            let mut data = Vec::with_capacity(n * 3);
+            for r in rows {
+                match enc {
+                    "rgb8" => data.extend_from_slice(r),
+                    "mono8" => r.iter().for_each(|v| data.extend_from_slice(&[*v; 3])),
+                    _ => {
+                        let swap = enc.starts_with("bgr");
+                        for p in r.chunks_exact(bpp) {
+                            let (a, b, c) = (p[0], p[1], p[2]);
+                            data.extend_from_slice(&if swap { [c, b, a] } else { [a, b, c] });
+                        }
+                    }
+                }
+            }
+            Ok(FrameData::Rgb8 { width, height, data })
+        }
+        (Sensor::Depth, "16UC1" | "mono16") => Ok(FrameData::Depth16 {
+            width,
+            height,
+            data: rows.flat_map(|r| r.chunks_exact(2).map(|b| u16_of(b, big))).collect(),
+        }),
+        (Sensor::Depth, "32FC1") => Ok(FrameData::Depth16 {
+            width,
+            height,
+            data: rows
+                .flat_map(|r| {
+                    r.chunks_exact(4).map(|b| {
+                        let bits = [b[0], b[1], b[2], b[3]];
+                        let m = if big {
+                            f32::from_be_bytes(bits)
+                        } else {
+                            f32::from_le_bytes(bits)
+                        };
+                        // Metres → millimetres; unknown (NaN, ≤ 0, beyond 65.535 m) → 0.
+                        let mm = (m * 1000.0).round();
+                        if mm.is_finite() && mm > 0.0 && mm <= 65535.0 {
+                            mm as u16
+                        } else {
+                            0
+                        }
+                    })
+                })
+                .collect(),
+        }),
+        (Sensor::Thermal, "mono16" | "16UC1") => Ok(FrameData::Thermal16 {
+            width,
+            height,
+            data: rows.flat_map(|r| r.chunks_exact(2).map(|b| u16_of(b, big))).collect(),
+        }),
+        (Sensor::Thermal, "mono8") => Ok(FrameData::Thermal16 {
+            width,
+            height,
+            data: rows.flat_map(|r| r.iter().map(|v| u16::from(*v) * 257)).collect(),
+        }),
+        (s, e) => Err(format!("a `{e}` image is not a {s:?} frame")),
+    }
+}
+
+/// A `CompressedImage` as a camera frame.
+pub fn compressed(img: &CompressedImage, limits: ImageLimits) -> Result<FrameData, String> {
+    let format = img.format.to_ascii_lowercase();
+    // ROS image_transport writes e.g. "rgb8; jpeg compressed bgr8".
+    if format.contains("jpeg") || format.contains("jpg") {
+        let (width, height) = image::ImageReader::with_format(std::io::Cursor::new(img.data), image::ImageFormat::Jpeg)
+            .into_dimensions()
+            .map_err(|e| format!("not a JPEG: {e}"))?;
+        limits.check(width, height)?;
+        Ok(FrameData::Jpeg {
+            width,
+            height,
+            data: img.data.to_vec(),
+        })
+    } else if format.contains("png") {
+        let rgb = crate::sources::file::decode_image(img.data, limits, "a PNG image")?.to_rgb8();
+        let (width, height) = rgb.dimensions();
+        Ok(FrameData::Rgb8 {
+            width,
+            height,
+            data: rgb.into_raw(),
+        })
+    } else {
+        Err(format!("`format` `{}`: only jpeg and png are read", img.format))
+    }
+}
+
+/// An `Imu` message as one reading (orientation and covariances are not used).
+pub fn imu(m: &Imu) -> Result<FrameData, String> {
+    let a = m.linear_acceleration;
+    let g = m.angular_velocity;
+    let v = [a.x, a.y, a.z, g.x, g.y, g.z];
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(format!("a reading that is not finite: accel {a:?}, gyro {g:?}"));
+    }
+    Ok(FrameData::Imu(ImuSample {
+        accel: [a.x as f32, a.y as f32, a.z as f32],
+        gyro: [g.x as f32, g.y as f32, g.z as f32],
+    }))
+}
+
+/// How an audio topic's bytes are laid out (`AudioData` does not say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleFormat {
+    S16Le,
+    S32Le,
+    F32Le,
+    U8,
+}
+
+impl SampleFormat {
+    pub fn parse(s: &str) -> Option<SampleFormat> {
+        Some(match s {
+            "S16LE" => SampleFormat::S16Le,
+            "S32LE" => SampleFormat::S32Le,
+            "F32LE" => SampleFormat::F32Le,
+            "U8" => SampleFormat::U8,
+            _ => return None,
+        })
+    }
+    fn bytes(self) -> usize {
+        match self {
+            SampleFormat::U8 => 1,
+            SampleFormat::S16Le => 2,
+            SampleFormat::S32Le | SampleFormat::F32Le => 4,
+        }
+    }
+}
+
+/// Audio bytes as a chunk of `channels` interleaved samples at `rate`.
+pub fn audio(data: &[u8], format: SampleFormat, rate: u32, channels: u16) -> Result<FrameData, String> {
+    let frame = format.bytes() * channels as usize;
+    if frame == 0 || data.len() % frame != 0 {
+        return Err(format!(
+            "{} bytes are not whole frames of {channels} × {format:?} samples",
+            data.len()
+        ));
+    }
+    let samples = data
+        .chunks_exact(format.bytes())
+        .map(|b| match format {
+            SampleFormat::U8 => (f32::from(b[0]) - 128.0) / 128.0,
+            SampleFormat::S16Le => f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0,
+            SampleFormat::S32Le => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32 / 2_147_483_648.0,
+            SampleFormat::F32Le => {
+                let x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                if x.is_finite() {
+                    x.clamp(-1.0, 1.0)
+                } else {
+                    0.0
+                }
+            }
+        })
+        .collect();
+    Ok(FrameData::Audio {
+        sample_rate: rate,
+        channels,
+        samples,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ros2::msgs::{Header, Time};
+
+    fn img<'a>(w: u32, h: u32, enc: &'a str, step: u32, big: bool, data: &'a [u8]) -> Image<'a> {
+        Image {
+            header: Header {
+                stamp: Time::default(),
+                frame_id: "cam",
+            },
+            height: h,
+            width: w,
+            encoding: enc,
+            is_bigendian: u8::from(big),
+            step,
+            data,
+        }
+    }
+
+    #[test]
+    fn images_of_each_encoding_become_frames() {
+        let l = ImageLimits::default();
+        // 2×2, rows padded to 8 bytes.
+        let bgr = [1, 2, 3, 4, 5, 6, 0xee, 0xee, 7, 8, 9, 10, 11, 12, 0xee, 0xee];
+        let FrameData::Rgb8 { data, .. } = image(&img(2, 2, "bgr8", 8, false, &bgr), Sensor::Camera, l).unwrap() else {
+            panic!()
+        };
+        assert_eq!(data, [3, 2, 1, 6, 5, 4, 9, 8, 7, 12, 11, 10]);
+        let rgba = [1, 2, 3, 99, 4, 5, 6, 99];
+        let FrameData::Rgb8 { data, .. } = image(&img(2, 1, "rgba8", 8, false, &rgba), Sensor::Camera, l).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(data, [1, 2, 3, 4, 5, 6]);
+        let FrameData::Rgb8 { data, .. } = image(&img(2, 1, "mono8", 2, false, &[7, 9]), Sensor::Camera, l).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(data, [7, 7, 7, 9, 9, 9]);
+        // Depth: 16UC1 big-endian, 32FC1 metres (NaN and negative are invalid = 0).
+        let be = [0x03, 0xe8, 0xff, 0xff];
+        let FrameData::Depth16 { data, .. } = image(&img(2, 1, "16UC1", 4, true, &be), Sensor::Depth, l).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(data, [1000, 65535]);
+        let m: Vec<u8> = [1.2345f32, f32::NAN, -1.0, 70.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let FrameData::Depth16 { data, .. } = image(&img(4, 1, "32FC1", 16, false, &m), Sensor::Depth, l).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(data, [1235, 0, 0, 0]);
+        let FrameData::Thermal16 { data, .. } =
+            image(&img(1, 1, "mono16", 2, false, &[0x34, 0x12]), Sensor::Thermal, l).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(data, [0x1234]);
+        assert_eq!(infer_sensor("bgra8"), Some(Sensor::Camera));
+        assert_eq!(infer_sensor("32FC1"), Some(Sensor::Depth));
+        assert_eq!(infer_sensor("mono16"), None);
+    }
+
+    #[test]
+    fn lying_and_unknown_images_are_refused_with_the_reason() {
+        let l = ImageLimits::default();
+        let e = image(&img(100, 100, "rgb8", 300, false, &[0; 10]), Sensor::Camera, l).unwrap_err();
+        assert!(e.contains("`data` has 10 bytes"), "{e}");
+        let e = image(&img(4, 1, "rgb8", 8, false, &[0; 12]), Sensor::Camera, l).unwrap_err();
+        assert!(e.contains("`step` 8 is less than"), "{e}");
+        // Declared far beyond the limits: refused before anything is allocated.
+        let e = image(&img(100_000, 100_000, "rgb8", 300_000, false, &[]), Sensor::Camera, l).unwrap_err();
+        assert!(e.contains("limits.max_image_side"), "{e}");
+        let e = image(&img(1, 1, "yuv422", 2, false, &[0; 2]), Sensor::Camera, l).unwrap_err();
+        assert!(e.contains("yuv422"), "{e}");
+        let e = image(&img(1, 1, "rgb8", 3, false, &[0; 3]), Sensor::Depth, l).unwrap_err();
+        assert!(e.contains("not a Depth frame"), "{e}");
+    }
+
+    #[test]
+    fn audio_bytes_become_samples() {
+        let pcm: Vec<u8> = [0i16, 16384, -32768, 32767]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        let FrameData::Audio {
+            sample_rate,
+            channels,
+            samples,
+        } = audio(&pcm, SampleFormat::S16Le, 16_000, 2).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((sample_rate, channels), (16_000, 2));
+        assert_eq!(samples, [0.0, 0.5, -1.0, 32767.0 / 32768.0]);
+        assert!(audio(&pcm[..6], SampleFormat::S16Le, 16_000, 2).is_err());
+        assert_eq!(SampleFormat::parse("F32LE"), Some(SampleFormat::F32Le));
+    }
+}
