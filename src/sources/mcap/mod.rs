@@ -13,7 +13,8 @@
 //! ```
 //!
 //! A message that cannot be played (unknown schema, bad size) is skipped and counted; a
-//! file cut short plays up to its last complete chunk, then ends.
+//! file cut short plays every message before the cut (those of its complete chunks, and
+//! those the chunk torn by the cut still holds whole), then ends.
 
 pub mod frames;
 pub mod reader;
@@ -199,7 +200,7 @@ impl McapSource {
                 Some(Ok(m)) => m,
                 Some(Err(ReadError::Truncated { messages, reason, .. })) => {
                     self.truncated = true;
-                    tracing::warn!(event = crate::telemetry::names::REPLAY_TRUNCATED, path = %self.cfg.path, messages, reason = %reason, "recording is cut short; played up to its last complete chunk");
+                    tracing::warn!(event = crate::telemetry::names::REPLAY_TRUNCATED, path = %self.cfg.path, messages, reason = %reason, "recording is cut short; played every message before the cut");
                     return Ok(None);
                 }
                 Some(Err(e)) => {
