@@ -83,7 +83,12 @@ fn mic(extra: &str) -> Box<dyn Source> {
         n as f64 / RATE as f64
     ))
     .unwrap();
-    let cfg = sensebind::sources::parse("mic", &table).unwrap();
+    alsa_source(&table)
+}
+
+/// The ALSA source `table` configures, built as the daemon builds it (id `mic`).
+fn alsa_source(table: &toml::Table) -> Box<dyn Source> {
+    let cfg = sensebind::sources::parse("mic", table).unwrap();
     assert_eq!(cfg.kind, "alsa");
     let ctx = SourceContext {
         id: "mic".into(),
@@ -244,14 +249,7 @@ fn unpaced_capture_with_the_default_drift_bound_loses_nothing_and_never_steps_ba
 fn a_missing_pcm_is_an_open_error() {
     alsa_home();
     let table: toml::Table = toml::from_str("type = \"alsa\"\ndevice = \"sbtest_missing\"").unwrap();
-    let cfg = sensebind::sources::parse("mic", &table).unwrap();
-    let ctx = SourceContext {
-        id: "mic".into(),
-        epoch_ns: 0,
-        image_limits: ImageLimits::default(),
-        stop: StopFlag::default(),
-    };
-    let mut src = cfg.driver.unwrap().build(&ctx).unwrap();
+    let mut src = alsa_source(&table);
     let e = src.open().unwrap_err().to_string();
     assert!(e.contains("sbtest_missing") && e.contains("cannot open"), "{e}");
 }
@@ -289,14 +287,7 @@ fn paced_device(name: &str) -> (Box<dyn Source>, PathBuf) {
         "type = \"alsa\"\ndevice = \"{name}\"\nrate = {RATE}\nchannels = 2\nperiod_ms = 50"
     ))
     .unwrap();
-    let cfg = sensebind::sources::parse("mic", &table).unwrap();
-    let ctx = SourceContext {
-        id: "mic".into(),
-        epoch_ns: 0,
-        image_limits: ImageLimits::default(),
-        stop: StopFlag::default(),
-    };
-    (cfg.driver.unwrap().build(&ctx).unwrap(), log)
+    (alsa_source(&table), log)
 }
 
 /// The frames the paced device captured, in order: frame `g` carries bits 0..15 of

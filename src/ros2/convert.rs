@@ -144,9 +144,7 @@ pub fn compressed(img: &CompressedImage, limits: ImageLimits) -> Result<FrameDat
     let format = img.format.to_ascii_lowercase();
     // ROS image_transport writes e.g. "rgb8; jpeg compressed bgr8".
     if format.contains("jpeg") || format.contains("jpg") {
-        let (width, height) = image::ImageReader::with_format(std::io::Cursor::new(img.data), image::ImageFormat::Jpeg)
-            .into_dimensions()
-            .map_err(|e| format!("not a JPEG: {e}"))?;
+        let (width, height) = crate::sources::pixfmt::jpeg_size(img.data)?;
         limits.check(width, height)?;
         Ok(FrameData::Jpeg {
             width,

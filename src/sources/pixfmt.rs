@@ -82,6 +82,14 @@ pub fn yuyv_to_rgb(w: u32, h: u32, buf: &[u8]) -> Result<Vec<u8>, SourceError> {
     Ok(out)
 }
 
+/// The size a JPEG's header declares (nothing decoded): for a frame kept as captured
+/// ([`FrameData::Jpeg`]) and decoded later by the windower.
+pub fn jpeg_size(buf: &[u8]) -> Result<(u32, u32), String> {
+    image::ImageReader::with_format(std::io::Cursor::new(buf), image::ImageFormat::Jpeg)
+        .into_dimensions()
+        .map_err(|e| format!("not a JPEG: {e}"))
+}
+
 /// Decode a JPEG (baseline or progressive) into RGB8, strictly: a truncated stream, or
 /// one whose data ends before the image its header declares (a lenient decoder fills
 /// the rest with grey), is refused with the decoder's reason. The header's size is

@@ -367,6 +367,16 @@ async def foxglove_client(port, want, seconds=60, collect=None, count=0):
     raise AssertionError(f"live view: saw {sorted(seen)}, wanted {want}")
 
 
+def wait_for_port(port, seconds=20):
+    """Until something listens on loopback `port` (the daemon's live view), at most `seconds`."""
+    for _ in range(int(seconds / 0.2)):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+
+
 def test_the_live_view_streams_senses_and_readings(tmp_path):
     port, bus = free_port(), free_port()
     cfg = write_config(
@@ -384,12 +394,7 @@ def test_the_live_view_streams_senses_and_readings(tmp_path):
     log = open(tmp_path / "daemon.log", "w")
     proc = subprocess.Popen([BIN, "run", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=log)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.2)
+        wait_for_port(port)
         with open_session(bus) as session:
             session.declare_subscriber("sensebind/pytest/embedding/**", on_embedding)
             # A registered query: its similarity with every window is plotted live.
@@ -510,12 +515,7 @@ def test_a_client_sending_garbage_is_closed_and_others_keep_watching(tmp_path):
     log_path = tmp_path / "daemon.log"
     proc = subprocess.Popen([BIN, "run", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.2)
+        wait_for_port(port)
         results = {flood: asyncio.run(garbage_and_good_clients(port, flood)) for flood in (True, False)}
     finally:
         proc.terminate()

@@ -285,10 +285,8 @@ pub fn decode_frame(
                     img.format
                 )));
             }
-            let (width, height) =
-                image::ImageReader::with_format(std::io::Cursor::new(&img.data[..]), image::ImageFormat::Jpeg)
-                    .into_dimensions()
-                    .map_err(|e| DecodeError(format!("{COMPRESSED_IMAGE}: not a JPEG: {e}")))?;
+            let (width, height) = crate::sources::pixfmt::jpeg_size(&img.data)
+                .map_err(|e| DecodeError(format!("{COMPRESSED_IMAGE}: {e}")))?;
             FrameData::Jpeg {
                 width,
                 height,
