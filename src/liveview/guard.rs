@@ -4,8 +4,11 @@
 //! (invalid JSON, an unknown channel, an unsupported operation) with an error status,
 //! `{"op":"status","level":2,…}`. A client that earns more than
 //! `foxglove.max_client_errors` of them within [`ERROR_WINDOW`] is disconnected, and
-//! the daemon says so once (`liveview_client_closed`). The server itself offers no
-//! way to close one client.
+//! the daemon says so once (`liveview_client_closed`, `reason = "too_many_errors"`).
+//! The server itself offers no way to close one client. It does drop a client whose
+//! flood overflows its reply queue, sometimes before a single error status got out:
+//! the relay reports that once too (`reason = "server_dropped"`), except while the
+//! daemon is stopping.
 //!
 //! [`Scanner`] is the pure part: fed the server → client bytes in any chunking (the
 //! HTTP upgrade response, then WebSocket frames), it counts error statuses.
@@ -13,6 +16,8 @@
 use crate::telemetry::names;
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,16 +42,20 @@ enum Phase {
     Blind,
 }
 
-/// Counts the error statuses in a server → client byte stream.
+/// Reads one direction of a WebSocket connection: counts the error statuses in a
+/// server → client stream, and notes a close frame in either.
 #[derive(Debug)]
 pub struct Scanner {
     phase: Phase,
+    /// A close frame went by.
+    pub closing: bool,
 }
 
 impl Default for Scanner {
     fn default() -> Self {
         Scanner {
             phase: Phase::Head(Vec::new()),
+            closing: false,
         }
     }
 }
@@ -105,6 +114,7 @@ impl Scanner {
                         127 => u64::from_be_bytes(h[2..10].try_into().unwrap_or_default()),
                         n => u64::from(n),
                     };
+                    self.closing |= h[0] & 0x0f == 0x8;
                     // An unfragmented, unmasked text frame small enough to be a status.
                     let text =
                         (h[0] == 0x81 && h[1] & 0x80 == 0 && len <= MAX_TEXT).then(|| Vec::with_capacity(len as usize));
@@ -169,11 +179,13 @@ impl Tally {
 }
 
 /// Accept clients on `listener` and relay each to the server on `server`.
-pub async fn serve(listener: TcpListener, server: SocketAddr, max_errors: u32) {
+/// `stopping` is set when the daemon shuts the server down: the connections it then
+/// closes are not reported as dropped clients.
+pub async fn serve(listener: TcpListener, server: SocketAddr, max_errors: u32, stopping: Arc<AtomicBool>) {
     loop {
         match listener.accept().await {
             Ok((client, peer)) => {
-                tokio::spawn(relay(client, peer, server, max_errors));
+                tokio::spawn(relay(client, peer, server, max_errors, stopping.clone()));
             }
             Err(e) => {
                 // Out of file descriptors and the like: wait rather than spin.
@@ -184,9 +196,19 @@ pub async fn serve(listener: TcpListener, server: SocketAddr, max_errors: u32) {
     }
 }
 
+/// How a relayed connection ended.
+enum End {
+    /// The client closed its side (or its socket failed).
+    Client,
+    /// The server closed the connection.
+    Server,
+    /// The relay cut the client off: too many error statuses.
+    Cut,
+}
+
 /// One client: bytes both ways until either side closes, or the client has earned
 /// too many error statuses.
-async fn relay(client: TcpStream, peer: SocketAddr, server: SocketAddr, max_errors: u32) {
+async fn relay(client: TcpStream, peer: SocketAddr, server: SocketAddr, max_errors: u32, stopping: Arc<AtomicBool>) {
     let Ok(upstream) = TcpStream::connect(server).await else {
         return;
     };
@@ -194,7 +216,23 @@ async fn relay(client: TcpStream, peer: SocketAddr, server: SocketAddr, max_erro
     let _ = upstream.set_nodelay(true);
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = upstream.into_split();
-    let up = tokio::io::copy(&mut cr, &mut sw);
+    // Client → server: passed on as is, watched for the client's close frame.
+    let mut said_bye = false;
+    let up = async {
+        let mut scanner = Scanner::default();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            scanner.feed(&buf[..n]);
+            said_bye |= scanner.closing;
+            if sw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
     // Whether the relay cut the client off, and the error statuses it earned.
     let mut earned = 0u64;
     let down = async {
@@ -203,40 +241,52 @@ async fn relay(client: TcpStream, peer: SocketAddr, server: SocketAddr, max_erro
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = match sr.read(&mut buf).await {
-                Ok(0) | Err(_) => return false,
+                Ok(0) | Err(_) => return End::Server,
                 Ok(n) => n,
             };
             let errors = scanner.feed(&buf[..n]);
             earned += u64::from(errors);
             if errors > 0 && tally.add(errors, Instant::now()) {
-                return true;
+                return End::Cut;
             }
             if cw.write_all(&buf[..n]).await.is_err() {
-                return false;
+                return End::Client;
             }
         }
     };
-    let cut = tokio::select! {
-        _ = up => false,
-        c = down => c,
+    let end = tokio::select! {
+        _ = up => End::Client,
+        e = down => e,
     };
     let window = ERROR_WINDOW.as_secs();
-    if cut {
-        tracing::warn!(
+    match end {
+        End::Cut => tracing::warn!(
             event = names::LIVEVIEW_CLIENT_CLOSED,
             client = %peer,
             errors = earned,
+            reason = "too_many_errors",
             "Foxglove live view: closed a client that sent more than {max_errors} unusable requests in {window} s"
-        );
-    } else if earned > 0 {
-        // The server dropped it (its reply queue overflowed with errors, as a flood of
-        // bad requests does), or the client left after being refused.
-        tracing::warn!(
+        ),
+        // The server drops a client on its own only when the client broke the
+        // protocol or flooded it (its reply queue overflowed, possibly before a
+        // single error status reached the relay). Not when the daemon stops it.
+        End::Server if !said_bye && !stopping.load(Ordering::Relaxed) => tracing::warn!(
             event = names::LIVEVIEW_CLIENT_CLOSED,
             client = %peer,
             errors = earned,
-            "Foxglove live view: a client was disconnected after {earned} unusable requests"
-        );
+            reason = "server_dropped",
+            "Foxglove live view: the server dropped a client (protocol error or request flood; {earned} error statuses relayed)"
+        ),
+        // The client left (the server answering its close frame ends the relay too);
+        // say so only when it had been refused.
+        End::Client | End::Server if earned > 0 => tracing::info!(
+            event = names::LIVEVIEW_CLIENT_CLOSED,
+            client = %peer,
+            errors = earned,
+            reason = "client_left",
+            "Foxglove live view: a client left after {earned} unusable requests"
+        ),
+        _ => {}
     }
     let _ = cw.shutdown().await;
 }
@@ -286,6 +336,29 @@ mod tests {
         let mut s = Scanner::default();
         assert_eq!(s.feed(&vec![b'x'; MAX_HEAD + 10]), 0);
         assert_eq!(s.feed(&frame(1, error)), 0);
+    }
+
+    #[test]
+    fn a_clients_close_frame_is_noticed_masked_and_in_pieces() {
+        let mut stream = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n".to_vec();
+        let masked = |opcode: u8, payload: &[u8]| {
+            let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8, 1, 2, 3, 4];
+            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]));
+            f
+        };
+        stream.extend(masked(1, br#"{"op":"subscribe","subscriptions":[]}"#));
+        let before_close = stream.len();
+        stream.extend(masked(8, &[0x03, 0xe8]));
+        for chunk in [1, 5, stream.len()] {
+            let mut s = Scanner::default();
+            for (i, c) in stream.chunks(chunk).enumerate() {
+                s.feed(c);
+                if (i + 1) * chunk <= before_close {
+                    assert!(!s.closing, "chunks of {chunk}");
+                }
+            }
+            assert!(s.closing, "chunks of {chunk}");
+        }
     }
 
     #[test]

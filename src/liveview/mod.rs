@@ -28,6 +28,7 @@ use crate::sources::{Frame, FrameData, TappedFrame};
 use crate::telemetry::names;
 use foxglove::{PartialMetadata, RawChannel};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -51,10 +52,12 @@ pub struct LiveView {
     server: Option<foxglove::WebSocketServerHandle>,
     task: tokio::task::JoinHandle<()>,
     guard: tokio::task::JoinHandle<()>,
+    stopping: Arc<AtomicBool>,
 }
 
 impl LiveView {
     pub async fn stop(mut self) {
+        self.stopping.store(true, Ordering::Relaxed);
         self.task.abort();
         self.guard.abort();
         if let Some(s) = self.server.take() {
@@ -95,7 +98,8 @@ pub async fn start(
         .await
         .map_err(|e| err(e.to_string()))?;
     let inner = std::net::SocketAddr::from(([127, 0, 0, 1], server.port()));
-    let guard = tokio::spawn(guard::serve(front, inner, cfg.max_client_errors));
+    let stopping = Arc::new(AtomicBool::new(false));
+    let guard = tokio::spawn(guard::serve(front, inner, cfg.max_client_errors, stopping.clone()));
     tracing::info!(event = names::LIVEVIEW_STARTED, host = %cfg.host, port, "Foxglove live view: open ws://{}:{port} in the Foxglove app", cfg.host);
     let feeder = Feeder {
         ctx,
@@ -111,6 +115,7 @@ pub async fn start(
         server: Some(server),
         task,
         guard,
+        stopping,
     })
 }
 

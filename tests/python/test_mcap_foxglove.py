@@ -499,7 +499,8 @@ async def garbage_and_good_clients(port, flood):
 
 def test_a_client_sending_garbage_is_closed_and_others_keep_watching(tmp_path):
     """Issue 21 item 1.8. A flood (5 × 100 000 subscriptions to unknown channel ids):
-    the server's own reply queue overflows and it drops the client. A trickle (one bad
+    the server's own reply queue overflows and it drops the client, or the relay cuts
+    it first when enough error replies get out (which happens first varies by machine). A trickle (one bad
     subscription per message, 50 a second, every reply read) never overflows it: the
     daemon's relay disconnects the client once it has earned more than
     `foxglove.max_client_errors` (10 here) error replies in 10 s. Each is logged once
@@ -529,4 +530,5 @@ def test_a_client_sending_garbage_is_closed_and_others_keep_watching(tmp_path):
     # The trickle's client read every reply: it was cut at the allowance.
     assert 1 <= results[False][1] <= 10, results[False]
     assert log.count("liveview_client_closed") == 2, log[-3000:]
+    assert "too_many_errors" in log, log[-3000:]  # the trickle, at least, was the relay's
     assert log.count("unknown channel") <= 10, log.count("unknown channel")
