@@ -10,6 +10,9 @@
 //! - [`ClockKind::Replay`]: recording time. Paced replays advance it with the wall
 //!   clock from their start; fast replays advance it only as frames are read, so
 //!   idle flushing can never close a window before its data has been read.
+//! - [`ClockKind::Ros`]: a ROS 2 publisher's `header.stamp` (its system time, or a
+//!   simulation's `/clock`): "now" is the latest stamp received plus the wall time
+//!   since it arrived.
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -24,6 +27,7 @@ pub enum ClockKind {
     Realtime,
     Monotonic,
     Replay,
+    Ros,
 }
 
 impl ClockKind {
@@ -32,6 +36,7 @@ impl ClockKind {
             ClockKind::Realtime => "realtime",
             ClockKind::Monotonic => "monotonic",
             ClockKind::Replay => "replay",
+            ClockKind::Ros => "ros",
         }
     }
 }
@@ -165,9 +170,58 @@ impl Clock for Arc<ReplayClock> {
     }
 }
 
+/// A ROS 2 publisher's clock, followed from the stamps it sends.
+#[derive(Debug)]
+pub struct RosClock {
+    /// Latest stamp − realtime at its arrival; `Nanos::MIN` until the first.
+    offset_ns: AtomicI64,
+}
+
+impl RosClock {
+    pub fn new() -> Arc<Self> {
+        Arc::new(RosClock {
+            offset_ns: AtomicI64::new(Nanos::MIN),
+        })
+    }
+    /// A message stamped `stamp_ns` arrived now.
+    pub fn observe(&self, stamp_ns: Nanos) {
+        self.offset_ns.store(
+            stamp_ns.saturating_sub(realtime_ns()).max(Nanos::MIN + 1),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl Clock for Arc<RosClock> {
+    fn kind(&self) -> ClockKind {
+        ClockKind::Ros
+    }
+    /// Before the first stamp: `Nanos::MIN` (no window can be due).
+    fn now_ns(&self) -> Nanos {
+        match self.offset_ns.load(Ordering::Relaxed) {
+            Nanos::MIN => Nanos::MIN,
+            off => realtime_ns().saturating_add(off),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ros_time_follows_the_latest_stamp() {
+        let c = RosClock::new();
+        assert_eq!(c.now_ns(), Nanos::MIN);
+        // A simulation at t = 100 s.
+        c.observe(100_000_000_000);
+        let now = c.now_ns();
+        assert!((100_000_000_000..100_100_000_000).contains(&now), "{now}");
+        // The simulation restarted: time goes with it.
+        c.observe(5_000_000_000);
+        assert!(c.now_ns() < 6_000_000_000);
+        assert_eq!(c.kind().as_str(), "ros");
+    }
 
     #[test]
     fn unpaced_replay_time_is_what_was_read() {

@@ -95,6 +95,7 @@ fn alsa_source(table: &toml::Table) -> Box<dyn Source> {
         epoch_ns: 0,
         image_limits: ImageLimits::default(),
         stop: StopFlag::default(),
+        ros2: Default::default(),
     };
     cfg.driver.unwrap().build(&ctx).unwrap()
 }

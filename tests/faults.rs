@@ -83,6 +83,7 @@ fn scripted(
             i: 0,
             make: Box::new(make),
         }),
+        ros2: Default::default(),
     }
 }
 

@@ -115,6 +115,7 @@ fn built(id: &str, source: impl Into<Box<dyn Source>>) -> BuiltSource {
     BuiltSource {
         config,
         source: source.into(),
+        ros2: Default::default(),
     }
 }
 

@@ -312,6 +312,7 @@ fn an_mcap_replay_loops_with_increasing_times() {
         epoch_ns: 0,
         image_limits: ImageLimits::default(),
         stop: StopFlag::default(),
+        ros2: Default::default(),
     };
     let mut src = cfg.driver.unwrap().build(&ctx).unwrap();
     assert_eq!(src.info().streams.len(), 1);

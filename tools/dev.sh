@@ -10,7 +10,7 @@ VENV=$ROOT/.venv
 # mcap, mcap-protobuf-support, foxglove-sdk and websockets: independent readers, writers
 # and a Foxglove WebSocket client for the recording and live-view tests; prometheus-client
 # parses the `/metrics` text as Prometheus itself would.
-PY_REQS=(onnxruntime==1.31.1 eclipse-zenoh==1.10.2 cbor2==5.7.1 numpy pytest==8.4.2
+PY_REQS=(onnxruntime==1.31.1 eclipse-zenoh==1.10.2 rosbags==0.11.9 cbor2==5.7.1 numpy pytest==8.4.2
   mcap==1.6.0 mcap-protobuf-support==0.6.0 foxglove-sdk==0.30.3 websockets==15.0.1
   pillow==13.0.0 prometheus-client==0.23.1)
 # libclang-dev (v4l2 bindings) and libasound2-dev (ALSA) build the `robot` drivers;

@@ -65,6 +65,38 @@ pub struct Config {
     pub health: HealthConfig,
     pub foxglove: FoxgloveConfig,
     pub prometheus: PrometheusConfig,
+    pub ros2: Ros2Config,
+}
+
+/// `[ros2]`: sensebind as a ROS 2 node over rmw_zenoh (the `ros2` sources, and the
+/// ROS 2 outputs when `publish` is on).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ros2Config {
+    pub publish: bool,
+    /// Unset: `ROS_DOMAIN_ID`, else 0.
+    #[serde(default)]
+    pub domain_id: Option<u32>,
+    pub namespace: String,
+    pub node: String,
+    pub distro: crate::ros2::wire::Distro,
+}
+
+/// The highest ROS 2 domain id (ROS 2 allows 0..=232).
+pub const MAX_ROS_DOMAIN: u32 = 232;
+
+impl Ros2Config {
+    /// The domain in use: `domain_id`, else `ROS_DOMAIN_ID` (when it is a valid id),
+    /// else 0.
+    pub fn domain(&self) -> u32 {
+        self.domain_id.unwrap_or_else(|| {
+            std::env::var("ROS_DOMAIN_ID")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|d| *d <= MAX_ROS_DOMAIN)
+                .unwrap_or(0)
+        })
+    }
 }
 
 /// `[prometheus]`: the metrics endpoint.

@@ -314,6 +314,35 @@ impl Config {
     }
 
     fn check_outputs_and_bus(&self, c: &mut Checks) {
+        let r = &self.ros2;
+        if let Some(d) = r.domain_id {
+            c.range("ros2.domain_id", d, 0, super::MAX_ROS_DOMAIN);
+        }
+        if let Ok(v) = std::env::var("ROS_DOMAIN_ID") {
+            c.ensure(
+                r.domain_id.is_some() || v.trim().parse::<u32>().is_ok_and(|d| d <= super::MAX_ROS_DOMAIN),
+                "ros2.domain_id",
+                || {
+                    format!(
+                        "unset, so ROS_DOMAIN_ID is used, but it is `{}` (expected 0..={})",
+                        crate::ident::clip(&v, 20),
+                        super::MAX_ROS_DOMAIN
+                    )
+                },
+            );
+        }
+        c.ensure(crate::ros2::wire::valid_namespace(&r.namespace), "ros2.namespace", || {
+            format!(
+                "expected a ROS namespace such as `/sensebind` (`/`-separated names of letters, digits and `_`, not starting with a digit), got `{}`",
+                crate::ident::clip(&r.namespace, 60)
+            )
+        });
+        c.ensure(crate::ros2::wire::valid_name(&r.node), "ros2.node", || {
+            format!(
+                "expected a ROS node name such as `sensebind` (letters, digits and `_`, not starting with a digit), got `{}`",
+                crate::ident::clip(&r.node, 60)
+            )
+        });
         let f = &self.foxglove;
         c.ensure(!f.host.trim().is_empty(), "foxglove.host", || {
             "expected a host to listen on, e.g. 127.0.0.1".into()

@@ -26,6 +26,7 @@ use crate::engine::worker::{self, Discard, Embedded, WorkerConfig, WorkerHandle}
 use crate::modality::Modality;
 use crate::outputs::Outputs;
 use crate::queries::Registry;
+use crate::ros2::node::Participant;
 use crate::sources::runner::{self, Route, RunnerContext};
 use crate::sources::StopFlag;
 use crate::telemetry::{names, DaemonEvent, Telemetry};
@@ -74,19 +75,6 @@ impl GraphBuilder {
             hooks,
         } = self;
         let mut errors: Vec<PipelineError> = Vec::new();
-        for b in &drivers {
-            let mut seen = Vec::new();
-            for st in b.source.info().streams {
-                if seen.contains(&st.modality) {
-                    errors.push(PipelineError::Setup(format!(
-                        "source `{}` declares two {} streams (at most one per modality)",
-                        b.config.id, st.modality
-                    )));
-                }
-                seen.push(st.modality);
-            }
-        }
-        let modalities = modalities_of(&drivers);
         let state_dir = cfg.state_dir();
         // The state directory holds registered queries and engine caches; without it
         // the daemon still runs (queries are kept in memory, health says so).
@@ -112,6 +100,41 @@ impl GraphBuilder {
                 None
             }
         };
+        // The ROS 2 node, when a source or the outputs speak ROS 2; then the sources
+        // that must learn their streams from the robot do so.
+        let mut drivers = drivers;
+        if let Some(session) = &session {
+            if cfg.ros2.publish || drivers.iter().any(|b| b.config.kind == "ros2") {
+                let r = &cfg.ros2;
+                match Participant::join(session.clone(), r.domain(), &r.namespace, &r.node, r.distro).await {
+                    Ok(p) => {
+                        tracing::info!(event = names::ROS2_NODE, domain = p.domain(), namespace = %r.namespace, node = %r.node, distro = ?r.distro, "joined ROS 2 as a node");
+                        drivers.iter().for_each(|b| b.ros2.fill(p.clone()));
+                    }
+                    Err(e) => errors.push(PipelineError::Setup(e)),
+                }
+            }
+            match tokio::task::spawn_blocking(move || prepare_sources(drivers)).await {
+                Ok((d, e)) => {
+                    drivers = d;
+                    errors.extend(e);
+                }
+                Err(e) => return Err(PipelineError::Setup(format!("preparing the sources panicked: {e}"))),
+            }
+        }
+        for b in &drivers {
+            let mut seen = Vec::new();
+            for st in b.source.info().streams {
+                if seen.contains(&st.modality) {
+                    errors.push(PipelineError::Setup(format!(
+                        "source `{}` declares two {} streams (at most one per modality)",
+                        b.config.id, st.modality
+                    )));
+                }
+                seen.push(st.modality);
+            }
+        }
+        let modalities = modalities_of(&drivers);
         if let Some(n) = &hooks.notifier {
             n.send(&["STATUS=loading the model pack"]);
         }
@@ -209,6 +232,36 @@ impl GraphBuilder {
             liveview,
         })
     }
+}
+
+/// Run each source's [`prepare`](crate::sources::Source::prepare), all at once (a
+/// `ros2` source may wait seconds for its topic): the sources, and one error per
+/// source that failed.
+fn prepare_sources(drivers: Vec<BuiltSource>) -> (Vec<BuiltSource>, Vec<PipelineError>) {
+    let results: Vec<(BuiltSource, Option<PipelineError>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = drivers
+            .into_iter()
+            .map(|mut b| {
+                scope.spawn(move || {
+                    let r = b.source.prepare();
+                    let e = r
+                        .err()
+                        .map(|e| PipelineError::Setup(format!("source `{}`: {e}", b.config.id)));
+                    (b, e)
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let mut errors = Vec::new();
+    let drivers = results
+        .into_iter()
+        .map(|(b, e)| {
+            errors.extend(e);
+            b
+        })
+        .collect();
+    (drivers, errors)
 }
 
 /// Phase 2: everything loaded and opened; nothing running yet.
@@ -415,6 +468,7 @@ impl BuiltGraph {
         for BuiltSource {
             config: s,
             source: driver,
+            ..
         } in drivers
         {
             let info = driver.info();

@@ -145,6 +145,8 @@ pub fn window_limits(cfg: &Config) -> WindowLimits {
 pub struct BuiltSource {
     pub config: SourceConfig,
     pub source: Box<dyn crate::sources::Source>,
+    /// Where the source finds the daemon's ROS 2 node (filled when the bus opens).
+    pub ros2: crate::ros2::node::Slot,
 }
 
 /// Build every enabled source of `cfg`; `stop` ends their waits at shutdown.
@@ -152,19 +154,25 @@ pub fn build_sources(cfg: &Config, stop: &StopFlag) -> Result<Vec<BuiltSource>, 
     let params = WindowParams::from_config(&cfg.window);
     let epoch_ns = params.align_down(crate::clock::realtime_ns());
     let mut out = Vec::new();
+    let ros2 = crate::ros2::node::Slot::default();
     for config in enabled_sources(cfg)? {
         let ctx = SourceContext {
             id: config.id.clone(),
             epoch_ns,
             image_limits: window_limits(cfg).image,
             stop: stop.clone(),
+            ros2: ros2.clone(),
         };
         let source = config
             .driver
             .as_ref()
             .expect("enabled sources have a driver")
             .build(&ctx)?;
-        out.push(BuiltSource { config, source });
+        out.push(BuiltSource {
+            config,
+            source,
+            ros2: ros2.clone(),
+        });
     }
     Ok(out)
 }

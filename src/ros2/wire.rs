@@ -23,7 +23,8 @@ pub enum KnownType {
 }
 
 /// Which ROS 2 release's rmw_zenoh is on the other side: it decides the hash chunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Distro {
     /// Jazzy, Kilted, Rolling: keys and tokens carry the RIHS01 type hash.
     #[default]
@@ -201,6 +202,31 @@ impl Attachment {
     }
 }
 
+/// A ROS name: letters, digits and `_`, not starting with a digit.
+pub fn valid_name(name: &str) -> bool {
+    let mut b = name.bytes();
+    b.next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_') && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// A ROS namespace or topic: `/` followed by `/`-separated [`valid_name`]s (`/` alone
+/// is the root namespace).
+pub fn valid_namespace(ns: &str) -> bool {
+    ns == "/" || ns.strip_prefix('/').is_some_and(|rest| rest.split('/').all(valid_name))
+}
+
+/// `name` with every character outside `[A-Za-z0-9_]` replaced by `_`, and `_` put in
+/// front of a leading digit: a robot or source id made a ROS name.
+pub fn sanitize(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .collect();
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    s
+}
+
 /// A name chunk of a liveliness token: `/` → `%`, the empty name → `%`.
 pub fn mangle(name: &str) -> String {
     if name.is_empty() {
@@ -372,6 +398,16 @@ mod tests {
         let mut odd = b;
         odd[16] = 15;
         assert_eq!(Attachment::decode(&odd), None);
+    }
+
+    #[test]
+    fn names_are_checked_and_sanitised_as_ros_wants() {
+        assert!(valid_name("sensebind") && valid_name("_x1") && !valid_name("1x") && !valid_name("a-b"));
+        assert!(valid_namespace("/") && valid_namespace("/sensebind") && valid_namespace("/a/b_2"));
+        assert!(!valid_namespace("sensebind") && !valid_namespace("/a//b") && !valid_namespace("/a/"));
+        assert_eq!(sanitize("robot-7.lab"), "robot_7_lab");
+        assert_eq!(sanitize("7up"), "_7up");
+        assert_eq!(sanitize(""), "_");
     }
 
     #[test]

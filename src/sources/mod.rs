@@ -24,6 +24,7 @@ pub mod pixfmt;
 #[cfg(feature = "realsense")]
 pub mod realsense;
 pub mod realsense_convert;
+pub mod ros2;
 pub mod runner;
 pub mod sample_clock;
 pub mod synthetic;
@@ -225,6 +226,13 @@ pub trait Source: Send {
     fn status(&self) -> serde_json::Map<String, serde_json::Value> {
         serde_json::Map::new()
     }
+    /// Called once, after the daemon's bus is open and before the graph is wired from
+    /// [`Source::info`]: a source whose streams depend on what the robot sends (a
+    /// `ros2` source with no `sensor`) finds out here. May block for a few seconds; an
+    /// error stops the start and names what to configure.
+    fn prepare(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
     /// The depth geometry the device reported at its last open, if it reports one
     /// (read by the runner after each open).
     fn depth_geometry(&self) -> Option<DepthGeometry> {
@@ -360,6 +368,8 @@ pub struct SourceContext {
     pub epoch_ns: Nanos,
     pub image_limits: ImageLimits,
     pub stop: StopFlag,
+    /// The daemon's ROS 2 node, once its bus is open (`ros2` sources).
+    pub ros2: crate::ros2::node::Slot,
 }
 
 /// A driver's own typed configuration.
@@ -404,6 +414,7 @@ pub const DRIVERS: &[(&str, ParseDriver)] = &[
     ("synthetic", synthetic::parse),
     ("file", file::parse),
     ("mcap", mcap::parse),
+    ("ros2", ros2::parse),
     #[cfg(feature = "iio")]
     ("iio", iio::parse),
     #[cfg(feature = "alsa")]

@@ -76,6 +76,7 @@ pub mod names {
     pub const HISTORY_FAILED: &str = "history_failed";
     pub const HISTORY_WRITE_FAILED: &str = "history_write_failed";
     pub const SEARCH_REFUSED: &str = "search_refused";
+    pub const ROS2_NODE: &str = "ros2_node";
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -11,8 +11,9 @@
 //! - `audio_common_msgs/AudioData(Stamped)`: a chunk of interleaved samples in the
 //!   format the source configures.
 
-use super::msgs::{CompressedImage, Image, Imu};
 use crate::modality::Sensor;
+use crate::ros2::msgs::{self, AudioData, AudioDataStamped, CompressedImage, Header, Image, Imu};
+use crate::ros2::wire::KnownType;
 use crate::sources::{FrameData, ImageLimits, ImuSample};
 
 /// What an `Image`'s encoding is, and which sensor it comes from by default
@@ -236,6 +237,133 @@ pub fn audio(data: &[u8], format: SampleFormat, rate: u32, channels: u16) -> Res
         channels,
         samples,
     })
+}
+
+/// How an audio topic's bytes are read (`AudioData` does not say): the source's
+/// `rate`, `channels` and `sample_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioFormat {
+    pub rate: u32,
+    pub channels: u16,
+    pub format: SampleFormat,
+}
+
+impl Default for AudioFormat {
+    fn default() -> Self {
+        AudioFormat {
+            rate: 16_000,
+            channels: 1,
+            format: SampleFormat::S16Le,
+        }
+    }
+}
+
+/// The message types a source reads.
+pub const SOURCE_TYPES: [KnownType; 5] = [
+    KnownType::Image,
+    KnownType::CompressedImage,
+    KnownType::Imu,
+    KnownType::AudioData,
+    KnownType::AudioDataStamped,
+];
+
+/// The sensor a message type implies on its own (`Image` needs its encoding).
+pub fn sensor_of_type(t: KnownType) -> Option<Sensor> {
+    match t {
+        KnownType::CompressedImage => Some(Sensor::Camera),
+        KnownType::Imu => Some(Sensor::Imu),
+        KnownType::AudioData | KnownType::AudioDataStamped => Some(Sensor::Microphone),
+        _ => None,
+    }
+}
+
+/// Whether a `sensor` source may carry messages of type `t`.
+pub fn type_fits(t: KnownType, sensor: Sensor) -> bool {
+    match t {
+        KnownType::Image => matches!(sensor, Sensor::Camera | Sensor::Depth | Sensor::Thermal),
+        _ => sensor_of_type(t) == Some(sensor),
+    }
+}
+
+/// The sensor one serialized message of type `t` implies (an `Image`: from its
+/// encoding; `mono16` is thermal or depth, so the source must say).
+pub fn sensor_of_message(t: KnownType, bytes: &[u8]) -> Result<Sensor, String> {
+    if let Some(s) = sensor_of_type(t) {
+        return Ok(s);
+    }
+    if t != KnownType::Image {
+        return Err(format!("`{}` is not a sensor message", t.ros_name()));
+    }
+    let img: Image = msgs::decode("sensor_msgs/msg/Image", bytes).map_err(|e| e.to_string())?;
+    infer_sensor(img.encoding).ok_or_else(|| {
+        format!(
+            "an Image with encoding `{}` may come from several sensors: set `sensor` (camera, depth or thermal)",
+            crate::ident::clip(img.encoding, 40)
+        )
+    })
+}
+
+/// A decoded message: its header stamp (ns; `None` without a header or with a zero
+/// stamp, which drivers leave when they do not stamp) and the frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub stamp_ns: Option<i64>,
+    pub data: FrameData,
+}
+
+fn stamp_of(h: &Header) -> Result<Option<i64>, String> {
+    match h.stamp.ns() {
+        None => Err(format!("`header.stamp.nanosec` {} is not below 10⁹", h.stamp.nanosec)),
+        Some(0) => Ok(None),
+        Some(t) => Ok(Some(t)),
+    }
+}
+
+/// One serialized message (CDR behind its encapsulation header) of type `t`, for a
+/// `sensor` source; the error says why it was refused.
+pub fn message(
+    t: KnownType,
+    bytes: &[u8],
+    sensor: Sensor,
+    audio: AudioFormat,
+    limits: ImageLimits,
+) -> Result<Decoded, String> {
+    if !type_fits(t, sensor) {
+        return Err(format!(
+            "a `{}` message is not a {} frame",
+            t.ros_name(),
+            sensor.as_str()
+        ));
+    }
+    let name = t.ros_name();
+    let e = |e: msgs::CdrError| e.to_string();
+    let (stamp_ns, data) = match t {
+        KnownType::Image => {
+            let m: Image = msgs::decode(name, bytes).map_err(e)?;
+            (stamp_of(&m.header)?, image(&m, sensor, limits)?)
+        }
+        KnownType::CompressedImage => {
+            let m: CompressedImage = msgs::decode(name, bytes).map_err(e)?;
+            (stamp_of(&m.header)?, compressed(&m, limits)?)
+        }
+        KnownType::Imu => {
+            let m: Imu = msgs::decode(name, bytes).map_err(e)?;
+            (stamp_of(&m.header)?, imu(&m)?)
+        }
+        KnownType::AudioData => {
+            let m: AudioData = msgs::decode(name, bytes).map_err(e)?;
+            (None, self::audio(m.data, audio.format, audio.rate, audio.channels)?)
+        }
+        KnownType::AudioDataStamped => {
+            let m: AudioDataStamped = msgs::decode(name, bytes).map_err(e)?;
+            let data = self::audio(m.audio.data, audio.format, audio.rate, audio.channels)?;
+            (stamp_of(&m.header)?, data)
+        }
+        KnownType::String | KnownType::DiagnosticArray => {
+            return Err(format!("`{name}` is not a sensor message"));
+        }
+    };
+    Ok(Decoded { stamp_ns, data })
 }
 
 #[cfg(test)]
