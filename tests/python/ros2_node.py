@@ -86,12 +86,13 @@ class Node:
     def hash_of(self, ros_type):
         return NO_HASH if self.humble else STORE.hash_rihs01(ros_type)
 
-    def publisher(self, topic, ros_type):
-        return Publisher(self, topic, ros_type)
+    def publisher(self, topic, ros_type, block=False):
+        """`block`: congestion control Block (every sample reaches the subscriber)."""
+        return Publisher(self, topic, ros_type, block)
 
 
 class Publisher:
-    def __init__(self, node, topic, ros_type):
+    def __init__(self, node, topic, ros_type, block=False):
         self.node, self.topic, self.ros_type = node, topic, ros_type
         self.key = f"{node.domain}/{topic.lstrip('/')}/{dds_name(ros_type)}/{node.hash_of(ros_type)}"
         eid = node.next_id
@@ -100,7 +101,8 @@ class Publisher:
             f"@ros2_lv/{node.domain}/{node.zid}/0/{eid}/MP/%/{mangle(node.namespace)}/{node.name}/"
             f"{mangle(topic)}/{dds_name(ros_type)}/{node.hash_of(ros_type)}/::,10:,:,:,,"
         )
-        self.pub = node.session.declare_publisher(self.key)
+        cc = zenoh.CongestionControl.BLOCK if block else zenoh.CongestionControl.DROP
+        self.pub = node.session.declare_publisher(self.key, congestion_control=cc)
         self.gid = os.urandom(16)
         self.seq = 0
 
