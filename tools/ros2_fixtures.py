@@ -19,6 +19,10 @@ ts.register(
         "std_msgs/Header header\naudio_common_msgs/AudioData audio", "audio_common_msgs/msg/AudioDataStamped"
     )
 )
+# sensebind's own message, from the interface package in the repo.
+ROOT = Path(__file__).resolve().parents[1]
+ts.register(get_types_from_msg((ROOT / "ros/sensebind_msgs/msg/Embedding.msg").read_text(),
+                               "sensebind_msgs/msg/Embedding"))
 T = ts.types
 Time = T["builtin_interfaces/msg/Time"]
 Header = T["std_msgs/msg/Header"]
@@ -64,8 +68,20 @@ save("audio_data_stamped", AudioDataStamped(header=header(5, 500, "mic"),
 String = T["std_msgs/msg/String"]
 save("string", String(data='{"robot":"r1","top":[]}'), "std_msgs/msg/String")
 
+Embedding = T["sensebind_msgs/msg/Embedding"]
+save("embedding", Embedding(header=header(1, 500, "front"), end=Time(sec=3, nanosec=500), robot="r1", source="front",
+                            modality="vision", seq=7, model="minibind", scale=100.0, coverage=0.75,
+                            embedding=np.array([0.6, 0.8], dtype=np.float32)), "sensebind_msgs/msg/Embedding")
+DA, DS, KV = (T["diagnostic_msgs/msg/DiagnosticArray"], T["diagnostic_msgs/msg/DiagnosticStatus"],
+              T["diagnostic_msgs/msg/KeyValue"])
+save("diagnostics", DA(header=header(10, 0, ""), status=[
+    DS(level=1, name="sensebind/r1/front", message="stalled", hardware_id="r1",
+       values=[KV(key="frames", value="12"), KV(key="errors", value="0")]),
+    DS(level=0, name="sensebind/r1/front/vision", message="ok", hardware_id="r1", values=[])]),
+     "diagnostic_msgs/msg/DiagnosticArray")
+
 names = ["sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Imu", "std_msgs/msg/String",
          "diagnostic_msgs/msg/DiagnosticArray", "audio_common_msgs/msg/AudioData",
-         "audio_common_msgs/msg/AudioDataStamped"]
+         "audio_common_msgs/msg/AudioDataStamped", "sensebind_msgs/msg/Embedding"]
 (OUT / "hashes.txt").write_text("".join(f"{n} {ts.hash_rihs01(n)}\n" for n in names))
 print(sorted(p.name for p in OUT.iterdir()))

@@ -9,6 +9,7 @@
 
 pub mod listen;
 pub mod msg;
+pub mod ros2;
 pub mod zenoh_bus;
 
 pub use msg::{pack_vector, unpack_vector, EmbeddingMsg, FusedMember, FusedMsg, JsonMsg};

@@ -17,6 +17,7 @@ use super::{
     embed_label_sets, modalities_of, open_history, restore_queries, systemd, term_resolver, window_limits, BuiltSource,
     Hooks, PipelineError, Taps,
 };
+use crate::bus::ros2::{BusSink, Mapper, Ros2Sink};
 use crate::bus::zenoh_bus::{self, ZenohSink};
 use crate::bus::{BusError, Topics};
 use crate::config::{secs, Config};
@@ -103,6 +104,7 @@ impl GraphBuilder {
         // The ROS 2 node, when a source or the outputs speak ROS 2; then the sources
         // that must learn their streams from the robot do so.
         let mut drivers = drivers;
+        let mut ros2_node = None;
         if let Some(session) = &session {
             if cfg.ros2.publish || drivers.iter().any(|b| b.config.kind == "ros2") {
                 let r = &cfg.ros2;
@@ -110,6 +112,7 @@ impl GraphBuilder {
                     Ok(p) => {
                         tracing::info!(event = names::ROS2_NODE, domain = p.domain(), namespace = %r.namespace, node = %r.node, distro = ?r.distro, "joined ROS 2 as a node");
                         drivers.iter().for_each(|b| b.ros2.fill(p.clone()));
+                        ros2_node = Some(p);
                     }
                     Err(e) => errors.push(PipelineError::Setup(e)),
                 }
@@ -178,7 +181,16 @@ impl GraphBuilder {
             .map_err(|e| BusError::Zenoh(format!("liveliness token {}: {e}", topics.alive())))?;
         tracing::info!(event = names::BUS_OPEN, base = %topics.base(), listen = ?cfg.bus.listen, connect = ?cfg.bus.connect, "zenoh session open");
         zenoh_bus::warn_if_isolated(&cfg.bus, &session).await;
-        let sink = Arc::new(ZenohSink::new(session.clone(), cfg.bus.when_full, &topics));
+        let zenoh = ZenohSink::new(session.clone(), cfg.bus.when_full, &topics);
+        let ros2 = match ros2_node {
+            Some(node) if cfg.ros2.publish => Some(Ros2Sink::new(
+                Mapper::new(&topics, &robot, &cfg.ros2.namespace),
+                node,
+                zenoh.congestion,
+            )),
+            _ => None,
+        };
+        let sink = Arc::new(BusSink { zenoh, ros2 });
         let telemetry =
             Arc::new(Telemetry::new(secs(cfg.health.stall_s)).with_wedge_after(secs(cfg.daemon.watchdog_stall_s)));
         if let Ok(r) = registry.lock() {
@@ -283,7 +295,7 @@ pub struct BuiltGraph {
     registry: Arc<Mutex<Registry>>,
     session: zenoh::Session,
     alive: zenoh::liveliness::LivelinessToken,
-    sink: Arc<ZenohSink>,
+    sink: Arc<BusSink>,
     telemetry: Arc<Telemetry>,
     prometheus: Option<tokio::net::TcpListener>,
     liveview: Option<crate::liveview::LiveView>,
@@ -603,7 +615,7 @@ pub struct RunningGraph {
     exit_when_sources_end: bool,
     shutdown_timeout_s: f64,
     liveview: Option<crate::liveview::LiveView>,
-    sink: Arc<ZenohSink>,
+    sink: Arc<BusSink>,
     topics: Topics,
     telemetry: Arc<Telemetry>,
     robot: String,

@@ -124,6 +124,58 @@ pub struct StringMsg<'a> {
     pub data: &'a str,
 }
 
+/// `sensebind_msgs/msg/Embedding` (ros/sensebind_msgs/msg/Embedding.msg).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Embedding<'a> {
+    #[serde(borrow)]
+    pub header: Header<'a>,
+    pub end: Time,
+    pub robot: &'a str,
+    pub source: &'a str,
+    pub modality: &'a str,
+    pub seq: u64,
+    pub model: &'a str,
+    pub scale: f32,
+    pub coverage: f32,
+    pub embedding: Vec<f32>,
+}
+
+/// `diagnostic_msgs/msg/KeyValue`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+/// `diagnostic_msgs/msg/DiagnosticStatus`: `level` 0 OK, 1 WARN, 2 ERROR, 3 STALE.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiagnosticStatus {
+    pub level: u8,
+    pub name: String,
+    pub message: String,
+    pub hardware_id: String,
+    pub values: Vec<KeyValue>,
+}
+
+/// `diagnostic_msgs/msg/DiagnosticArray`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiagnosticArray<'a> {
+    #[serde(borrow)]
+    pub header: Header<'a>,
+    pub status: Vec<DiagnosticStatus>,
+}
+
+impl Time {
+    /// `ns` since the epoch as a ROS time (negative times clamp to 0).
+    pub fn from_ns(ns: i64) -> Time {
+        let ns = ns.max(0);
+        Time {
+            sec: i32::try_from(ns / 1_000_000_000).unwrap_or(i32::MAX),
+            nanosec: (ns % 1_000_000_000) as u32,
+        }
+    }
+}
+
 /// Decode `bytes` (encapsulation header included) as `T`, named `what` in errors.
 pub fn decode<'a, T: Deserialize<'a>>(what: &'static str, bytes: &'a [u8]) -> Result<T, CdrError> {
     let (head, body) = bytes.split_at_checked(4).ok_or(CdrError::Short(bytes.len()))?;
@@ -160,6 +212,54 @@ mod tests {
         std::fs::read(format!("{}/tests/fixtures/ros2/{name}.cdr", env!("CARGO_MANIFEST_DIR")))
             .unwrap()
             .leak()
+    }
+
+    #[test]
+    fn embeddings_and_diagnostics_encode_as_rosbags_does() {
+        let e = Embedding {
+            header: Header {
+                stamp: Time::from_ns(1_000_000_500),
+                frame_id: "front",
+            },
+            end: Time::from_ns(3_000_000_500),
+            robot: "r1",
+            source: "front",
+            modality: "vision",
+            seq: 7,
+            model: "minibind",
+            scale: 100.0,
+            coverage: 0.75,
+            embedding: vec![0.6, 0.8],
+        };
+        assert_eq!(encode(&e), fixture("embedding"));
+        assert_eq!(decode::<Embedding>("Embedding", fixture("embedding")).unwrap(), e);
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: v.into(),
+        };
+        let d = DiagnosticArray {
+            header: Header {
+                stamp: Time::from_ns(10_000_000_000),
+                frame_id: "",
+            },
+            status: vec![
+                DiagnosticStatus {
+                    level: 1,
+                    name: "sensebind/r1/front".into(),
+                    message: "stalled".into(),
+                    hardware_id: "r1".into(),
+                    values: vec![kv("frames", "12"), kv("errors", "0")],
+                },
+                DiagnosticStatus {
+                    level: 0,
+                    name: "sensebind/r1/front/vision".into(),
+                    message: "ok".into(),
+                    hardware_id: "r1".into(),
+                    values: vec![],
+                },
+            ],
+        };
+        assert_eq!(encode(&d), fixture("diagnostics"));
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub enum KnownType {
     AudioDataStamped,
     String,
     DiagnosticArray,
+    /// `sensebind_msgs/msg/Embedding` (ros/sensebind_msgs in this repository).
+    Embedding,
 }
 
 /// Which ROS 2 release's rmw_zenoh is on the other side: it decides the hash chunk.
@@ -37,7 +39,7 @@ pub enum Distro {
 pub const NO_HASH: &str = "TypeHashNotSupported";
 
 impl KnownType {
-    pub const ALL: [KnownType; 7] = [
+    pub const ALL: [KnownType; 8] = [
         KnownType::Image,
         KnownType::CompressedImage,
         KnownType::Imu,
@@ -45,6 +47,7 @@ impl KnownType {
         KnownType::AudioDataStamped,
         KnownType::String,
         KnownType::DiagnosticArray,
+        KnownType::Embedding,
     ];
 
     /// The ROS name, `sensor_msgs/msg/Image`.
@@ -57,6 +60,7 @@ impl KnownType {
             KnownType::AudioDataStamped => "audio_common_msgs/msg/AudioDataStamped",
             KnownType::String => "std_msgs/msg/String",
             KnownType::DiagnosticArray => "diagnostic_msgs/msg/DiagnosticArray",
+            KnownType::Embedding => "sensebind_msgs/msg/Embedding",
         }
     }
 
@@ -71,6 +75,7 @@ impl KnownType {
             KnownType::AudioDataStamped => "RIHS01_6fc679d5a868ed68e4d301f1ef42abecc86140afb57d255656ff2d9e476ea9e3",
             KnownType::String => "RIHS01_df668c740482bbd48fb39d76a70dfd4bd59db1288021743503259e948f6b1a18",
             KnownType::DiagnosticArray => "RIHS01_5a8a36efb05fb25070fa0fb3810290c0e6cd4862b54a8fb975a1ee8dc55a333e",
+            KnownType::Embedding => "RIHS01_933aea42a76b321a962f518a8d5e519ab19c87413a445c24d65c907387caaf33",
         }
     }
 

@@ -436,3 +436,118 @@ rate_hz = 5
     assert "ROS 2 topic /cam/hostile" in first and "not a valid sensor_msgs/msg/Image" in first, first
     assert text.count("source_bad_data") <= 4, text.count("source_bad_data")
     assert peak < 1024, peak
+
+
+def test_outputs_are_ros2_topics_rosbags_can_read(tmp_path):
+    """Deliverable 2: with `[ros2] publish = true`, labels, events, alerts (String, the
+    zenoh JSON byte for byte), embeddings (sensebind_msgs/msg/Embedding, hashed as
+    rosbags hashes the repo's Embedding.msg) and /diagnostics (DiagnosticArray) are
+    published as an rmw_zenoh node would: typed keys, 33-byte attachments with
+    consecutive sequence numbers from 1, NN and MP graph tokens. Decoded by rosbags."""
+    import json
+    import struct
+    from rosbags.typesys import get_types_from_msg
+    from test_bus_client import sources_toml
+
+    msg_file = Path(__file__).resolve().parents[2] / "ros/sensebind_msgs/msg/Embedding.msg"
+    rn.STORE.register(get_types_from_msg(msg_file.read_text(), "sensebind_msgs/msg/Embedding"))
+    rport = free_port()
+    router = rn.router(rport)
+    # `front-cam`: a source id ROS names cannot hold (topics say `front_cam`).
+    cfg = daemon_config(tmp_path, rport, sources_toml({"front-cam": "camera", "mic": "microphone"}),
+                        "[ros2]\npublish = true\n")
+    watcher = rn.client_session(rport)
+    ros, zen = [], []
+    s1 = watcher.declare_subscriber(
+        "0/**", lambda s: ros.append((str(s.key_expr), s.payload.to_bytes(), s.attachment.to_bytes() if s.attachment else None)))
+    s2 = watcher.declare_subscriber("sensebind/pytest/**", lambda s: zen.append((str(s.key_expr), s.payload.to_bytes())))
+    proc, log = start(tmp_path, cfg)
+    try:
+        wait_for_log(proc, log, "source_started", 2)
+        # A query, so an alert is raised (threshold -1: every window matches).
+        watcher.put("sensebind/pytest/queries/anything", json.dumps({"text": "the number seven", "threshold": -1.0}))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if sum("/alerts/" in k for k, _, _ in ros) >= 2 and sum("Embedding_" in k for k, _, _ in ros) >= 6 \
+                    and sum("DiagnosticArray_" in k for k, _, _ in ros) >= 2:
+                break
+            time.sleep(0.5)
+        tokens = [str(r.ok.key_expr) for r in watcher.liveliness().get("@ros2_lv/**") if r.ok]
+    finally:
+        rc = stop_daemon(proc)
+        s1.undeclare()
+        s2.undeclare()
+        watcher.close()
+        router.close()
+    text = log.read_text()
+    assert rc == 0, text[-3000:]
+    hashes = {t: rn.STORE.hash_rihs01(t) for t in
+              ("std_msgs/msg/String", "diagnostic_msgs/msg/DiagnosticArray", "sensebind_msgs/msg/Embedding")}
+    by_key = {}
+    for key, payload, att in ros:
+        by_key.setdefault(key, []).append((payload, att))
+    seen_types = set()
+    for key, samples in by_key.items():
+        parts = key.split("/")
+        dds, hsh = parts[-2], parts[-1]
+        ros_type = next(t for t in hashes if rn.dds_name(t) == dds)
+        assert hsh == hashes[ros_type], key
+        seen_types.add(ros_type)
+        seqs = []
+        for payload, att in samples:
+            assert att is not None and len(att) == 33, key
+            seq, ts, n, gid = struct.unpack("<qqB16s", att)
+            assert n == 16 and abs(ts - time.time_ns()) < 600e9
+            seqs.append(seq)
+            rn.STORE.deserialize_cdr(payload, ros_type)  # rosbags reads every one
+        assert seqs == list(range(1, len(seqs) + 1)), (key, seqs[:10])
+    assert seen_types == set(hashes), seen_types
+    topics = {"/" + "/".join(k.split("/")[1:-2]) for k in by_key}
+    for t in ("/sensebind/pytest/labels/vision/front_cam", "/sensebind/pytest/labels/audio/mic",
+              "/sensebind/pytest/embedding/vision/front_cam", "/sensebind/pytest/embedding/audio/mic",
+              "/sensebind/pytest/alerts", "/diagnostics"):
+        assert t in topics, (t, sorted(topics))
+    # Labels: the zenoh JSON, byte for byte.
+    zlabels = {p for k, p in zen if k == "sensebind/pytest/labels/vision/front-cam"}
+    rlabels = [rn.STORE.deserialize_cdr(p, "std_msgs/msg/String").data.encode()
+               for k, samples in by_key.items() if "/labels/vision/front_cam/" in k for p, _ in samples]
+    assert rlabels and set(rlabels) <= zlabels
+    # Embeddings: equal to the zenoh one of the same seq.
+    zemb = {}
+    for k, p in zen:
+        if k == "sensebind/pytest/embedding/vision/front-cam":
+            m = cbor2.loads(p)
+            zemb[m["seq"]] = m
+    n = 0
+    for k, samples in by_key.items():
+        if "/embedding/vision/front_cam/" not in k:
+            continue
+        for p, _ in samples:
+            e = rn.STORE.deserialize_cdr(p, "sensebind_msgs/msg/Embedding")
+            z = zemb[e.seq]
+            assert (e.robot, e.source, e.modality, e.model) == (z["robot"], z["source"], "vision", z["model"])
+            assert e.header.frame_id == "front-cam"
+            assert e.header.stamp.sec * 1_000_000_000 + e.header.stamp.nanosec == z["t_start_ns"]
+            assert e.end.sec * 1_000_000_000 + e.end.nanosec == z["t_end_ns"]
+            assert np.array_equal(np.asarray(e.embedding, dtype="<f4"), np.frombuffer(z["embedding"], dtype="<f4"))
+            assert (e.scale, e.coverage) == (np.float32(z["scale"]), np.float32(z["coverage"]))
+            n += 1
+    assert n >= 2
+    # Diagnostics: one status for the daemon, each source and each stream.
+    diags = [rn.STORE.deserialize_cdr(p, "diagnostic_msgs/msg/DiagnosticArray")
+             for k, samples in by_key.items() if "DiagnosticArray_" in k for p, _ in samples]
+    # The last one is the final health, at shutdown (`stopped`); the one before, running.
+    names = {s.name: s for s in diags[-2].status}
+    assert {s.name: s.message for s in diags[-1].status}["sensebind/pytest/front-cam"] == "stopped"
+    for name in ("sensebind/pytest", "sensebind/pytest/front-cam", "sensebind/pytest/front-cam/vision",
+                 "sensebind/pytest/mic/audio"):
+        assert name in names, sorted(names)
+    assert names["sensebind/pytest/front-cam"].level == 0 and names["sensebind/pytest/front-cam"].message == "running"
+    assert {kv.key for kv in names["sensebind/pytest/front-cam/vision"].values} >= {"windows_in", "windows_out"}
+    # The graph: one node, a publisher token per topic, with the data key's type.
+    nn = [t for t in tokens if "/NN/" in t]
+    assert len(nn) == 1 and nn[0].endswith("/%sensebind/sensebind"), nn
+    mp = {tuple(t.split("/")[9:12]) for t in tokens if "/MP/" in t}
+    for k in by_key:
+        parts = k.split("/")
+        assert ("%" + "%".join(parts[1:-2]), parts[-2], parts[-1]) in mp, (k, sorted(mp))

@@ -359,7 +359,7 @@ pub fn message(
             let data = self::audio(m.audio.data, audio.format, audio.rate, audio.channels)?;
             (stamp_of(&m.header)?, data)
         }
-        KnownType::String | KnownType::DiagnosticArray => {
+        KnownType::String | KnownType::DiagnosticArray | KnownType::Embedding => {
             return Err(format!("`{name}` is not a sensor message"));
         }
     };
