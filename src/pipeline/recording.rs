@@ -4,6 +4,7 @@
 
 use super::{build_sources, run_graph, BuiltSource, PipelineError, Taps};
 use crate::config::Config;
+use crate::modality::Sensor;
 use crate::record::{codec, tap, RecordError, Recorder};
 use crate::sources::file::Pace;
 use crate::sources::StopFlag;
@@ -85,26 +86,81 @@ pub async fn run_recording(
 /// `cfg` with its sources replaced by the recording's (one `mcap` source per recorded
 /// source id, at `pace`), exiting when they end; at `fast` pace nothing may be
 /// dropped on the way: the replay waits for the encoders.
-pub fn replay_config(mut cfg: Config, file: &Path, pace: Pace) -> Result<Config, RecordingError> {
-    let ids = crate::sources::mcap::recorded_sources(file).map_err(|e| RecordingError::Replay(e.to_string()))?;
-    if ids.is_empty() {
-        return Err(RecordingError::Replay(format!(
-            "{}: no frame channels (`frames/<modality>/<source>`) to replay",
-            file.display()
-        )));
-    }
+///
+/// A ROS 2 bag (its `.mcap` file or its directory) plays every topic a source reads,
+/// one source per topic, named after it (`/camera/image_raw` → `camera_image_raw`);
+/// `sensors` sets a topic's sensor (`--sensor TOPIC=SENSOR`).
+pub fn replay_config(
+    mut cfg: Config,
+    file: &Path,
+    pace: Pace,
+    sensors: &[(String, Sensor)],
+) -> Result<Config, RecordingError> {
     let pace_name = match pace {
         Pace::Realtime => "realtime",
         Pace::Fast => "fast",
     };
+    let bag = crate::sources::mcap::bag_file(file).map_err(RecordingError::Replay)?;
+    let ros = crate::sources::mcap::ros_topics(&bag).map_err(RecordingError::Replay)?;
     cfg.sources.clear();
-    for id in &ids {
+    let source = |keys: &[(&str, String)]| -> toml::Table {
         let mut t = toml::Table::new();
         t.insert("type".into(), "mcap".into());
-        t.insert("path".into(), file.display().to_string().into());
-        t.insert("source".into(), id.clone().into());
+        t.insert("path".into(), bag.display().to_string().into());
         t.insert("pace".into(), pace_name.into());
-        cfg.sources.insert(id.clone(), t);
+        for (k, v) in keys {
+            t.insert((*k).into(), v.clone().into());
+        }
+        t
+    };
+    if ros.is_empty() {
+        if let Some((topic, _)) = sensors.first() {
+            return Err(RecordingError::Replay(format!(
+                "--sensor {topic}=…: {} is not a ROS 2 bag",
+                file.display()
+            )));
+        }
+        let ids = crate::sources::mcap::recorded_sources(&bag).map_err(|e| RecordingError::Replay(e.to_string()))?;
+        if ids.is_empty() {
+            return Err(RecordingError::Replay(format!(
+                "{}: no frame channels (`frames/<modality>/<source>`) and no ROS 2 topics to replay",
+                file.display()
+            )));
+        }
+        for id in &ids {
+            cfg.sources.insert(id.clone(), source(&[("source", id.clone())]));
+        }
+    } else {
+        for (topic, _) in sensors {
+            if !ros.iter().any(|(t, _)| t == topic) {
+                let have: Vec<&str> = ros.iter().map(|(t, _)| t.as_str()).collect();
+                return Err(RecordingError::Replay(format!(
+                    "--sensor {topic}=…: the bag has no such topic (it has {})",
+                    have.join(", ")
+                )));
+            }
+        }
+        let mut skipped = Vec::new();
+        for (topic, t) in &ros {
+            if t.is_none() {
+                skipped.push(topic.as_str());
+                continue;
+            }
+            let mut keys = vec![("topic", topic.clone())];
+            if let Some((_, s)) = sensors.iter().find(|(t, _)| t == topic) {
+                keys.push(("sensor", s.as_str().to_string()));
+            }
+            cfg.sources.insert(crate::sources::ros2::topic_id(topic), source(&keys));
+        }
+        if !skipped.is_empty() {
+            tracing::info!(event = names::REPLAY_SKIPPED, topics = %skipped.join(", "), "ROS 2 topics of types no source reads are not played");
+        }
+        if cfg.sources.is_empty() {
+            return Err(RecordingError::Replay(format!(
+                "{}: none of its ROS 2 topics is of a type a source reads (Image, CompressedImage, Imu, AudioData, AudioDataStamped)",
+                file.display()
+            )));
+        }
     }
     cfg.daemon.exit_when_sources_end = true;
     if pace == Pace::Fast {

@@ -281,6 +281,33 @@ def test_live_rmw_zenoh_topics_embed_as_the_same_frames_from_files(tmp_path):
             report.append((sid, (s - t0) // 1_000_000_000, round(cos, 6)))
             assert cos >= 0.9999, (sid, fid, s, cos)
     print(report)
+    # Deliverable 3: the same messages in a rosbag2 bag (written by rosbags, MCAP
+    # storage) replay to the live embeddings; mono16 needs its sensor said.
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from test_mcap_foxglove import decoded
+    bag = tmp_path / "bag"
+    with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        conns = {p.key: w.add_connection(p.topic, p.ros_type, typestore=rn.STORE) for p in pubs.values()}
+        for rel, p, m in sched:
+            w.write(conns[p.key], stamp(t0, rel) + 3_000_000, bytes(rn.STORE.serialize_cdr(m, p.ros_type)))
+    out = tmp_path / "replayed.mcap"
+    rcfg = tmp_path / "replay.toml"
+    rcfg.write_text(f'[robot]\nid = "pytest"\nstate_dir = "{tmp_path / "rstate"}"\n'
+                    f'[bus]\nlisten = ["tcp/127.0.0.1:{free_port()}"]\n')
+    r = subprocess.run([BIN, "replay", str(bag), "--pace", "fast", "--out", str(out), "--config", str(rcfg),
+                        "--sensor", "/thermal/image_raw=thermal"], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    replayed = {}
+    for topic, msgs in decoded(out).items():
+        if topic.startswith("embedding/") and topic != "embedding/fused":
+            for _, _, m in msgs:
+                replayed[(topic.split("/")[2], m["t_start_ns"])] = np.array(m["embedding"], dtype=np.float64)
+    for sid, (topic, _, _, _) in ROS_SOURCES.items():
+        rid = topic.strip("/").replace("/", "_")
+        for st in starts:
+            assert (rid, st) in replayed, (rid, st, sorted(k for k in replayed if k[0] == rid))
+            cos = float(replayed[(rid, st)] @ emb[(sid, st)])
+            assert cos >= 0.9999, (rid, st, cos)
     import json
     h = json.loads(health[-1])
     for sid in ROS_SOURCES:

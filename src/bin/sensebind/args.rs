@@ -82,8 +82,13 @@ pub(crate) enum Cmd {
     /// Play a recording's frames through the pipeline, publishing on the bus as `run`
     /// does; exits when the recording ends.
     Replay {
-        /// The MCAP recording.
+        /// The MCAP recording: `sensebind record`'s, or a ROS 2 bag (its `.mcap` file or
+        /// its directory), every topic a source reads played as a source named after it.
         file: PathBuf,
+        /// A ROS 2 bag topic's sensor, where its type does not say (an Image in
+        /// `mono16`) or says otherwise: `--sensor /thermal/image_raw=thermal`. Repeatable.
+        #[arg(long = "sensor", value_name = "TOPIC=SENSOR", value_parser = parse_topic_sensor)]
+        sensors: Vec<(String, sensebind::modality::Sensor)>,
         /// `realtime` (as recorded) or `fast` (as fast as the encoders go; nothing lost).
         #[arg(long, value_enum, default_value_t = PaceArg::Realtime)]
         pace: PaceArg,
@@ -91,6 +96,23 @@ pub(crate) enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// `TOPIC=SENSOR` of `replay --sensor`.
+fn parse_topic_sensor(s: &str) -> Result<(String, sensebind::modality::Sensor), String> {
+    let (topic, sensor) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected TOPIC=SENSOR (e.g. /thermal/image_raw=thermal), got `{s}`"))?;
+    let sensor = sensebind::modality::Sensor::ALL
+        .into_iter()
+        .find(|x| x.as_str() == sensor)
+        .ok_or_else(|| format!("`{sensor}`: expected camera, depth, thermal, microphone or imu"))?;
+    let topic = if topic.starts_with('/') {
+        topic.to_string()
+    } else {
+        format!("/{topic}")
+    };
+    Ok((topic, sensor))
 }
 
 /// How fast a recording is played.

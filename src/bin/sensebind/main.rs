@@ -81,7 +81,12 @@ fn real_main(cli: Cli) -> Result<()> {
             seconds,
             embeddings,
         } => rt.block_on(record(cfg, out, seconds, embeddings)),
-        Cmd::Replay { file, pace, out } => rt.block_on(replay(cfg, file, pace, out)),
+        Cmd::Replay {
+            file,
+            sensors,
+            pace,
+            out,
+        } => rt.block_on(replay(cfg, file, sensors, pace, out)),
         Cmd::Bench(BenchCli {
             write_inputs: Some(dir),
             ..
@@ -142,12 +147,18 @@ async fn record(cfg: Config, out: PathBuf, seconds: Option<f64>, embeddings: boo
     run_recording(cfg, sources, stop, Some(&out), embeddings, shutdown).await
 }
 
-async fn replay(cfg: Config, file: PathBuf, pace: PaceArg, out: Option<PathBuf>) -> Result<()> {
+async fn replay(
+    cfg: Config,
+    file: PathBuf,
+    sensors: Vec<(String, sensebind::modality::Sensor)>,
+    pace: PaceArg,
+    out: Option<PathBuf>,
+) -> Result<()> {
     let pace = match pace {
         PaceArg::Realtime => Pace::Realtime,
         PaceArg::Fast => Pace::Fast,
     };
-    let cfg = recording::replay_config(cfg, &file, pace)?;
+    let cfg = recording::replay_config(cfg, &file, pace, &sensors)?;
     let (sources, stop) = recording::replay_sources(&cfg)?;
     run_recording(cfg, sources, stop, out.as_deref(), true, shutdown_signal()).await
 }

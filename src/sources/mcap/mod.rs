@@ -15,22 +15,40 @@
 //! A message that cannot be played (unknown schema, bad size) is skipped and counted; a
 //! file cut short plays every message before the cut (those of its complete chunks, and
 //! those the chunk torn by the cut still holds whole), then ends.
+//!
+//! **ROS 2 bags** (rosbag2's MCAP storage: `ros2msg` schemas, `cdr` messages; `path` is
+//! the `.mcap` file or the bag directory holding it) play one topic per source:
+//!
+//! ```toml
+//! [sources.front]
+//! type = "mcap"
+//! path = "bags/run1"            # or bags/run1/run1_0.mcap
+//! topic = "/camera/image_raw"
+//! sensor = "camera"             # optional, as for `type = "ros2"`; audio: rate, channels, sample_format
+//! ```
+//!
+//! Messages decode exactly as a `ros2` source decodes them live
+//! ([`crate::sources::ros2::convert`]), at their `header.stamp` (the bag's log time for
+//! `AudioData`, which has no header), so a bag replays to the live embeddings.
 
 pub mod frames;
 pub mod reader;
 
 use super::file::Pace;
+use super::ros2::convert::{self, AudioFormat, SOURCE_TYPES};
 use super::{
     key_error, parse_keys, DriverConfig, Frame, ImageLimits, Nanos, Pacer, Source, SourceConfigError, SourceContext,
     SourceError, SourceInfo, StopFlag, StreamInfo,
 };
 use crate::clock::{Clock, ReplayClock};
-use crate::modality::Modality;
+use crate::ident::clip;
+use crate::modality::{Modality, Sensor};
+use crate::ros2::wire::KnownType;
 use frames as codec;
 use reader::{ChannelInfo, Messages, ReadError};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -44,6 +62,21 @@ pub struct McapConfig {
     pub pace: Pace,
     #[serde(rename = "loop", default)]
     pub looped: bool,
+    /// A ROS 2 bag's topic to play; empty: sensebind's frame channels.
+    #[serde(default)]
+    pub topic: String,
+    /// With `topic`: the sensor (default: inferred as for `type = "ros2"`).
+    #[serde(default)]
+    pub sensor: Option<Sensor>,
+    /// With an audio `topic`: how its bytes are read.
+    #[serde(default)]
+    pub rate: Option<u32>,
+    #[serde(default)]
+    pub channels: Option<u16>,
+    #[serde(default)]
+    pub sample_format: Option<String>,
+    #[serde(skip)]
+    pub audio: AudioFormat,
 }
 
 fn default_pace() -> Pace {
@@ -52,9 +85,40 @@ fn default_pace() -> Pace {
 
 /// Parse `[sources.<id>]` keys of `type = "mcap"`.
 pub fn parse(id: &str, keys: toml::Table) -> Result<Box<dyn DriverConfig>, SourceConfigError> {
-    let c: McapConfig = parse_keys(id, keys)?;
+    let mut c: McapConfig = parse_keys(id, keys)?;
     if c.path.is_empty() {
         return Err(key_error(id, "path", "expected the path of an .mcap recording"));
+    }
+    if c.topic.is_empty() {
+        for (key, given) in [
+            ("sensor", c.sensor.is_some()),
+            ("rate", c.rate.is_some()),
+            ("channels", c.channels.is_some()),
+            ("sample_format", c.sample_format.is_some()),
+        ] {
+            if given {
+                return Err(key_error(id, key, "only for a ROS 2 bag's `topic`"));
+            }
+        }
+    } else {
+        if !c.topic.starts_with('/') {
+            c.topic.insert(0, '/');
+        }
+        if !crate::ros2::wire::valid_namespace(&c.topic) || c.topic == "/" {
+            return Err(key_error(
+                id,
+                "topic",
+                "expected a ROS topic such as `/camera/image_raw`",
+            ));
+        }
+        if !c.source.is_empty() {
+            return Err(key_error(
+                id,
+                "source",
+                "`source` picks a sensebind recording's source; a ROS 2 bag's is `topic` (not both)",
+            ));
+        }
+        c.audio = super::ros2::audio_keys(id, c.sensor, c.rate, c.channels, c.sample_format.as_deref())?;
     }
     Ok(Box::new(c))
 }
@@ -75,6 +139,116 @@ fn default_rate(m: Modality) -> f64 {
 struct Stream {
     modality: Modality,
     rate_hz: f64,
+    /// A ROS 2 bag's topic: its type and sensor.
+    ros: Option<(KnownType, Sensor)>,
+}
+
+/// The MCAP file of `path`: the file itself, or the one `.mcap` file of a rosbag2
+/// directory.
+pub fn bag_file(path: &Path) -> Result<PathBuf, String> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "mcap"))
+        .collect();
+    files.sort();
+    match files.len() {
+        1 => Ok(files.remove(0)),
+        0 => Err(format!(
+            "{}: no .mcap file in this directory (rosbag2's sqlite3 storage is not read: `ros2 bag convert` it to MCAP)",
+            path.display()
+        )),
+        n => Err(format!(
+            "{}: {n} .mcap files (a split bag); give the one to play as `path`",
+            path.display()
+        )),
+    }
+}
+
+/// The ROS 2 topics of a bag (channels of `cdr` messages), with their type when a
+/// source can play it.
+pub fn ros_topics(path: &Path) -> Result<Vec<(String, Option<KnownType>)>, String> {
+    let file = bag_file(path)?;
+    let channels = reader::channels(&file).map_err(|e| e.to_string())?;
+    Ok(channels
+        .values()
+        .filter(|c| c.message_encoding == "cdr")
+        .map(|c| {
+            let t = SOURCE_TYPES.into_iter().find(|t| t.ros_name() == c.schema);
+            (c.topic.clone(), t)
+        })
+        .collect())
+}
+
+/// The stream of a ROS 2 bag's `topic`.
+fn select_ros(
+    file: &Path,
+    channels: &BTreeMap<String, ChannelInfo>,
+    cfg: &McapConfig,
+) -> Result<BTreeMap<String, Stream>, String> {
+    let path = file.display();
+    let Some(c) = channels.get(&cfg.topic) else {
+        let topics: Vec<&str> = channels
+            .values()
+            .filter(|c| c.message_encoding == "cdr")
+            .map(|c| c.topic.as_str())
+            .collect();
+        return Err(format!(
+            "{path} has no topic {} (its ROS 2 topics: {})",
+            cfg.topic,
+            if topics.is_empty() {
+                "none".to_string()
+            } else {
+                topics.join(", ")
+            }
+        ));
+    };
+    if c.message_encoding != "cdr" {
+        return Err(format!(
+            "{path} {}: messages are `{}`, not ROS 2 `cdr`",
+            cfg.topic, c.message_encoding
+        ));
+    }
+    let t = SOURCE_TYPES
+        .into_iter()
+        .find(|t| t.ros_name() == c.schema)
+        .ok_or_else(|| format!("{path} {}: type `{}` is not read", cfg.topic, clip(&c.schema, 80)))?;
+    let sensor = match cfg.sensor.or_else(|| convert::sensor_of_type(t)) {
+        Some(s) => s,
+        None => {
+            // An Image: its first message's encoding says.
+            let mut msgs = Messages::open(file).map_err(|e| e.to_string())?;
+            let first = msgs
+                .find_map(|m| m.ok().filter(|m| m.channel.topic == cfg.topic))
+                .ok_or_else(|| format!("{path} {}: no message to tell the sensor by; set `sensor`", cfg.topic))?;
+            convert::sensor_of_message(t, &first.data).map_err(|e| format!("{path} {}: {e}", cfg.topic))?
+        }
+    };
+    if !convert::type_fits(t, sensor) {
+        return Err(format!(
+            "{path} {}: a {} source cannot read `{}` messages",
+            cfg.topic,
+            sensor.as_str(),
+            t.ros_name()
+        ));
+    }
+    let m = sensor.modality();
+    let rate_hz = c
+        .rate_hz
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .unwrap_or_else(|| default_rate(m));
+    Ok([(
+        cfg.topic.clone(),
+        Stream {
+            modality: m,
+            rate_hz,
+            ros: Some((t, sensor)),
+        },
+    )]
+    .into())
 }
 
 /// The frame channels of a recording that `source` selects, by topic.
@@ -104,7 +278,14 @@ fn select(
             .or(c.rate_hz)
             .filter(|r| r.is_finite() && *r > 0.0)
             .unwrap_or_else(|| default_rate(m));
-        out.insert(topic.clone(), Stream { modality: m, rate_hz });
+        out.insert(
+            topic.clone(),
+            Stream {
+                modality: m,
+                rate_hz,
+                ros: None,
+            },
+        );
     }
     if out.is_empty() {
         let recorded: Vec<&str> = channels
@@ -141,10 +322,17 @@ impl DriverConfig for McapConfig {
             what: format!("mcap {}", self.path),
             reason,
         };
-        let channels = reader::channels(std::path::Path::new(&self.path)).map_err(|e| open_err(e.to_string()))?;
-        let streams = select(&self.path, &channels, &self.source).map_err(open_err)?;
+        let file = bag_file(Path::new(&self.path)).map_err(open_err)?;
+        let channels = reader::channels(&file).map_err(|e| open_err(e.to_string()))?;
+        let streams = if self.topic.is_empty() {
+            select(&self.path, &channels, &self.source)
+        } else {
+            select_ros(&file, &channels, self)
+        }
+        .map_err(open_err)?;
         Ok(Box::new(McapSource {
             cfg: self.clone(),
+            file,
             streams,
             messages: None,
             limits: ctx.image_limits,
@@ -168,6 +356,8 @@ impl DriverConfig for McapConfig {
 
 struct McapSource {
     cfg: McapConfig,
+    /// The MCAP file (`path`, or the one in a bag directory).
+    file: PathBuf,
     streams: BTreeMap<String, Stream>,
     messages: Option<Messages>,
     limits: ImageLimits,
@@ -183,7 +373,7 @@ struct McapSource {
 
 impl McapSource {
     fn open_messages(&self) -> Result<Messages, SourceError> {
-        Messages::open(&PathBuf::from(&self.cfg.path)).map_err(|e| SourceError::Open {
+        Messages::open(&self.file).map_err(|e| SourceError::Open {
             what: format!("mcap {}", self.cfg.path),
             reason: e.to_string(),
         })
@@ -213,6 +403,23 @@ impl McapSource {
             let Some(stream) = self.streams.get(&m.channel.topic) else {
                 continue;
             };
+            if let Some((t, sensor)) = stream.ros {
+                match convert::message(t, &m.data, sensor, self.cfg.audio, self.limits) {
+                    Ok(d) => {
+                        return Ok(Some(Frame {
+                            t_ns: d.stamp_ns.unwrap_or(m.log_time_ns as Nanos),
+                            data: d.data,
+                        }))
+                    }
+                    Err(e) => {
+                        self.skipped += 1;
+                        return Err(SourceError::BadData {
+                            what: format!("mcap {} {}", self.cfg.path, m.channel.topic),
+                            reason: e,
+                        });
+                    }
+                }
+            }
             match codec::decode_frame(
                 stream.modality,
                 &m.channel.schema,
@@ -324,6 +531,34 @@ mod tests {
                 rate_hz: None,
             },
         )
+    }
+
+    #[test]
+    fn ros_bag_keys_are_checked() {
+        let p = |s: &str| {
+            parse("bag", toml::from_str(s).unwrap())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert!(p("path = \"b\"\ntopic = \"camera/image_raw\"\nsensor = \"camera\"").is_ok());
+        for (keys, needle) in [
+            (
+                "path = \"b\"\nsensor = \"camera\"",
+                "`sources.bag.sensor`: only for a ROS 2 bag's `topic`",
+            ),
+            ("path = \"b\"\ntopic = \"/a b\"", "`sources.bag.topic`"),
+            (
+                "path = \"b\"\ntopic = \"/a\"\nsource = \"front\"",
+                "`sources.bag.source`",
+            ),
+            (
+                "path = \"b\"\ntopic = \"/a\"\nsensor = \"imu\"\nrate = 8000",
+                "`sources.bag.rate`",
+            ),
+        ] {
+            let e = p(keys).unwrap_err();
+            assert!(e.contains(needle), "{keys}: {e}");
+        }
     }
 
     #[test]

@@ -151,13 +151,34 @@ pub fn parse(id: &str, keys: toml::Table) -> Result<Box<dyn DriverConfig>, Sourc
         }
     }
     let sensor = k.sensor.or_else(|| msg_type.and_then(convert::sensor_of_type));
-    let audio_keys = k.rate.is_some() || k.channels.is_some() || k.sample_format.is_some();
-    if audio_keys && sensor.is_some_and(|s| s != Sensor::Microphone) {
+    let audio = audio_keys(id, sensor, k.rate, k.channels, k.sample_format.as_deref())?;
+    Ok(Box::new(Ros2Config {
+        topic,
+        sensor: k.sensor,
+        transport: k.transport,
+        msg_type,
+        rate_hz: k.rate_hz,
+        audio,
+    }))
+}
+
+/// The audio keys `rate`, `channels` and `sample_format` of a ROS 2 audio topic (also
+/// of a rosbag2 `mcap` source), checked; defaults for those not given. `sensor`, when
+/// known, must be a microphone for any of them to be given.
+pub fn audio_keys(
+    id: &str,
+    sensor: Option<Sensor>,
+    rate: Option<u32>,
+    channels: Option<u16>,
+    sample_format: Option<&str>,
+) -> Result<AudioFormat, SourceConfigError> {
+    let given = rate.is_some() || channels.is_some() || sample_format.is_some();
+    if given && sensor.is_some_and(|s| s != Sensor::Microphone) {
         return Err(key_error(
             id,
-            if k.rate.is_some() {
+            if rate.is_some() {
                 "rate"
-            } else if k.channels.is_some() {
+            } else if channels.is_some() {
                 "channels"
             } else {
                 "sample_format"
@@ -166,7 +187,7 @@ pub fn parse(id: &str, keys: toml::Table) -> Result<Box<dyn DriverConfig>, Sourc
         ));
     }
     let mut audio = AudioFormat::default();
-    if let Some(r) = k.rate {
+    if let Some(r) = rate {
         if !(1..=super::MAX_SAMPLE_RATE).contains(&r) {
             return Err(key_error(
                 id,
@@ -176,7 +197,7 @@ pub fn parse(id: &str, keys: toml::Table) -> Result<Box<dyn DriverConfig>, Sourc
         }
         audio.rate = r;
     }
-    if let Some(c) = k.channels {
+    if let Some(c) = channels {
         if !(1..=super::MAX_CHANNELS).contains(&c) {
             return Err(key_error(
                 id,
@@ -186,7 +207,7 @@ pub fn parse(id: &str, keys: toml::Table) -> Result<Box<dyn DriverConfig>, Sourc
         }
         audio.channels = c;
     }
-    if let Some(f) = &k.sample_format {
+    if let Some(f) = sample_format {
         audio.format = SampleFormat::parse(f).ok_or_else(|| {
             key_error(
                 id,
@@ -198,14 +219,12 @@ pub fn parse(id: &str, keys: toml::Table) -> Result<Box<dyn DriverConfig>, Sourc
             )
         })?;
     }
-    Ok(Box::new(Ros2Config {
-        topic,
-        sensor: k.sensor,
-        transport: k.transport,
-        msg_type,
-        rate_hz: k.rate_hz,
-        audio,
-    }))
+    Ok(audio)
+}
+
+/// A source id for a ROS topic: `/camera/image_raw` → `camera_image_raw`.
+pub fn topic_id(topic: &str) -> String {
+    wire::sanitize(topic.trim_start_matches('/'))
 }
 
 impl DriverConfig for Ros2Config {
