@@ -120,6 +120,14 @@ def main():
         foxglove.log("frames/audio/mic", audio, log_time=1_000_000_000)
         foxglove.log("frames/depth/d", depth, log_time=1_000_000_000)
 
+    # ros2_cdr: [selector = type index (Image, CompressedImage, Imu, AudioData,
+    # AudioDataStamped) + 5 × sensor index (camera, depth, thermal, microphone, imu)]
+    # then one message as rosbags serialized it (tests/fixtures/ros2, tools/ros2_fixtures.py).
+    fx = ROOT / "tests" / "fixtures" / "ros2"
+    for name, t, s in [("image_rgb8_padded", 0, 0), ("image_16uc1_be", 0, 1), ("compressed_jpeg", 1, 0),
+                       ("imu", 2, 4), ("audio_data", 3, 3), ("audio_data_stamped", 4, 3)]:
+        put("ros2_cdr", name, bytes([t + 5 * s]) + (fx / f"{name}.cdr").read_bytes())
+
 
 if __name__ == "__main__":
     main()
