@@ -578,3 +578,71 @@ def test_outputs_are_ros2_topics_rosbags_can_read(tmp_path):
     for k in by_key:
         parts = k.split("/")
         assert ("%" + "%".join(parts[1:-2]), parts[-2], parts[-1]) in mp, (k, sorted(mp))
+
+
+def test_the_readme_ros2_example_works_as_written(tmp_path):
+    """Deliverable 4: `launch/ros2.toml` (README "ROS 2") against a stand-in robot: a
+    RealSense colour and aligned-depth Image, audio_common's AudioDataStamped and an Imu,
+    through a router on the port the file names (moved to a free one). `check` accepts
+    the file; `ros2 node list` would show /sensebind/sensebind, `ros2 topic info` the
+    subscriptions, and `ros2 topic echo /sensebind/robot1/labels/vision/front` the JSON."""
+    import json
+    launch = Path(__file__).resolve().parents[2] / "launch/ros2.toml"
+    rport = free_port()
+    text = launch.read_text()
+    assert 'connect = ["tcp/127.0.0.1:7447"]' in text
+    cfg = tmp_path / "ros2.toml"
+    cfg.write_text(text.replace("tcp/127.0.0.1:7447", f"tcp/127.0.0.1:{rport}")
+                   .replace("/var/lib/sensebind", str(tmp_path / "state")))
+    chk = subprocess.run([BIN, "check", "--config", str(cfg)], capture_output=True, text=True, timeout=120)
+    assert chk.returncode == 0, chk.stdout + chk.stderr
+    assert "source front: ROS 2 /camera/camera/color/image_raw" in chk.stdout, chk.stdout
+    router = rn.router(rport)
+    s_node = rn.rmw_session(rport)
+    node = rn.Node(s_node, "camera", "/camera")
+    p_color = node.publisher("/camera/camera/color/image_raw", "sensor_msgs/msg/Image")
+    p_depth = node.publisher("/camera/camera/aligned_depth_to_color/image_raw", "sensor_msgs/msg/Image")
+    p_imu = node.publisher("/camera/camera/imu", "sensor_msgs/msg/Imu")
+    mic = rn.Node(s_node, "audio_capture", "/audio")
+    p_mic = mic.publisher("/audio/audio_stamped", "audio_common_msgs/msg/AudioDataStamped")
+    watcher = rn.client_session(rport)
+    label_key = ("0/sensebind/robot1/labels/vision/front/std_msgs::msg::dds_::String_/"
+                 + rn.STORE.hash_rihs01("std_msgs/msg/String"))
+    echoed = []
+    sub = watcher.declare_subscriber(label_key, lambda s: echoed.append(s.payload.to_bytes()))
+    proc, log = start(tmp_path, cfg)
+    rng = np.random.default_rng(5)
+    colour = rng.integers(0, 255, (48, 64, 3)).astype(np.uint8)
+    depth = rng.integers(300, 4000, (48, 64)).astype(np.uint16)
+    pcm = (3000 * np.sin(np.arange(CHUNK) / 7)).astype(np.int16)
+    try:
+        t_end = time.monotonic() + 90
+        k = 0
+        # Publish as the drivers would (30 Hz colour and depth, as the file's `rate_hz`
+        # says; 50 audio chunks/s; 200 Hz IMU), until the labels come back.
+        while time.monotonic() < t_end and len(echoed) < 3:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            now = time.time_ns()
+            if k % 6 == 0:
+                p_color.publish(rn.image(now, colour, "rgb8"), now)
+                p_depth.publish(rn.image16(now, depth, "16UC1"), now)
+            if k % 4 == 0:
+                p_mic.publish(rn.audio_stamped(now, np.tile(pcm, 1)), now)
+            p_imu.publish(rn.imu(now, (0.0, 0.1, 9.8), (0.0, 0.0, 0.01)), now)
+            k += 1
+            time.sleep(0.005)
+        tokens = [str(r.ok.key_expr) for r in watcher.liveliness().get("@ros2_lv/**") if r.ok]
+    finally:
+        rc = stop_daemon(proc)
+        sub.undeclare()
+        for s in (watcher, s_node, router):
+            s.close()
+    out = log.read_text()
+    assert rc == 0, out[-3000:]
+    assert len(echoed) >= 3, out[-3000:]
+    label = json.loads(rn.STORE.deserialize_cdr(echoed[-1], "std_msgs/msg/String").data)
+    assert label["robot"] == "robot1" and label["source"] == "front" and label["top"], label
+    assert any(t.endswith("/NN/%/%sensebind/sensebind") for t in tokens), tokens
+    subs = {t.split("/")[9] for t in tokens if "/MS/" in t}
+    assert {"%camera%camera%color%image_raw", "%camera%camera%aligned_depth_to_color%image_raw",
+            "%audio%audio_stamped", "%camera%camera%imu"} <= subs, subs
