@@ -95,37 +95,43 @@ impl Mapper {
             "embedding" => {
                 let Some(s) = sub() else { return Ok(None) };
                 let topic = format!("{}/embedding/{s}", self.root);
-                let cdr = if s == "fused" {
-                    let m: FusedMsg = ciborium::from_reader(payload).map_err(|e| format!("{key}: {e}"))?;
-                    let v = super::msg::unpack_vector(&m.embedding);
-                    embedding(
-                        &m.robot,
-                        &m.source,
-                        &m.modality,
-                        m.seq,
-                        m.t_start_ns,
-                        m.t_end_ns,
-                        &m.model,
-                        m.scale,
-                        m.coverage,
-                        v,
-                    )
+                let e = |e: ciborium::de::Error<std::io::Error>| format!("{key}: {e}");
+                // A stream's message has the fused one's fields but `members`/`complete`.
+                let m: FusedMsg = if s == "fused" {
+                    ciborium::from_reader(payload).map_err(e)?
                 } else {
-                    let m: EmbeddingMsg = ciborium::from_reader(payload).map_err(|e| format!("{key}: {e}"))?;
-                    let v = m.vector();
-                    embedding(
-                        &m.robot,
-                        &m.source,
-                        m.modality.as_str(),
-                        m.seq,
-                        m.t_start_ns,
-                        m.t_end_ns,
-                        &m.model,
-                        m.scale,
-                        m.coverage,
-                        v,
-                    )
+                    let m: EmbeddingMsg = ciborium::from_reader(payload).map_err(e)?;
+                    FusedMsg {
+                        robot: m.robot,
+                        source: m.source,
+                        modality: m.modality.as_str().into(),
+                        seq: m.seq,
+                        t_start_ns: m.t_start_ns,
+                        t_end_ns: m.t_end_ns,
+                        model: m.model,
+                        dim: m.dim,
+                        embedding: m.embedding,
+                        scale: m.scale,
+                        coverage: m.coverage,
+                        members: Vec::new(),
+                        complete: true,
+                    }
                 };
+                let cdr = msgs::encode(&Embedding {
+                    header: Header {
+                        stamp: Time::from_ns(m.t_start_ns),
+                        frame_id: &m.source,
+                    },
+                    end: Time::from_ns(m.t_end_ns),
+                    robot: &m.robot,
+                    source: &m.source,
+                    modality: &m.modality,
+                    seq: m.seq.max(0) as u64,
+                    model: &m.model,
+                    scale: m.scale,
+                    coverage: m.coverage,
+                    embedding: super::msg::unpack_vector(&m.embedding),
+                });
                 Ok(Some(RosMessage {
                     topic,
                     t: KnownType::Embedding,
@@ -254,36 +260,6 @@ impl Mapper {
             status: out,
         }
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn embedding(
-    robot: &str,
-    source: &str,
-    modality: &str,
-    seq: i64,
-    t_start_ns: i64,
-    t_end_ns: i64,
-    model: &str,
-    scale: f32,
-    coverage: f32,
-    v: Vec<f32>,
-) -> Vec<u8> {
-    msgs::encode(&Embedding {
-        header: Header {
-            stamp: Time::from_ns(t_start_ns),
-            frame_id: source,
-        },
-        end: Time::from_ns(t_end_ns),
-        robot,
-        source,
-        modality,
-        seq: seq.max(0) as u64,
-        model,
-        scale,
-        coverage,
-        embedding: v,
-    })
 }
 
 /// One ROS 2 publisher.

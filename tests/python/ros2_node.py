@@ -23,33 +23,32 @@ T = STORE.types
 NO_HASH = "TypeHashNotSupported"
 
 
+def _session(mode, port, **keys):
+    """A loopback session of `mode` on `port` (listening for a router, connecting
+    otherwise), multicast scouting off, plus the JSON5 `keys` (`/` for `__`)."""
+    conf = zenoh.Config()
+    conf.insert_json5("mode", json.dumps(mode))
+    endpoints = "listen/endpoints" if mode == "router" else "connect/endpoints"
+    conf.insert_json5(endpoints, json.dumps([f"tcp/127.0.0.1:{port}"]))
+    conf.insert_json5("scouting/multicast/enabled", "false")
+    for k, v in keys.items():
+        conf.insert_json5(k.replace("__", "/"), v)
+    return zenoh.open(conf)
+
+
 def router(port):
     """A zenoh router on loopback `port` (the robot's `rmw_zenohd`)."""
-    conf = zenoh.Config()
-    conf.insert_json5("mode", '"router"')
-    conf.insert_json5("listen/endpoints", json.dumps([f"tcp/127.0.0.1:{port}"]))
-    conf.insert_json5("scouting/multicast/enabled", "false")
-    return zenoh.open(conf)
+    return _session("router", port)
 
 
 def rmw_session(port):
     """A session as rmw_zenoh opens one: a peer with gossip scouting, connected to the
     router."""
-    conf = zenoh.Config()
-    conf.insert_json5("mode", '"peer"')
-    conf.insert_json5("connect/endpoints", json.dumps([f"tcp/127.0.0.1:{port}"]))
-    conf.insert_json5("listen/endpoints", '["tcp/127.0.0.1:0"]')
-    conf.insert_json5("scouting/multicast/enabled", "false")
-    conf.insert_json5("scouting/gossip/enabled", "true")
-    return zenoh.open(conf)
+    return _session("peer", port, listen__endpoints='["tcp/127.0.0.1:0"]', scouting__gossip__enabled="true")
 
 
 def client_session(port):
-    conf = zenoh.Config()
-    conf.insert_json5("mode", '"client"')
-    conf.insert_json5("connect/endpoints", json.dumps([f"tcp/127.0.0.1:{port}"]))
-    conf.insert_json5("scouting/multicast/enabled", "false")
-    return zenoh.open(conf)
+    return _session("client", port)
 
 
 def dds_name(ros_type):
