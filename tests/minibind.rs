@@ -3,6 +3,9 @@
 //!   never used in training, written by tools/minibind/heldout.py): emergent
 //!   zero-shot → text for every sensed modality, audio → image retrieval, and an
 //!   embedding-sum compositional query;
+//! - `sensebind embed` on real people (tests/fixtures/real-heldout: FSDD speakers and
+//!   load_digits writers that training never sees, issue 23): emergent zero-shot → text
+//!   for speech, per speaker, and for handwriting;
 //! - the daemon on the bus, playing the demo's digit world: labels name the digit on
 //!   screen, events start and end with it, the demo query fires on sevens only.
 
@@ -29,6 +32,21 @@ const MIN_ZERO_SHOT: [(&str, f64); 5] = [
     ("thermal", 0.9),
     ("imu", 0.9),
 ];
+
+/// Least emergent zero-shot top-1 (→ the daemon's default digit labels; chance 0.10) on
+/// the committed real held-out set, tests/fixtures/real-heldout (written by
+/// tools/minibind/real_heldout.py; evaluation only, never trained or tuned on): 180 FSDD
+/// recordings (6 speakers × 10 digits × repetitions 0-2, 8 kHz) and 200 load_digits
+/// 8×8 scans (20 per digit). Measured with the pack committed before issue 23's
+/// retraining (`sensebind embed`, first window, as tools/minibind/eval's "real held-out
+/// people"): speech 33/180 = 0.183 (george 11/30, jackson 6, lucas 3, nicolas 4,
+/// theo 4, yweweler 5), handwriting 89/200 = 0.445. The floors sit a few points below
+/// and are to be raised to the retrained pack's figures (issue 23's goals: speech
+/// ≥ 0.80, handwriting ≥ 0.90).
+const MIN_REAL_SPEECH: f64 = 0.15;
+/// Every FSDD speaker on their own (30 recordings each; 0.05 → at least 2 right).
+const MIN_REAL_SPEECH_PER_SPEAKER: f64 = 0.05;
+const MIN_REAL_HANDWRITING: f64 = 0.40;
 
 /// The Python with the digit-world generator's packages (numpy, Pillow; espeak-ng on
 /// PATH): $SENSEBIND_PYTHON, else the repository's .venv made by `tools/dev.sh setup`.
@@ -169,6 +187,136 @@ fn embed_recognises_held_out_digits_in_every_modality() {
     // eval: 0.865 over 200 (chance of naming both in the top 2: 1/45 ≈ 0.02); 118/135 here.
     assert!(ok as f64 >= 0.7 * n as f64, "compositional query {ok}/{n} ({report:?})");
     eprintln!("MiniBind held-out through `sensebind embed`: {}", report.join(", "));
+}
+
+/// Rows: truth 0-9, columns: predicted 0-9.
+fn confusion_text(conf: &[[usize; 10]; 10]) -> String {
+    let mut s = String::from("  confusion (rows: truth 0-9, columns: predicted 0-9):\n");
+    for row in conf {
+        s += "   ";
+        for x in row {
+            s += &format!(" {x:3}");
+        }
+        s += "\n";
+    }
+    s
+}
+
+#[test]
+fn embed_names_real_people_digits() {
+    require_ort();
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/real-heldout"));
+    let files = |sub: &str, ext: &str| {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(root.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .collect();
+        v.sort();
+        v
+    };
+    let name = |p: &Path| p.file_name().unwrap().to_str().unwrap().to_string();
+    let digit = |p: &Path| name(p)[..1].parse::<usize>().unwrap();
+    // FSDD: {digit}_{speaker}_{repetition}.wav; load_digits: {digit}_{row}.png.
+    let speech: Vec<(PathBuf, usize, String)> = files("fsdd", "wav")
+        .into_iter()
+        .map(|p| {
+            let speaker = name(&p).split('_').nth(1).unwrap().to_string();
+            (p.clone(), digit(&p), speaker)
+        })
+        .collect();
+    let hand: Vec<(PathBuf, usize)> = files("load_digits", "png")
+        .into_iter()
+        .map(|p| (p.clone(), digit(&p)))
+        .collect();
+    assert_eq!(
+        (speech.len(), hand.len()),
+        (180, 200),
+        "the committed set is incomplete"
+    );
+    let mut cmd = Command::new(bin());
+    cmd.arg("embed");
+    for (p, _, _) in &speech {
+        cmd.arg("--audio").arg(p);
+    }
+    for (p, _) in &hand {
+        cmd.arg("--image").arg(p);
+    }
+    for (d, w) in WORDS.iter().enumerate() {
+        cmd.args(["--text", &format!("the number {w}")]);
+        cmd.args(["--text", &format!("the digit {d}")]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut by_input: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let j: serde_json::Value = serde_json::from_str(line).unwrap();
+        let v: Vec<f32> = j["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        // The first window of each input.
+        by_input
+            .entry(j["input"].as_str().unwrap().to_string())
+            .or_insert(unit(&v));
+    }
+    let labels = label_embeddings(&by_input);
+    let predict = |p: &Path| {
+        let e = by_input
+            .get(p.to_str().unwrap())
+            .unwrap_or_else(|| panic!("no embedding for {}", p.display()));
+        argmax(&labels.iter().map(|l| dot(e, l)).collect::<Vec<_>>())
+    };
+    let mut report = String::new();
+    // Speech: overall, per speaker, confusion.
+    let mut speech_conf = [[0usize; 10]; 10];
+    let mut per_speaker: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for (p, d, speaker) in &speech {
+        let guess = predict(p);
+        speech_conf[*d][guess] += 1;
+        let s = per_speaker.entry(speaker).or_default();
+        s.0 += usize::from(guess == *d);
+        s.1 += 1;
+    }
+    let speech_right: usize = per_speaker.values().map(|s| s.0).sum();
+    let speech_acc = speech_right as f64 / speech.len() as f64;
+    report += &format!("speech (FSDD) {speech_right}/{} = {speech_acc:.3}:", speech.len());
+    for (speaker, (right, n)) in &per_speaker {
+        report += &format!(" {speaker} {right}/{n}");
+    }
+    report += "\n";
+    report += &confusion_text(&speech_conf);
+    // Handwriting.
+    let mut hand_conf = [[0usize; 10]; 10];
+    for (p, d) in &hand {
+        hand_conf[*d][predict(p)] += 1;
+    }
+    let hand_right: usize = (0..10).map(|d| hand_conf[d][d]).sum();
+    let hand_acc = hand_right as f64 / hand.len() as f64;
+    report += &format!(
+        "handwriting (load_digits) {hand_right}/{} = {hand_acc:.3}\n",
+        hand.len()
+    );
+    report += &confusion_text(&hand_conf);
+    eprintln!("MiniBind on real held-out people through `sensebind embed`:\n{report}");
+    assert_eq!(per_speaker.len(), 6, "six FSDD speakers:\n{report}");
+    assert!(
+        speech_acc >= MIN_REAL_SPEECH,
+        "real speech → text zero-shot top-1 {speech_acc:.3} < {MIN_REAL_SPEECH}\n{report}"
+    );
+    for (speaker, (right, n)) in &per_speaker {
+        let acc = *right as f64 / *n as f64;
+        assert!(
+            acc >= MIN_REAL_SPEECH_PER_SPEAKER,
+            "real speech of {speaker} → text zero-shot top-1 {acc:.3} < {MIN_REAL_SPEECH_PER_SPEAKER}\n{report}"
+        );
+    }
+    assert!(
+        hand_acc >= MIN_REAL_HANDWRITING,
+        "real handwriting → text zero-shot top-1 {hand_acc:.3} < {MIN_REAL_HANDWRITING}\n{report}"
+    );
 }
 
 /// Least fraction of each demo stream's windows labelled with the digit shown.

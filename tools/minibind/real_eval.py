@@ -52,8 +52,13 @@ def embed(binary: str, pack: str | None, args: list[str]) -> list[dict]:
     return out
 
 
+def prompts(d: int) -> list[str]:
+    """The daemon's default label prompts of digit d (ensembled: their mean)."""
+    return [f"the number {world.WORDS[d]}", f"the digit {d}"]
+
+
 def label_embeddings(binary: str, pack: str | None) -> np.ndarray:
-    texts = [t for d in world.DIGITS for t in (f"the number {world.WORDS[d]}", f"the digit {d}")]
+    texts = [t for d in world.DIGITS for t in prompts(d)]
     rows = embed(binary, pack, [a for t in texts for a in ("--text", t)])
     T = unit(np.array([r["embedding"] for r in rows], np.float32))
     return unit(T.reshape(10, 2, -1).mean(1))
@@ -83,19 +88,57 @@ def score(binary, pack, flag, items, labels):
     }
 
 
-def digits_items(work: Path):
-    from PIL import Image
+def fsdd_items(fsdd: Path, lo: int, hi: int):
+    """FSDD recordings with repetition lo..hi → [(path, digit, speaker)]."""
+    items = []
+    for p in sorted(fsdd.iterdir()):
+        m = FSDD_NAME.match(p.name)
+        if m and lo <= int(m.group(3)) <= hi:
+            items.append((p.resolve(), int(m.group(1)), m.group(2)))
+    return items
+
+
+def load_digits_data():
+    """scikit-learn's load_digits: (images 8×8 in 0..16, digits). Needs scikit-learn."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
+    return d.images, d.target
+
+
+def digit_png(img: np.ndarray, path: Path) -> None:
+    """One load_digits image as an 8×8 grey PNG: ink dark on white, 0..16 over 0..255."""
+    from PIL import Image
+
+    px = (255 - img * 255 / 16).round().clip(0, 255).astype(np.uint8)
+    Image.fromarray(px, "L").save(path)
+
+
+def digit_png_name(digit: int, index: int) -> str:
+    """index: the row in load_digits."""
+    return f"{digit}_{index:04}.png"
+
+
+def digits_items(work: Path):
+    images, target = load_digits_data()
     out = []
     work.mkdir(parents=True, exist_ok=True)
-    for i, (img, y) in enumerate(zip(d.images, d.target)):
-        px = (255 - img * 255 / 16).round().clip(0, 255).astype(np.uint8)
-        p = work / f"{y}_{i:04}.png"
-        Image.fromarray(px, "L").save(p)
+    for i, (img, y) in enumerate(zip(images, target)):
+        p = work / digit_png_name(int(y), i)
+        digit_png(img, p)
         out.append((p, int(y), "load_digits"))
     return out
+
+
+def print_result(name: str, r: dict, indent: str = "") -> None:
+    """One score() result: overall, per group, confusion matrix."""
+    print(f"{indent}{name}: {r['n']} inputs, emergent zero-shot top-1 {100 * r['top1']:.1f} % (chance 10 %)")
+    if len(r["per_group"]) > 1:
+        for g, v in r["per_group"].items():
+            print(f"{indent}  {g:12s} {100 * v:5.1f} %")
+    print(f"{indent}  confusion (rows: truth 0-9, columns: predicted 0-9):")
+    for row in r["confusion"]:
+        print(f"{indent}   " + " ".join(f"{x:3d}" for x in row))
 
 
 def main(argv=None) -> int:
@@ -111,22 +154,12 @@ def main(argv=None) -> int:
     labels = label_embeddings(a.bin, a.pack)
     res = {}
     if a.fsdd:
-        items = []
-        for p in sorted(a.fsdd.iterdir()):
-            m = FSDD_NAME.match(p.name)
-            if m and lo <= int(m.group(3)) <= hi:
-                items.append((p.resolve(), int(m.group(1)), m.group(2)))
-        res["spoken_fsdd"] = score(a.bin, a.pack, "--audio", items, labels)
+        res["spoken_fsdd"] = score(a.bin, a.pack, "--audio", fsdd_items(a.fsdd, lo, hi), labels)
     if a.digits:
         with tempfile.TemporaryDirectory() as tmp:
             res["handwritten_load_digits"] = score(a.bin, a.pack, "--image", digits_items(Path(tmp)), labels)
     for name, r in res.items():
-        print(f"{name}: {r['n']} inputs, emergent zero-shot top-1 {100 * r['top1']:.1f} % (chance 10 %)")
-        for g, v in r["per_group"].items():
-            print(f"  {g:12s} {100 * v:5.1f} %")
-        print("  confusion (rows: truth 0-9, columns: predicted 0-9):")
-        for row in r["confusion"]:
-            print("   " + " ".join(f"{x:3d}" for x in row))
+        print_result(name, r)
     if a.json:
         a.json.write_text(json.dumps(res, indent=1) + "\n")
     return 0
