@@ -1,9 +1,13 @@
-# The two commands a newcomer needs (see README):
+# The commands a newcomer needs (see README):
 #   make demo   — build and run the daemon on the embedded demo (no hardware)
 #   make test   — set up and run every test (what CI runs)
-.PHONY: demo test setup
+#   make demo-real — the demo with real people: a recorded camera and microphone
+#                    (assets/demo-real, configs/demo-real.toml)
+.PHONY: demo demo-real test setup
 demo:
 	tools/dev.sh demo
+demo-real:
+	tools/dev.sh demo-real
 test:
 	tools/dev.sh test
 setup:

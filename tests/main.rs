@@ -9,6 +9,7 @@ mod common;
 mod bus_faults;
 mod cli;
 mod daemon_bus;
+mod demo_real;
 mod faults;
 mod fusion_search;
 mod hostile_bus;

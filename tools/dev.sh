@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# sensebind developer entry point: `tools/dev.sh setup|demo|test|ort-path`.
+# sensebind developer entry point: `tools/dev.sh setup|demo|demo-real|test|ort-path`.
 # Each command does its own set-up on a fresh Debian machine: system packages (apt),
 # a Python virtual environment in .venv with ONNX Runtime (the daemon loads
 # libonnxruntime.so from it) and the Python test client's packages.
@@ -91,6 +91,13 @@ case "${1:-}" in
     cargo build --release --locked
     exec ./target/release/sensebind run "$@"
     ;;
+  demo-real)
+    shift
+    setup
+    log "building (release) and starting the demo with real people: a recording (assets/demo-real) of handwritten digits held up to a camera and digits spoken into a microphone, looped in real time, built-in MiniBind pack (configs/demo-real.toml); watch with target/release/sensebind listen; Ctrl-C stops"
+    cargo build --release --locked
+    exec ./target/release/sensebind run --config configs/demo-real.toml "$@"
+    ;;
   test)
     setup
     log "cargo fmt --check"
@@ -116,7 +123,7 @@ case "${1:-}" in
     FUZZ_SECONDS="${FUZZ_SECONDS:-5}" tools/fuzz.sh
     ;;
   *)
-    echo "usage: tools/dev.sh setup|demo|test|ort-path" >&2
+    echo "usage: tools/dev.sh setup|demo|demo-real|test|ort-path" >&2
     exit 2
     ;;
 esac
