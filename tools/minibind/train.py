@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import multiprocessing as mp
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,13 +42,14 @@ sys.path.insert(0, str(HERE))
 from export_imagebind import ModalityEncoder, build_model, import_imagebind, load_arch  # noqa: E402
 
 import prep  # noqa: E402
+import real  # noqa: E402
 import world  # noqa: E402
 
 BOUND = ("audio", "depth", "thermal", "imu")
 # Stage 2 per modality: samples per digit in the bank, and steps. Depth and thermal
 # data and steps are cheap; IMU converges early; audio data is the slowest to make.
-PER_DIGIT = {"audio": 500, "depth": 800, "thermal": 800, "imu": 300}
-STEPS2 = {"audio": 2000, "depth": 8000, "thermal": 2500, "imu": 800}
+PER_DIGIT = {"audio": 400, "depth": 800, "thermal": 800, "imu": 300}
+STEPS2 = {"audio": 5000, "depth": 8000, "thermal": 2500, "imu": 800}
 WARPED = ("depth", "thermal")  # pictures: trained on random affine views too
 PROMPT = "the number {w}"
 
@@ -66,20 +68,19 @@ def make_input(modality: str, digit: int, split: str, index: int, seed: int) -> 
     what the encoders' patch embeddings see in training (see LowResPatches); images
     as 8-bit pixels, the rest float16."""
     rng = world.rng_for("view", modality, digit, split, index, seed)
-    if modality == "image":
+    if modality in ("image", "realimage"):
         # Camera-like sizes and aspect ratios, and both of the daemon's resize paths.
         h = int(rng.integers(160, 400))
         w = int(h * rng.uniform(1.0, 1.34))
         if rng.random() < 0.3:
             h, w = w, h
-        x = prep.image(world.image(digit, split, index, seed, h=h, w=w), "image" if rng.random() < 0.6 else "video")
-        # Both frames are the same: keep one (the patch embedding repeats it), back in
-        # 8-bit pixels (the loaders' own resolution); normalised at batch time.
-        x = x[:, 0] * prep.STD[:, None, None] + prep.MEAN[:, None, None]
-        x = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
-        return np.clip(np.rint(pool(x)), 0, 255).astype(np.uint8)
+        pic = real.real_image(digit, index, seed, h=h, w=w) if modality == "realimage" else \
+            world.image(digit, split, index, seed, h=h, w=w)
+        return image_input(pic, rng)
     elif modality == "audio":
         x = prep.audio(world.audio(digit, split, index, seed))
+    elif modality == "realaudio":
+        x = prep.audio(real.real_speech(digit, index, seed))
     elif modality == "depth":
         x = pool(prep.depth(world.depth(digit, split, index, seed)).astype(np.float16))
     elif modality == "thermal":
@@ -89,6 +90,29 @@ def make_input(modality: str, digit: int, split: str, index: int, seed: int) -> 
     else:
         raise ValueError(modality)
     return x.astype(np.float16)
+
+
+def image_input(pic: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An RGB picture through the daemon's preprocessing (either resize path), pooled."""
+    x = prep.image(pic, "image" if rng.random() < 0.6 else "video")
+    # Both frames are the same: keep one (the patch embedding repeats it), back in
+    # 8-bit pixels (the loaders' own resolution); normalised at batch time.
+    x = x[:, 0] * prep.STD[:, None, None] + prep.MEAN[:, None, None]
+    x = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(pool(x)), 0, 255).astype(np.uint8)
+
+
+def t10k_photos(directory: Path, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first n MNIST test digits (writers disjoint from training's) as photos:
+    the real held-out writers' check (validation only; nothing is tuned on it)."""
+    xs = real.read_idx(directory / "t10k-images-idx3-ubyte.gz")[:n]
+    ds = real.read_idx(directory / "t10k-labels-idx1-ubyte.gz")[:n].astype(np.int64)
+    out = []
+    for i, a in enumerate(xs):
+        rng = world.rng_for("t10k", i, seed)
+        h = int(rng.integers(160, 400))
+        out.append(image_input(real.photo(a, rng, h, int(h * rng.uniform(1.0, 1.34))), rng))
+    return np.stack(out), ds
 
 
 def _job(args):
@@ -105,8 +129,11 @@ def cache_file(cache: Path, modality: str, per_digit: int, split: str, seed: int
 
     jobs = [(modality, d, split, i, seed) for i in range(per_digit) for d in world.DIGITS]
     src = ((HERE / "world.py").read_bytes() + (HERE / "prep.py").read_bytes()
+           + ((HERE / "real.py").read_bytes() if modality.startswith("real") else b"")
            + inspect.getsource(make_input).encode() + inspect.getsource(pool).encode()
-           + repr(jobs[:1] + [len(jobs)]).encode())
+           + repr(jobs[:1] + [len(jobs)]).encode()
+           + (repr(sorted(str(p) for c in real.human_clips()["train"].values() for p in c)).encode()
+              if modality == "realaudio" else b""))
     return cache / f"{modality}-{split}-{per_digit}-{seed}-{hashlib.sha256(src).hexdigest()[:12]}.npz"
 
 
@@ -354,6 +381,15 @@ def main(argv=None) -> int:
     p.add_argument("--per-digit", type=per_modality, default={},
                    help=f"samples per digit of the bound modalities: N for all or m=N,… (default {PER_DIGIT})")
     p.add_argument("--heldout-per-digit", type=int, default=20)
+    p.add_argument("--real-images-per-digit", type=int, default=1500,
+                   help="photos of real handwriting (MNIST train[:10k], real.py) added to the image bank")
+    p.add_argument("--real-audio-per-digit", type=int, default=1000,
+                   help="spoken digits of every installed voice through the sensor chain (real.py), added to audio")
+    p.add_argument("--real-speech", type=Path, action="append", default=[], metavar="DIR",
+                   help="recordings of real people saying digits (Speech Commands or AudioMNIST layout; real.py); "
+                        "a quarter of the speakers are held out as a check")
+    p.add_argument("--mnist-t10k", type=Path, metavar="DIR",
+                   help="a folder with MNIST's t10k-{images-idx3,labels-idx1}-ubyte.gz: held-out writers' check")
     p.add_argument("--groups", type=int, default=8, help="groups of ten per batch")
     p.add_argument("--steps1", type=int, default=9000, help="image+text steps")
     p.add_argument("--steps2", type=per_modality, default={},
@@ -372,6 +408,8 @@ def main(argv=None) -> int:
     steps2 = {**STEPS2, **a.steps2}
     global CACHE
     CACHE = a.cache
+    # The data workers (spawned) read the real recordings' folders from the environment.
+    os.environ[real.HUMAN_ENV] = os.pathsep.join(str(d.resolve()) for d in a.real_speech)
 
     t_start = time.time()
     torch.manual_seed(a.seed)
@@ -394,9 +432,28 @@ def main(argv=None) -> int:
 
     print("data (the daemon's preprocessing, tools/minibind/prep.py):", flush=True)
     img_x, img_d = bank("image", a.images_per_digit, "train", a.seed, a.workers)
+    if a.real_images_per_digit:
+        rx, rd = bank("realimage", a.real_images_per_digit, "train", a.seed, a.workers)
+        img_x, img_d = np.concatenate([img_x, rx]), np.concatenate([img_d, rd])
     texts, txt_d = train_texts()
     txt_x = prep.tokenize(texts)
     data = {m: bank(m, per_digit[m], "train", a.seed, a.workers) for m in BOUND}
+    if a.real_audio_per_digit:
+        rx, rd = bank("realaudio", a.real_audio_per_digit, "train", a.seed, a.workers)
+        data["audio"] = (np.concatenate([data["audio"][0], rx]), np.concatenate([data["audio"][1], rd]))
+    t10k = t10k_photos(a.mnist_t10k, 1000, a.seed) if a.mnist_t10k else None
+    real_held = None
+    if real.human_clips()["heldout"]:
+        hx, hd = [], []
+        for d, clips in sorted(real.human_clips()["heldout"].items()):
+            for c in clips:
+                x = real._human(c)
+                if x is not None:  # as recorded: no augmentation
+                    hx.append(prep.audio(x).astype(np.float16))
+                    hd.append(d)
+        real_held = (np.stack(hx), np.array(hd))
+        print(f"  real speech: {real.have()['human']} training recordings of {len(real.human_speakers('train'))} "
+              f"speakers; {len(hd)} of {len(real.human_speakers('heldout'))} held-out speakers", flush=True)
     held = {m: bank(m, a.heldout_per_digit, "heldout", a.seed, a.workers) for m in ("image",) + BOUND}
     prompts = prep.tokenize([PROMPT.format(w=w) for w in world.WORDS])
     held_texts = [world.text(d, "heldout", i, a.seed) for i in range(a.heldout_per_digit) for d in world.DIGITS]
@@ -427,9 +484,11 @@ def main(argv=None) -> int:
         if (step + 1) % a.eval_every == 0 and step + 1 < a.steps1:
             for e in (encs["vision"], encs["text"]):
                 e.eval()
-            acc = top1(embed(encs["vision"], held["image"][0], "vision"), held["image"][1],
-                       embed(encs["text"], prompts, "text"))
-            print(f"  step {step + 1:4d} held-out image→text top-1 {acc:.3f}", flush=True)
+            cls = embed(encs["text"], prompts, "text")
+            acc = top1(embed(encs["vision"], held["image"][0], "vision"), held["image"][1], cls)
+            extra = "" if t10k is None else \
+                f", real writers (MNIST t10k photos) {top1(embed(encs['vision'], t10k[0], 'vision'), t10k[1], cls):.3f}"
+            print(f"  step {step + 1:4d} held-out image→text top-1 {acc:.3f}{extra}", flush=True)
             for e in (encs["vision"], encs["text"]):
                 e.train()
     figures["stage1_s"] = round(time.time() - t0)
@@ -440,6 +499,10 @@ def main(argv=None) -> int:
     acc = top1(embed(encs["vision"], held["image"][0], "vision"), held["image"][1], classes)
     print(f"  held-out image→text top-1 {acc:.3f}", flush=True)
     figures["image_text"] = acc
+    if t10k is not None:
+        figures["real_t10k_image_text"] = top1(embed(encs["vision"], t10k[0], "vision"), t10k[1], classes)
+        print(f"  real held-out writers (MNIST t10k photos) image→text top-1 {figures['real_t10k_image_text']:.3f}",
+              flush=True)
 
     # ---- stage 2: each other modality bound to the frozen image encoder
     for prm in list(encs["vision"].parameters()) + [low["vision"].small]:
@@ -476,6 +539,10 @@ def main(argv=None) -> int:
         emb = embed(enc, held[m][0], m)
         figures[f"{m}_text"] = top1(emb, held[m][1], classes)
         print(f"  held-out {m}→text top-1 (emergent) {figures[f'{m}_text']:.3f}", flush=True)
+        if m == "audio" and real_held is not None:
+            figures["real_heldout_speakers_audio_text"] = top1(embed(enc, real_held[0], m), real_held[1], classes)
+            print(f"  real held-out speakers ({len(real_held[1])} recordings) audio→text top-1 (emergent) "
+                  f"{figures['real_heldout_speakers_audio_text']:.3f}", flush=True)
 
     print(f"token table: {zero_unused_tokens(model)} rows used in training kept, the rest zeroed", flush=True)
     # Held-out phrasings of the prompts, image→text.
