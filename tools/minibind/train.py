@@ -391,7 +391,7 @@ def main(argv=None) -> int:
     p.add_argument("--mnist-t10k", type=Path, metavar="DIR",
                    help="a folder with MNIST's t10k-{images-idx3,labels-idx1}-ubyte.gz: held-out writers' check")
     p.add_argument("--groups", type=int, default=8, help="groups of ten per batch")
-    p.add_argument("--steps1", type=int, default=9000, help="image+text steps")
+    p.add_argument("--steps1", type=int, default=10000, help="image+text steps")
     p.add_argument("--steps2", type=per_modality, default={},
                    help=f"steps of the bound modalities: N for all or m=N,… (default {STEPS2})")
     p.add_argument("--eval-every", type=int, default=1000, help="stage 1 steps between held-out checks")
