@@ -86,28 +86,13 @@ fn label_embeddings(text: &BTreeMap<String, Vec<f32>>) -> Vec<Vec<f32>> {
         .collect()
 }
 
-#[test]
-fn embed_recognises_held_out_digits_in_every_modality() {
-    require_ort();
-    let dir = tempfile::tempdir().unwrap();
-    let st = Command::new(python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/minibind/heldout.py"))
-        .arg(dir.path())
-        .args(["--per-digit", "3", "--seed", "1"])
-        .status()
-        .unwrap();
-    assert!(st.success(), "tools/minibind/heldout.py failed");
-    let index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("index.json")).unwrap()).unwrap();
-    let files = index["files"].as_array().unwrap();
+/// `sensebind embed` on the given `(flag, path)` inputs plus the digit labels' prompts:
+/// each input's (and prompt's) first embedding, unit length, by its `input` string.
+fn embed_first_windows<'a>(inputs: impl IntoIterator<Item = (&'a str, &'a Path)>) -> BTreeMap<String, Vec<f32>> {
     let mut cmd = Command::new(bin());
     cmd.arg("embed");
-    for f in files {
-        let flag = match f["modality"].as_str().unwrap() {
-            "image" => "--image",
-            m => &format!("--{m}"),
-        };
-        cmd.args([flag, f["path"].as_str().unwrap()]);
+    for (flag, path) in inputs {
+        cmd.arg(flag).arg(path);
     }
     for (d, w) in WORDS.iter().enumerate() {
         cmd.args(["--text", &format!("the number {w}")]);
@@ -128,6 +113,33 @@ fn embed_recognises_held_out_digits_in_every_modality() {
             .entry(j["input"].as_str().unwrap().to_string())
             .or_insert(unit(&v));
     }
+    by_input
+}
+
+#[test]
+fn embed_recognises_held_out_digits_in_every_modality() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let st = Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/minibind/heldout.py"))
+        .arg(dir.path())
+        .args(["--per-digit", "3", "--seed", "1"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "tools/minibind/heldout.py failed");
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("index.json")).unwrap()).unwrap();
+    let files = index["files"].as_array().unwrap();
+    let flags: Vec<String> = files
+        .iter()
+        .map(|f| format!("--{}", f["modality"].as_str().unwrap()))
+        .collect();
+    let by_input = embed_first_windows(
+        flags
+            .iter()
+            .zip(files)
+            .map(|(flag, f)| (flag.as_str(), Path::new(f["path"].as_str().unwrap()))),
+    );
     let labels = label_embeddings(&by_input);
     let mut emb: BTreeMap<&str, Vec<(usize, Vec<f32>)>> = BTreeMap::new();
     for f in files {
@@ -234,34 +246,12 @@ fn embed_names_real_people_digits() {
         (180, 200),
         "the committed set is incomplete"
     );
-    let mut cmd = Command::new(bin());
-    cmd.arg("embed");
-    for (p, _, _) in &speech {
-        cmd.arg("--audio").arg(p);
-    }
-    for (p, _) in &hand {
-        cmd.arg("--image").arg(p);
-    }
-    for (d, w) in WORDS.iter().enumerate() {
-        cmd.args(["--text", &format!("the number {w}")]);
-        cmd.args(["--text", &format!("the digit {d}")]);
-    }
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut by_input: BTreeMap<String, Vec<f32>> = BTreeMap::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let j: serde_json::Value = serde_json::from_str(line).unwrap();
-        let v: Vec<f32> = j["embedding"]
-            .as_array()
-            .unwrap()
+    let by_input = embed_first_windows(
+        speech
             .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect();
-        // The first window of each input.
-        by_input
-            .entry(j["input"].as_str().unwrap().to_string())
-            .or_insert(unit(&v));
-    }
+            .map(|(p, _, _)| ("--audio", p.as_path()))
+            .chain(hand.iter().map(|(p, _)| ("--image", p.as_path()))),
+    );
     let labels = label_embeddings(&by_input);
     let predict = |p: &Path| {
         let e = by_input
