@@ -133,22 +133,16 @@ def cards(windows: list[dict], images: np.ndarray) -> list[bytes]:
     """One JPEG photo per window of its handwritten card (load_digits, value × 16 as
     8-bit white ink on black, photographed on paper by real.photo).
 
-    real.photo's very-low-resolution-sensor step (`real._lowres`: the digit redrawn
-    as 4×4-block counts, its box sometimes stretched to a square, which turns a narrow
-    1 into a solid block) is left out: a load_digits card is already 8×8 counts, and
-    the demo's camera is a 640×480 webcam. Everything else of real.photo stays."""
+    real.photo's very-low-resolution-sensor step (`lowres=False`) is left out: a
+    load_digits card is already 8×8 counts, and the demo's camera is a 640×480 webcam.
+    Everything else of real.photo stays."""
     out = []
-    lowres = real._lowres
-    real._lowres = lambda a, _rng: a.astype(np.float32) / 255
-    try:
-        for win in windows:
-            ink = np.clip(images[win["row"]] * 16, 0, 255).astype(np.uint8)
-            rgb = real.photo(ink, np.random.default_rng([SEED, 2000, win["window"]]), HEIGHT, WIDTH)
-            buf = io.BytesIO()
-            Image.fromarray(rgb).save(buf, "JPEG", quality=JPEG_QUALITY)
-            out.append(buf.getvalue())
-    finally:
-        real._lowres = lowres
+    for win in windows:
+        ink = np.clip(images[win["row"]] * 16, 0, 255).astype(np.uint8)
+        rgb = real.photo(ink, np.random.default_rng([SEED, 2000, win["window"]]), HEIGHT, WIDTH, lowres=False)
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, "JPEG", quality=JPEG_QUALITY)
+        out.append(buf.getvalue())
     return out
 
 

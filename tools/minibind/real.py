@@ -112,11 +112,15 @@ def _lowres(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cells
 
 
-def photo(ink_on_black: np.ndarray, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def photo(ink_on_black: np.ndarray, rng: np.random.Generator, h: int, w: int,
+          lowres: bool | None = None) -> np.ndarray:
     """A handwritten digit (uint8 white ink on black, any size) as a camera photo of it
-    on paper: RGB uint8 H×W."""
+    on paper: RGB uint8 H×W. `lowres`: seen by a very low resolution sensor first
+    (_lowres) always (True), never (False), or 30 % of the time (None); the random
+    draws are the same either way."""
     a = ink_on_black.astype(np.float32) / 255
-    if rng.random() < 0.3:
+    drawn = rng.random() < 0.3
+    if drawn if lowres is None else lowres:
         a = _lowres(ink_on_black, rng)
     # Stroke width: thicker or thinner pen.
     im = Image.fromarray(np.clip(a * 255, 0, 255).astype(np.uint8))
