@@ -10,6 +10,8 @@
 //! brute force / index, how many windows were re-scored, whether the results equal
 //! exact search, the disk per hour, and how long a reload of the whole day takes.
 
+mod common;
+use common::arg;
 use sensebind::history::{History, HistoryOptions, Record, SearchRequest};
 use sensebind::modality::{Modality, Target};
 use std::time::{Duration, Instant};
@@ -42,15 +44,6 @@ fn dot16(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| x * y)
         .sum();
     acc.iter().sum::<f32>() + tail
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let a: Vec<String> = std::env::args().collect();
-    a.iter()
-        .position(|x| x == name)
-        .and_then(|i| a.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {

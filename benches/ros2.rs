@@ -10,20 +10,13 @@
 //! 32FC1 converted). So rgb8 costs one copy of the pixels, which is what the ratio to
 //! `memcpy` shows.
 
+mod common;
+use common::arg;
 use sensebind::modality::Sensor;
 use sensebind::ros2::wire::KnownType;
 use sensebind::sources::ros2::convert::{self, AudioFormat};
 use sensebind::sources::ImageLimits;
 use std::time::Instant;
-
-fn arg(name: &str, default: usize) -> usize {
-    let a: Vec<String> = std::env::args().collect();
-    a.iter()
-        .position(|x| x == name)
-        .and_then(|i| a.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Pad to 4 (CDR aligns from the end of the encapsulation header).
 fn align4(out: &mut Vec<u8>) {
