@@ -335,6 +335,88 @@ fn check_opens_sources_and_names_a_missing_recording() {
 }
 
 #[test]
+fn check_json_is_the_doctors_report() {
+    let ort = require_ort();
+    // The demo: five sensors, so all six encoders are loaded.
+    let out = Command::new(bin()).args(["check", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(r["ok"], true);
+    assert_eq!(r["onnxruntime"]["library"], ort.as_str());
+    assert_eq!(r["onnxruntime"]["version"], "1.31.1", "{}", r["onnxruntime"]);
+    let providers: Vec<(&str, bool)> = r["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["available"].as_bool().unwrap()))
+        .collect();
+    // PyPI's CPU wheel: neither GPU provider is in the build.
+    assert_eq!(providers, [("tensorrt", false), ("cuda", false), ("cpu", true)]);
+    assert_eq!(r["engine_cache"]["used"], false);
+    assert!(r["engine_cache"]["dir"].as_str().unwrap().ends_with("trt-cache"));
+    let encoders = r["pack"]["encoders"].as_array().unwrap();
+    assert_eq!(encoders.len(), 6);
+    let mut total = 0;
+    for e in encoders {
+        let m = e["modality"].as_str().unwrap();
+        assert_eq!(e["configured"], true, "{m}");
+        assert_eq!(e["provider"], "CPUExecutionProvider", "{m}");
+        assert!(
+            e["nodes"]["CPUExecutionProvider"].as_u64().unwrap() > 50,
+            "{m}: {}",
+            e["nodes"]
+        );
+        let w = &e["weights"];
+        assert!(w["params"].as_u64().unwrap() > 50_000, "{m}: {w}");
+        assert!(w["params_by_dtype"]["float32"].as_u64().unwrap() > 50_000, "{m}: {w}");
+        total += w["bytes"].as_u64().unwrap();
+    }
+    let mem = &r["memory"];
+    assert_eq!(mem["modalities"].as_array().unwrap().len(), 6);
+    let est = &mem["estimate"];
+    assert_eq!(est["weights_bytes"].as_u64().unwrap(), total);
+    // The ONNX files are the weights plus a little graph.
+    let files: u64 = ["vision", "text", "audio", "depth", "thermal", "imu"]
+        .iter()
+        .map(|m| {
+            std::fs::metadata(format!("{}/packs/minibind/{m}.onnx", env!("CARGO_MANIFEST_DIR")))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert!(
+        total < files && total * 100 > files * 90,
+        "weights {total} vs files {files}"
+    );
+    assert!(est["weights_fp16_bytes"].as_u64().unwrap() * 2 > total - 10_000);
+    assert!(est["cpu_fp32_rss_bytes"].as_u64().unwrap() > total);
+    assert!(mem["available_bytes"].as_u64().unwrap() <= mem["total_bytes"].as_u64().unwrap());
+
+    // No ONNX Runtime and no sources: both named, the pack still weighed; exit 1.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("empty.toml");
+    std::fs::write(&cfg, "[robot]\nid = \"doctor\"\n").unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--json", "--config"])
+        .arg(&cfg)
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(r["ok"], false);
+    let failed = r["failed"].to_string();
+    assert!(
+        failed.contains("no sources configured") && failed.contains("ORT_DYLIB_PATH"),
+        "{failed}"
+    );
+    assert!(failed.contains("/etc/default/sensebind"), "{failed}");
+    assert!(r["onnxruntime"].is_null() && r["providers"].as_array().unwrap().is_empty());
+    assert_eq!(r["memory"]["modalities"], serde_json::json!(["text"]));
+    assert!(r["memory"]["estimate"]["weights_bytes"].as_u64().unwrap() > 6_000_000);
+}
+
+#[test]
 fn query_tools_fail_without_a_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "nobody", free_port(), "");

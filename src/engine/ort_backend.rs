@@ -36,14 +36,16 @@ pub fn library_path(cfg_path: &str) -> Result<PathBuf, EngineError> {
         PathBuf::from(v)
     } else {
         return Err(EngineError::Runtime(
-            "ONNX Runtime library not configured: set `engine.ort_library` or ORT_DYLIB_PATH to libonnxruntime.so \
+            "ONNX Runtime library not configured: set the ORT_DYLIB_PATH environment variable (for the packaged \
+             service: in /etc/default/sensebind) or `engine.ort_library` to libonnxruntime.so \
              (e.g. `pip install onnxruntime==1.31.1`, then .../site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1)"
                 .into(),
         ));
     };
     if !p.is_file() {
         return Err(EngineError::Runtime(format!(
-            "ONNX Runtime library not found at {}: point `engine.ort_library` or ORT_DYLIB_PATH at libonnxruntime.so \
+            "ONNX Runtime library not found at {}: point the ORT_DYLIB_PATH environment variable (for the packaged \
+             service: in /etc/default/sensebind) or `engine.ort_library` at libonnxruntime.so \
              (pip install onnxruntime==1.31.1 puts it in site-packages/onnxruntime/capi/)",
             p.display()
         )));
@@ -70,6 +72,35 @@ pub fn init_runtime(cfg_path: &str) -> Result<&'static ort::environment::Environ
     match r {
         Ok((env, _)) => Ok(env),
         Err(e) => Err(EngineError::Runtime(e.clone())),
+    }
+}
+
+/// The loaded ONNX Runtime's build information ("ORT Build Info: git-branch=rel-1.31.1,
+/// ..."); call after [`init_runtime`] succeeded.
+pub fn build_info() -> String {
+    ort::info().to_string()
+}
+
+/// The version of the ONNX Runtime library at `path` (e.g. "1.31.1"), from its C API's
+/// `GetVersionString`; call after [`init_runtime`] loaded it (the handle is shared).
+pub fn library_version(path: &Path) -> Option<String> {
+    type GetBase = unsafe extern "C" fn() -> *const ort::sys::OrtApiBase;
+    // SAFETY: `path` is the ONNX Runtime library `init_runtime` already loaded and
+    // initialised (ort checked its `OrtGetApiBase`), so opening it again returns the
+    // same handle; `OrtGetApiBase` and `GetVersionString` are its C entry points, the
+    // pointers are checked for null, and the string is static and NUL-terminated.
+    unsafe {
+        let lib = libloading::Library::new(path).ok()?;
+        let get: libloading::Symbol<GetBase> = lib.get(b"OrtGetApiBase").ok()?;
+        let base = get();
+        if base.is_null() {
+            return None;
+        }
+        let s = ((*base).GetVersionString)();
+        if s.is_null() {
+            return None;
+        }
+        Some(std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned())
     }
 }
 

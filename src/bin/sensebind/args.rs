@@ -60,8 +60,16 @@ pub(crate) enum Cmd {
     /// Search the history of running daemons: the windows most like a text (or a
     /// past window), best first.
     Search(SearchCli),
-    /// Validate the configuration and model pack; list usable execution providers.
-    Check,
+    /// Validate the configuration and model pack, open every source once, and report
+    /// the machine: ONNX Runtime and its execution providers (and which each encoder
+    /// gets), the TensorRT engine cache, the pack's weights per modality and a memory
+    /// estimate for the configured ones against the memory available.
+    Check {
+        /// Print the report as one JSON object (exit status 1 when something failed,
+        /// as without it).
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the configured sources through the pipeline (as `run`) and record every
     /// frame to MCAP; with --embeddings also what the pipeline computes.
     Record {

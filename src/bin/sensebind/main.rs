@@ -74,7 +74,7 @@ fn real_main(cli: Cli) -> Result<()> {
             json,
             seconds,
         } => rt.block_on(listen(cfg, robot, embeddings, json, seconds)),
-        Cmd::Check => check(cfg),
+        Cmd::Check { json } => check(cfg, json),
         Cmd::Search(args) => rt.block_on(search(cfg, args)),
         Cmd::Record {
             out,
@@ -394,10 +394,14 @@ async fn listen(cfg: Config, robot: Option<String>, embeddings: bool, json: bool
     Ok(())
 }
 
-fn check(cfg: Config) -> Result<()> {
+fn check(cfg: Config, json: bool) -> Result<()> {
     let report = pipeline::check::check(&cfg);
-    for l in &report.lines {
-        println!("{l}");
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for l in report.lines() {
+            println!("{l}");
+        }
     }
     if !report.failed.is_empty() {
         bail!("{}", report.failed.join("; "));

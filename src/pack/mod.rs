@@ -3,6 +3,8 @@
 //! the digit world, tools/minibind/) is also compiled into the binary so the demo needs
 //! no files; the tiny random-init `packs/tiny-random` serves the parity tests.
 
+pub mod weights;
+
 use crate::modality::Modality;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -73,13 +75,13 @@ pub struct Pack {
 }
 
 mod builtin {
-    pub const MANIFEST: &str = include_str!("../packs/minibind/pack.toml");
-    pub const VISION: &[u8] = include_bytes!("../packs/minibind/vision.onnx");
-    pub const TEXT: &[u8] = include_bytes!("../packs/minibind/text.onnx");
-    pub const AUDIO: &[u8] = include_bytes!("../packs/minibind/audio.onnx");
-    pub const DEPTH: &[u8] = include_bytes!("../packs/minibind/depth.onnx");
-    pub const THERMAL: &[u8] = include_bytes!("../packs/minibind/thermal.onnx");
-    pub const IMU: &[u8] = include_bytes!("../packs/minibind/imu.onnx");
+    pub const MANIFEST: &str = include_str!("../../packs/minibind/pack.toml");
+    pub const VISION: &[u8] = include_bytes!("../../packs/minibind/vision.onnx");
+    pub const TEXT: &[u8] = include_bytes!("../../packs/minibind/text.onnx");
+    pub const AUDIO: &[u8] = include_bytes!("../../packs/minibind/audio.onnx");
+    pub const DEPTH: &[u8] = include_bytes!("../../packs/minibind/depth.onnx");
+    pub const THERMAL: &[u8] = include_bytes!("../../packs/minibind/thermal.onnx");
+    pub const IMU: &[u8] = include_bytes!("../../packs/minibind/imu.onnx");
 }
 
 pub const BUILTIN: &str = "builtin:minibind";
@@ -169,6 +171,21 @@ impl Pack {
             }
         }
         Ok(m)
+    }
+
+    /// What `m`'s encoder weighs (its ONNX initializers; the data is not read). An
+    /// error names the file and what is wrong with it.
+    pub fn weights(&self, m: Modality) -> Result<weights::WeightStats, String> {
+        match self.models.get(&m) {
+            None => Err(format!("the pack has no `[{m}]` encoder")),
+            Some(ModelSource::Embedded(b)) => {
+                weights::inspect(std::io::Cursor::new(*b)).map_err(|e| format!("built-in {m} encoder: {e}"))
+            }
+            Some(ModelSource::File(f)) => std::fs::File::open(f)
+                .map_err(|e| e.to_string())
+                .and_then(|f| weights::inspect(std::io::BufReader::new(f)))
+                .map_err(|e| format!("{}: {e}", f.display())),
+        }
     }
 
     pub fn spec(&self, m: Modality) -> Option<&EncoderSpec> {
