@@ -3,7 +3,9 @@
 #   make test   — set up and run every test (what CI runs)
 #   make demo-real — the demo with real people: a recorded camera and microphone
 #                    (assets/demo-real, configs/demo-real.toml)
-.PHONY: demo demo-real test setup
+#   make deb    — the Debian package for this machine's architecture (target/debian/;
+#                 docs/packaging.md)
+.PHONY: demo demo-real test setup deb
 demo:
 	tools/dev.sh demo
 demo-real:
@@ -12,3 +14,5 @@ test:
 	tools/dev.sh test
 setup:
 	tools/dev.sh setup
+deb:
+	tools/dev.sh deb

@@ -298,7 +298,7 @@ fn systemd_unit_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/sensebind.service")).unwrap();
     let path = dir.path().join("sensebind.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/sensebind", bin())).unwrap();
+    std::fs::write(&path, unit.replace("/usr/bin/sensebind", bin())).unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)

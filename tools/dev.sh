@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# sensebind developer entry point: `tools/dev.sh setup|demo|demo-real|test|ort-path`.
+# sensebind developer entry point: `tools/dev.sh setup|demo|demo-real|test|deb|ort-path`.
 # Each command does its own set-up on a fresh Debian machine: system packages (apt),
 # a Python virtual environment in .venv with ONNX Runtime (the daemon loads
 # libonnxruntime.so from it) and the Python test client's packages.
@@ -25,7 +25,12 @@ MINIBIND_FONTS=(fonts-dejavu-core fonts-dejavu-extra fonts-liberation2 fonts-fre
   fonts-hack fonts-firacode fonts-ebgaramond fonts-linuxlibertine fonts-cabin fonts-comfortaa
   fonts-quicksand fonts-bebas-neue fonts-jura fonts-texgyre fonts-lobster fonts-fantasque-sans
   fonts-staypuft fonts-dustin fonts-tlwg-purisa fonts-league-spartan fonts-sil-gentium)
-APT_PKGS=(pkg-config python3-venv systemd openssl libclang-dev libasound2-dev espeak-ng "${MINIBIND_FONTS[@]}")
+# help2man writes the package's manual page from `sensebind --help`; lintian checks the
+# package (tools/test_deb.sh).
+APT_PKGS=(pkg-config python3-venv systemd openssl libclang-dev libasound2-dev espeak-ng help2man lintian
+  "${MINIBIND_FONTS[@]}")
+# cargo-deb builds the Debian package (`make deb`); installed with cargo on first use.
+CARGO_DEB_VERSION=3.8.0
 
 log() { printf '\033[1m[sensebind]\033[0m %s\n' "$*" >&2; }
 
@@ -68,6 +73,24 @@ ort_path() {
     return 1
   fi
   echo "$p"
+}
+
+# The Debian package for this machine's architecture, in target/debian/ (prints its path).
+deb() {
+  if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; then
+    log "installing cargo-deb $CARGO_DEB_VERSION (one time, a few minutes)"
+    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --quiet
+  fi
+  # Every driver that builds on Debian (Cargo.toml [package.metadata.deb] features).
+  cargo build --release --locked --features robot
+  mkdir -p target/man
+  help2man --no-info --no-discard-stderr --section 1 \
+    --name "one ImageBind embedding space for everything a robot senses, on zenoh" \
+    --include debian/sensebind.h2m target/release/sensebind > target/man/sensebind.1
+  gzip -9nf target/man/sensebind.1
+  rm -f target/debian/sensebind_*.deb
+  cargo deb --no-build --locked --strip --output target/debian/ >&2
+  ls target/debian/sensebind_*.deb
 }
 
 setup() {
@@ -121,9 +144,22 @@ case "${1:-}" in
     # corpus (fuzz/corpus) for a few seconds each; a crash fails the run.
     log "fuzz (tools/fuzz.sh, ${FUZZ_SECONDS:-5} s per target)"
     FUZZ_SECONDS="${FUZZ_SECONDS:-5}" tools/fuzz.sh
+    # The Debian package: built, checked by lintian and dpkg-deb, installed on this
+    # machine, run as its service user, verified by systemd, purged.
+    if [ -n "${SENSEBIND_SKIP_DEB_TEST:-}" ]; then
+      log "SKIPPED: the Debian package test (SENSEBIND_SKIP_DEB_TEST is set)"
+    else
+      log "Debian package (make deb, then tools/test_deb.sh: install, check, purge)"
+      pkg=$(deb)
+      tools/test_deb.sh "$pkg" "$ORT_DYLIB_PATH"
+    fi
+    ;;
+  deb)
+    setup
+    deb
     ;;
   *)
-    echo "usage: tools/dev.sh setup|demo|demo-real|test|ort-path" >&2
+    echo "usage: tools/dev.sh setup|demo|demo-real|test|deb|ort-path" >&2
     exit 2
     ;;
 esac
