@@ -140,12 +140,10 @@ case "${1:-}" in
     SENSEBIND_PYTHON="$VENV/bin/python" cargo test --release --locked --features robot
     log "Python tests (bus client, MCAP readers/writers, Foxglove live view)"
     SENSEBIND_BIN="$ROOT/target/release/sensebind" "$VENV/bin/python" -m pytest -q tests/python
-    # Every parser and converter that reads outside data, fuzzed from the committed
-    # corpus (fuzz/corpus) for a few seconds each; a crash fails the run.
-    log "fuzz (tools/fuzz.sh, ${FUZZ_SECONDS:-5} s per target)"
-    FUZZ_SECONDS="${FUZZ_SECONDS:-5}" tools/fuzz.sh
     # The Debian package: built, checked by lintian and dpkg-deb, installed on this
-    # machine, run as its service user, verified by systemd, purged.
+    # machine, run as its service user, verified by systemd, purged. Before the fuzz
+    # build, which rebuilds the library with other flags in the same target dir: here
+    # the release binary the tests ran is packaged as it is.
     if [ -n "${SENSEBIND_SKIP_DEB_TEST:-}" ]; then
       log "SKIPPED: the Debian package test (SENSEBIND_SKIP_DEB_TEST is set)"
     else
@@ -153,6 +151,10 @@ case "${1:-}" in
       pkg=$(deb)
       tools/test_deb.sh "$pkg" "$ORT_DYLIB_PATH"
     fi
+    # Every parser and converter that reads outside data, fuzzed from the committed
+    # corpus (fuzz/corpus) for a few seconds each; a crash fails the run.
+    log "fuzz (tools/fuzz.sh, ${FUZZ_SECONDS:-5} s per target)"
+    FUZZ_SECONDS="${FUZZ_SECONDS:-5}" tools/fuzz.sh
     ;;
   deb)
     setup
