@@ -446,16 +446,26 @@ async fn all_queries_audio_examples_search_and_fleet_search_mean_what_they_say()
     assert_eq!(d2.stop_within(Duration::from_secs(10)), Some(0), "r2:\n{}", dump("r2"));
     d1.child.kill().unwrap();
     d1.child.wait().unwrap();
-    // Restarted with a synthetic IMU instead of the replay, so no new thermal or audio
-    // window joins the reloaded ones.
+    // Restarted with an IMU recording instead of the replays, so no new thermal or
+    // audio window joins the reloaded ones. It is stamped from 0 like them: a window on
+    // today's clock would make the reloaded 1970 windows older than `history.retention`
+    // and expire them (a synthetic IMU did, whenever its first window closed before
+    // the search below ran).
     let text = std::fs::read_to_string(&c1).unwrap();
     let cut = text.find("[queries.presets.both]").unwrap();
+    let imu_csv = dir.path().join("imu.csv");
+    let mut csv = String::from("t_s,ax,ay,az,gx,gy,gz\n");
+    for i in 0..400 {
+        csv.push_str(&format!("{:.3},0.1,0.2,9.8,0.01,0.0,-0.01\n", i as f64 * 0.005));
+    }
+    std::fs::write(&imu_csv, csv).unwrap();
     let c1b = dir.path().join("r1b.toml");
     std::fs::write(
         &c1b,
         format!(
-            "{}[sources.imu]\ntype = \"synthetic\"\nsensor = \"imu\"\n",
-            &text[..cut]
+            "{}[sources.imu]\ntype = \"file\"\nsensor = \"imu\"\npath = \"{}\"\npace = \"fast\"\nstart_ns = 0\n",
+            &text[..cut],
+            imu_csv.display()
         ),
     )
     .unwrap();
