@@ -48,7 +48,7 @@ pub struct CheckReport {
     /// (empty when the library could not be loaded).
     pub providers: Vec<ProviderInfo>,
     /// `engine.providers`, in priority order.
-    pub configured_providers: Vec<String>,
+    pub configured_providers: Vec<Provider>,
     pub engine_cache: Option<EngineCache>,
     pub pack: Option<PackReport>,
     pub memory: Option<MemoryReport>,
@@ -183,12 +183,7 @@ fn steps(cfg: &Config, r: &mut CheckReport) -> Result<(), PipelineError> {
         robot_id: cfg.robot_id(),
         state_dir: cfg.state_dir(),
     });
-    r.configured_providers = cfg
-        .engine
-        .providers
-        .iter()
-        .map(|p| provider_name(*p).to_string())
-        .collect();
+    r.configured_providers = cfg.engine.providers.clone();
     // The pack and what it weighs need no ONNX Runtime: reported even when it is missing.
     let pack = Pack::load(&cfg.pack.path)?;
     // Sources that cannot be built (none configured, a bad key) are reported and the
@@ -290,14 +285,6 @@ fn steps(cfg: &Config, r: &mut CheckReport) -> Result<(), PipelineError> {
         cfg.bus.connect
     ));
     Ok(())
-}
-
-fn provider_name(p: Provider) -> &'static str {
-    match p {
-        Provider::Tensorrt => "tensorrt",
-        Provider::Cuda => "cuda",
-        Provider::Cpu => "cpu",
-    }
 }
 
 fn pack_report(pack: &Pack, wanted: &[Modality]) -> PackReport {
@@ -414,9 +401,9 @@ impl CheckReport {
                 })
                 .collect();
             l.push(format!(
-                "execution providers: {} (configured order: {:?})",
+                "execution providers: {} (configured order: {})",
                 provs.join(", "),
-                self.configured_providers
+                serde_json::to_string(&self.configured_providers).unwrap_or_default()
             ));
         }
         if let Some(c) = &self.engine_cache {
