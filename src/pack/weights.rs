@@ -22,29 +22,26 @@ pub struct WeightStats {
     pub bytes: u64,
     /// Elements per ONNX element type (`float32`, `float16`, `int8`, ...).
     pub params_by_dtype: BTreeMap<String, u64>,
+    /// Bytes as stored of the weights not of a floating-point type (int8 of a
+    /// quantised pack, int64 shapes): what [`WeightStats::bytes_as`] keeps as it is.
+    #[serde(skip)]
+    pub other_bytes: u64,
 }
+
+/// The floating-point element types: what an fp32 or fp16 pack stores at 4 or 2 bytes.
+const FLOATS: [&str; 4] = ["float32", "float16", "bfloat16", "float64"];
 
 impl WeightStats {
     /// Elements of a floating-point type (what an fp32 or fp16 pack stores at 4 or 2
     /// bytes each).
     pub fn float_params(&self) -> u64 {
-        self.params_by_dtype
-            .iter()
-            .filter(|(k, _)| matches!(k.as_str(), "float32" | "float16" | "bfloat16" | "float64"))
-            .map(|(_, v)| *v)
-            .sum()
+        FLOATS.iter().filter_map(|f| self.params_by_dtype.get(*f)).sum()
     }
 
     /// Bytes were every floating-point weight stored at `float_bytes` each (4: fp32,
-    /// 2: fp16); other weights (int8 of a quantised pack, int64 shapes) as they are.
+    /// 2: fp16); other weights as they are.
     pub fn bytes_as(&self, float_bytes: u64) -> u64 {
-        let other: u64 = self
-            .params_by_dtype
-            .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "float32" | "float16" | "bfloat16" | "float64"))
-            .map(|(k, v)| (*v * bits_of(k)).div_ceil(8))
-            .sum();
-        self.float_params() * float_bytes + other
+        self.float_params() * float_bytes + self.other_bytes
     }
 }
 
@@ -69,13 +66,6 @@ fn dtype(code: u64) -> Option<(&'static str, u64)> {
         22 => ("int4", 4),
         _ => return None,
     })
-}
-
-fn bits_of(name: &str) -> u64 {
-    (1..=23)
-        .filter_map(dtype)
-        .find(|(n, _)| *n == name)
-        .map_or(8, |(_, b)| b)
 }
 
 /// Count the initializers of the ONNX model read from `r`.
@@ -172,7 +162,11 @@ fn tensor<R: Read + Seek>(p: &mut Proto<R>, end: u64, stats: &mut WeightStats) -
     let (name, bits) = dtype(code).ok_or_else(|| format!("initializer at byte {at}: unknown element type {code}"))?;
     stats.tensors += 1;
     stats.params += elements;
-    stats.bytes += mul(elements, bits, at)?.div_ceil(8);
+    let bytes = mul(elements, bits, at)?.div_ceil(8);
+    stats.bytes += bytes;
+    if !FLOATS.contains(&name) {
+        stats.other_bytes += bytes;
+    }
     *stats.params_by_dtype.entry(name.to_string()).or_default() += elements;
     Ok(())
 }

@@ -502,6 +502,7 @@ mod tests {
             tensors: 1,
             params: float32 + int8,
             bytes: float32 * 4 + int8,
+            other_bytes: int8,
             ..Default::default()
         };
         s.params_by_dtype.insert("float32".into(), float32);
