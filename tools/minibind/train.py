@@ -120,6 +120,73 @@ def _job(args):
     return make_input(*args)
 
 
+def read_optdigits(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """UCI optdigits' training file (`optdigits.tra`: 3 823 scans of 30 writers, none of
+    them among the 13 writers of its test file, which is scikit-learn's `load_digits`,
+    the evaluation set): rows of 64 block counts (0..16, row-major 8×8) and the class,
+    comma-separated, a header line allowed → (uint8 [N, 8, 8] ink on black, counts × 16
+    clipped to 255; digits [N])."""
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        f = [v.strip() for v in line.split(",")]
+        if not line.strip() or not f[0].isdigit():
+            continue  # blank, or the header line some copies add
+        if len(f) != 65 or not all(v.isdigit() for v in f):
+            raise SystemExit(f"{path}:{n}: expected 65 comma-separated integers (64 block counts, then the class)")
+        rows.append([int(v) for v in f])
+    a = np.array(rows, np.int64).reshape(-1, 65)
+    if len(a) == 0 or (a[:, :64] > 16).any() or (a[:, 64] > 9).any():
+        raise SystemExit(f"{path}: expected rows of block counts 0..16 and a class 0..9")
+    return np.clip(a[:, :64] * 16, 0, 255).astype(np.uint8).reshape(-1, 8, 8), a[:, 64]
+
+
+def _scan_job(args):
+    """One view of an 8×8 scan as a camera photo of it on paper (real.photo, the
+    camera sizes of make_input), through the daemon's preprocessing."""
+    ink, digit, index, view, seed = args
+    rng = world.rng_for("scan", digit, index, view, seed)
+    h = int(rng.integers(160, 400))
+    w = int(h * rng.uniform(1.0, 1.34))
+    if rng.random() < 0.3:
+        h, w = w, h
+    return image_input(real.photo(ink, rng, h, w, lowres=False), rng)
+
+
+def scan_bank(path: Path, views: int, seed: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """`views` photos of every scan of `path` (read_optdigits) → (inputs, digits), kept in
+    --cache keyed by the file and the code that makes them."""
+    import hashlib
+    import inspect
+
+    ink, digits = read_optdigits(path)
+    jobs = [(ink[i], int(digits[i]), i, v, seed) for v in range(views) for i in range(len(ink))]
+    cached = None
+    if CACHE is not None:
+        src = (path.read_bytes() + (HERE / "world.py").read_bytes() + (HERE / "prep.py").read_bytes()
+               + (HERE / "real.py").read_bytes() + inspect.getsource(_scan_job).encode()
+               + inspect.getsource(image_input).encode() + inspect.getsource(pool).encode()
+               + repr((views, seed)).encode())
+        cached = CACHE / f"scan-train-{views}-{seed}-{hashlib.sha256(src).hexdigest()[:12]}.npz"
+        if cached.exists():
+            z = np.load(cached)
+            print(f"  scans    train    {len(z['x']):5d} samples from {cached}", flush=True)
+            return z["x"], z["d"]
+    t0 = time.time()
+    if workers > 1:
+        with mp.get_context("spawn").Pool(workers) as p:
+            xs = p.map(_scan_job, jobs, chunksize=16)
+    else:
+        xs = [_scan_job(j) for j in jobs]
+    d = np.array([j[1] for j in jobs])
+    print(f"  scans    train    {len(xs):5d} samples in {time.time() - t0:5.1f} s "
+          f"({len(ink)} scans of {path.name}, {views} photos each)", flush=True)
+    x = np.stack(xs)
+    if cached is not None:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.savez(cached, x=x, d=d)
+    return x, d
+
+
 CACHE: Path | None = None
 
 
@@ -389,6 +456,10 @@ def main(argv=None) -> int:
     p.add_argument("--real-speech", type=Path, action="append", default=[], metavar="DIR",
                    help="recordings of real people saying digits (Speech Commands or AudioMNIST layout; real.py); "
                         "a quarter of the speakers are held out as a check")
+    p.add_argument("--optdigits-train", type=Path, metavar="FILE",
+                   help="UCI optdigits.tra: 8×8 scans of 30 writers (none of load_digits' 13), "
+                        "added to the real images as photos")
+    p.add_argument("--scan-views", type=int, default=3, help="photos of each --optdigits-train scan")
     p.add_argument("--mnist-t10k", type=Path, metavar="DIR",
                    help="a folder with MNIST's t10k-{images-idx3,labels-idx1}-ubyte.gz: held-out writers' check")
     p.add_argument("--groups", type=int, default=8, help="groups of ten per batch")
@@ -436,6 +507,9 @@ def main(argv=None) -> int:
     if a.real_images_per_digit:
         rx, rd = bank("realimage", a.real_images_per_digit, "train", a.seed, a.workers)
         img_x, img_d = np.concatenate([img_x, rx]), np.concatenate([img_d, rd])
+    if a.optdigits_train:
+        sx, sd = scan_bank(a.optdigits_train, a.scan_views, a.seed, a.workers)
+        img_x, img_d = np.concatenate([img_x, sx]), np.concatenate([img_d, sd])
     texts, txt_d = train_texts()
     txt_x = prep.tokenize(texts)
     data = {m: bank(m, per_digit[m], "train", a.seed, a.workers) for m in BOUND}
