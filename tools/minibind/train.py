@@ -167,22 +167,28 @@ def scan_bank(path: Path, views: int, seed: int, workers: int) -> tuple[np.ndarr
                + inspect.getsource(image_input).encode() + inspect.getsource(pool).encode()
                + repr((views, seed)).encode())
         cached = CACHE / f"scan-train-{views}-{seed}-{hashlib.sha256(src).hexdigest()[:12]}.npz"
-        if cached.exists():
-            z = np.load(cached)
-            print(f"  scans    train    {len(z['x']):5d} samples from {cached}", flush=True)
-            return z["x"], z["d"]
+    return made("scans", "train", jobs, _scan_job, workers, cached,
+                f" ({len(ink)} scans of {path.name}, {views} photos each)")
+
+
+def made(label: str, split: str, jobs: list, fn, workers: int, cached: Path | None,
+         note: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """fn over every job (on `workers` processes) → (inputs [N, ...], digits [N], each
+    job's second field), or what `cached` holds; written to `cached` when made."""
+    if cached is not None and cached.exists():
+        z = np.load(cached)
+        print(f"  {label:8s} {split:8s} {len(z['x']):5d} samples from {cached}", flush=True)
+        return z["x"], z["d"]
     t0 = time.time()
     if workers > 1:
         with mp.get_context("spawn").Pool(workers) as p:
-            xs = p.map(_scan_job, jobs, chunksize=16)
+            xs = p.map(fn, jobs, chunksize=16)
     else:
-        xs = [_scan_job(j) for j in jobs]
-    d = np.array([j[1] for j in jobs])
-    print(f"  scans    train    {len(xs):5d} samples in {time.time() - t0:5.1f} s "
-          f"({len(ink)} scans of {path.name}, {views} photos each)", flush=True)
-    x = np.stack(xs)
+        xs = [fn(j) for j in jobs]
+    print(f"  {label:8s} {split:8s} {len(xs):5d} samples in {time.time() - t0:5.1f} s{note}", flush=True)
+    x, d = np.stack(xs), np.array([j[1] for j in jobs])
     if cached is not None:
-        CACHE.mkdir(parents=True, exist_ok=True)
+        cached.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cached, x=x, d=d)
     return x, d
 
@@ -210,26 +216,8 @@ def bank(modality: str, per_digit: int, split: str, seed: int, workers: int) -> 
     8-bit pixels, the rest float16; kept in --cache (keyed by the generator's and the
     preprocessing's source) when given."""
     jobs = [(modality, d, split, i, seed) for i in range(per_digit) for d in world.DIGITS]
-    cached = None
-    if CACHE is not None:
-        cached = cache_file(CACHE, modality, per_digit, split, seed)
-        if cached.exists():
-            z = np.load(cached)
-            print(f"  {modality:8s} {split:8s} {len(z['x']):5d} samples from {cached}", flush=True)
-            return z["x"], z["d"]
-    t0 = time.time()
-    if workers > 1:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            xs = pool.map(_job, jobs, chunksize=16)
-    else:
-        xs = [_job(j) for j in jobs]
-    digits = np.array([j[1] for j in jobs])
-    print(f"  {modality:8s} {split:8s} {len(xs):5d} samples in {time.time() - t0:5.1f} s", flush=True)
-    x = np.stack(xs)
-    if cached is not None:
-        CACHE.mkdir(parents=True, exist_ok=True)
-        np.savez(cached, x=x, d=digits)
-    return x, digits
+    cached = cache_file(CACHE, modality, per_digit, split, seed) if CACHE is not None else None
+    return made(modality, split, jobs, _job, workers, cached)
 
 
 def train_texts() -> tuple[list[str], np.ndarray]:
