@@ -129,7 +129,7 @@ def read_optdigits(path: Path) -> tuple[np.ndarray, np.ndarray]:
     rows = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         f = [v.strip() for v in line.split(",")]
-        if not line.strip() or not f[0].isdigit():
+        if not line.strip() or (n == 1 and not f[0].isdigit()):
             continue  # blank, or the header line some copies add
         if len(f) != 65 or not all(v.isdigit() for v in f):
             raise SystemExit(f"{path}:{n}: expected 65 comma-separated integers (64 block counts, then the class)")
