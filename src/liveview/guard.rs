@@ -16,7 +16,7 @@
 use crate::telemetry::names;
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -197,39 +197,95 @@ pub async fn serve(listener: TcpListener, server: SocketAddr, max_errors: u32, s
 }
 
 /// How a relayed connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     /// The client closed its side (or its socket failed).
     Client,
-    /// The server closed the connection.
+    /// The server closed the connection (or writing to it failed).
     Server,
     /// The relay cut the client off: too many error statuses.
     Cut,
 }
 
+/// Which side sent the first close frame (`first_close`): none yet.
+const NO_CLOSE: u8 = 0;
+const CLIENT_CLOSED: u8 = 1;
+const SERVER_CLOSED: u8 = 2;
+
+/// Why a relayed client is reported as closed (`reason` of `liveview_client_closed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The relay cut it off.
+    TooManyErrors,
+    /// The server dropped it (a flood overflowed its reply queue, or a protocol error).
+    ServerDropped,
+    /// It left after having been refused something.
+    ClientLeft,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::TooManyErrors => "too_many_errors",
+            Reason::ServerDropped => "server_dropped",
+            Reason::ClientLeft => "client_left",
+        }
+    }
+}
+
+/// What to report for a connection that ended as `end`, where `first_close` says
+/// which side's close frame came first. The server drops a flooding client by
+/// sending an error status and a close frame: the client then answers with its own
+/// close frame, or the relay's write of the rest of the flood fails, or the
+/// server's EOF arrives first; which of those the relay sees first is a race, so the
+/// server's close frame decides when there was one.
+fn verdict(end: End, first_close: u8, stopping: bool, earned: u64) -> Option<Reason> {
+    let server_initiated = first_close == SERVER_CLOSED || (end == End::Server && first_close != CLIENT_CLOSED);
+    match end {
+        End::Cut => Some(Reason::TooManyErrors),
+        // Not when the daemon is stopping the server.
+        _ if server_initiated && !stopping => Some(Reason::ServerDropped),
+        // The client left; say so only when it had been refused.
+        _ if earned > 0 && !stopping => Some(Reason::ClientLeft),
+        _ => None,
+    }
+}
+
 /// One client: bytes both ways until either side closes, or the client has earned
-/// too many error statuses.
-async fn relay(client: TcpStream, peer: SocketAddr, server: SocketAddr, max_errors: u32, stopping: Arc<AtomicBool>) {
+/// too many error statuses. Returns what it reported.
+async fn relay(
+    client: TcpStream,
+    peer: SocketAddr,
+    server: SocketAddr,
+    max_errors: u32,
+    stopping: Arc<AtomicBool>,
+) -> Option<Reason> {
     let Ok(upstream) = TcpStream::connect(server).await else {
-        return;
+        return None;
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = upstream.into_split();
+    let first_close = AtomicU8::new(NO_CLOSE);
+    let note_close = |who: u8| {
+        let _ = first_close.compare_exchange(NO_CLOSE, who, Ordering::Relaxed, Ordering::Relaxed);
+    };
     // Client → server: passed on as is, watched for the client's close frame.
-    let mut said_bye = false;
     let up = async {
         let mut scanner = Scanner::default();
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             let n = match cr.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => return End::Client,
                 Ok(n) => n,
             };
             scanner.feed(&buf[..n]);
-            said_bye |= scanner.closing;
+            if scanner.closing {
+                note_close(CLIENT_CLOSED);
+            }
             if sw.write_all(&buf[..n]).await.is_err() {
-                return;
+                return End::Server;
             }
         }
     };
@@ -245,8 +301,11 @@ async fn relay(client: TcpStream, peer: SocketAddr, server: SocketAddr, max_erro
                 Ok(n) => n,
             };
             let errors = scanner.feed(&buf[..n]);
+            if scanner.closing {
+                note_close(SERVER_CLOSED);
+            }
             earned += u64::from(errors);
-            if errors > 0 && tally.add(errors, Instant::now()) {
+            if errors > 0 && !scanner.closing && tally.add(errors, Instant::now()) {
                 return End::Cut;
             }
             if cw.write_all(&buf[..n]).await.is_err() {
@@ -255,40 +314,42 @@ async fn relay(client: TcpStream, peer: SocketAddr, server: SocketAddr, max_erro
         }
     };
     let end = tokio::select! {
-        _ = up => End::Client,
+        e = up => e,
         e = down => e,
     };
     let window = ERROR_WINDOW.as_secs();
-    match end {
-        End::Cut => tracing::warn!(
+    let reason = verdict(
+        end,
+        first_close.load(Ordering::Relaxed),
+        stopping.load(Ordering::Relaxed),
+        earned,
+    );
+    match reason {
+        Some(Reason::TooManyErrors) => tracing::warn!(
             event = names::LIVEVIEW_CLIENT_CLOSED,
             client = %peer,
             errors = earned,
-            reason = "too_many_errors",
+            reason = Reason::TooManyErrors.as_str(),
             "Foxglove live view: closed a client that sent more than {max_errors} unusable requests in {window} s"
         ),
-        // The server drops a client on its own only when the client broke the
-        // protocol or flooded it (its reply queue overflowed, possibly before a
-        // single error status reached the relay). Not when the daemon stops it.
-        End::Server if !said_bye && !stopping.load(Ordering::Relaxed) => tracing::warn!(
+        Some(Reason::ServerDropped) => tracing::warn!(
             event = names::LIVEVIEW_CLIENT_CLOSED,
             client = %peer,
             errors = earned,
-            reason = "server_dropped",
+            reason = Reason::ServerDropped.as_str(),
             "Foxglove live view: the server dropped a client (protocol error or request flood; {earned} error statuses relayed)"
         ),
-        // The client left (the server answering its close frame ends the relay too);
-        // say so only when it had been refused.
-        End::Client | End::Server if earned > 0 => tracing::info!(
+        Some(Reason::ClientLeft) => tracing::info!(
             event = names::LIVEVIEW_CLIENT_CLOSED,
             client = %peer,
             errors = earned,
-            reason = "client_left",
+            reason = Reason::ClientLeft.as_str(),
             "Foxglove live view: a client left after {earned} unusable requests"
         ),
-        _ => {}
+        None => {}
     }
     let _ = cw.shutdown().await;
+    reason
 }
 
 #[cfg(test)]
@@ -341,11 +402,6 @@ mod tests {
     #[test]
     fn a_clients_close_frame_is_noticed_masked_and_in_pieces() {
         let mut stream = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n".to_vec();
-        let masked = |opcode: u8, payload: &[u8]| {
-            let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8, 1, 2, 3, 4];
-            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]));
-            f
-        };
         stream.extend(masked(1, br#"{"op":"subscribe","subscriptions":[]}"#));
         let before_close = stream.len();
         stream.extend(masked(8, &[0x03, 0xe8]));
@@ -359,6 +415,102 @@ mod tests {
             }
             assert!(s.closing, "chunks of {chunk}");
         }
+    }
+
+    /// A masked client frame.
+    fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8, 1, 2, 3, 4];
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]));
+        f
+    }
+
+    /// Relay one connection between a scripted client and a scripted server: the
+    /// server answers the upgrade, and then, when `server_drops`, sends an error status
+    /// and a close frame as the Foxglove server does when a flood overflows its reply
+    /// queue (the client answers with its own close frame, as websocket clients do);
+    /// otherwise the client says goodbye first and the server answers it.
+    async fn relay_once(server_drops: bool, stopping: bool) -> Option<Reason> {
+        let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server_addr = server.local_addr().unwrap();
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front_addr = front.local_addr().unwrap();
+        let fake_server = tokio::spawn(async move {
+            let (mut s, _) = server.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await.unwrap();
+            let mut out = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec();
+            if server_drops {
+                out.extend(frame(1, br#"{"op":"status","level":2,"message":"backlog full"}"#));
+                out.extend(frame(8, b""));
+                s.write_all(&out).await.unwrap();
+                // Read the client's answer, then hang up.
+                let _ = s.read(&mut buf).await;
+            } else {
+                s.write_all(&out).await.unwrap();
+                let _ = s.read(&mut buf).await; // the client's close frame
+                let _ = s.write_all(&frame(8, b"")).await;
+            }
+        });
+        let client = tokio::spawn(async move {
+            let mut c = TcpStream::connect(front_addr).await.unwrap();
+            c.write_all(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n")
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 4096];
+            if server_drops {
+                // Wait for the server's close frame, then answer it.
+                while !got.ends_with(&[0x88, 0]) {
+                    match c.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = c.write_all(&masked(8, b"")).await;
+            } else {
+                while !got.ends_with(b"\r\n\r\n") {
+                    let n = c.read(&mut buf).await.unwrap();
+                    got.extend_from_slice(&buf[..n]);
+                }
+                c.write_all(&masked(8, b"")).await.unwrap();
+            }
+            while let Ok(n) = c.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+        let (conn, peer) = front.accept().await.unwrap();
+        let reason = relay(conn, peer, server_addr, 10, Arc::new(AtomicBool::new(stopping))).await;
+        fake_server.await.unwrap();
+        client.await.unwrap();
+        reason
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_the_server_drops_is_reported_once_whatever_the_race() {
+        for _ in 0..20 {
+            assert_eq!(relay_once(true, false).await, Some(Reason::ServerDropped));
+            assert_eq!(relay_once(true, true).await, None, "the daemon is stopping");
+            assert_eq!(relay_once(false, false).await, None, "a client that leaves unrefused");
+        }
+    }
+
+    #[test]
+    fn the_verdict_follows_the_first_close_frame() {
+        use End::*;
+        // The server's close frame came first: it dropped the client, whichever
+        // side's socket the relay saw end.
+        for end in [Client, Server] {
+            assert_eq!(verdict(end, SERVER_CLOSED, false, 0), Some(Reason::ServerDropped));
+            assert_eq!(verdict(end, SERVER_CLOSED, true, 0), None);
+            assert_eq!(verdict(end, CLIENT_CLOSED, false, 3), Some(Reason::ClientLeft));
+            assert_eq!(verdict(end, CLIENT_CLOSED, false, 0), None);
+        }
+        // No close frame: the socket that ended says who left.
+        assert_eq!(verdict(Server, NO_CLOSE, false, 0), Some(Reason::ServerDropped));
+        assert_eq!(verdict(Client, NO_CLOSE, false, 0), None);
+        assert_eq!(verdict(Cut, NO_CLOSE, false, 11), Some(Reason::TooManyErrors));
     }
 
     #[test]
