@@ -25,10 +25,11 @@ const STREAMS: [&str; 2] = ["vision/camera", "audio/microphone"];
 
 /// Least fraction of one loop's 20 windows whose top label is the digit shown, per
 /// stream (chance: 0.10). The committed pack: camera 19/20 (a 0 as "one"), microphone
-/// 17/20 (a 3 as "eight", an 8 as "three", a 6 as "two"; the recording
-/// and the pack are deterministic, so every run reads the same); the floors sit one
-/// window below. The first real-people pack read camera 12/20, microphone 19/20; the
-/// pack before real people were added, camera 12/20 and microphone 6/20.
+/// 17/20 (a 7 as "six", an 8 as "three", a 6 as "two"; the recording and the pack are
+/// deterministic, so every run reads the same); the floors sit one window below. The
+/// second real-people pack read the microphone 17/20 too (a 3 as "eight" instead of
+/// the 7); the first, camera 12/20 and microphone 19/20; the pack before real people
+/// were added, camera 12/20 and microphone 6/20.
 const MIN_RIGHT: [(&str, f64); 2] = [("vision/camera", 0.9), ("audio/microphone", 0.8)];
 
 /// The digit shown in the window starting at `t` (any loop).

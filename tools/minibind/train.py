@@ -331,6 +331,33 @@ def warp(x: torch.Tensor, g: torch.Generator, rotate: float = 10.0, scale=(0.8, 
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def spec_views(x: torch.Tensor, g: torch.Generator, fwarp: float = 0.1, twarp: float = 0.1,
+               fmask: int = 8, tmask: int = 8, masks: int = 1) -> torch.Tensor:
+    """Random views of normalised fbanks [B, 1, mel, frames] for speaker and tempo
+    variety the recordings lack: the mel axis scaled about its lowest bin by up to
+    ±`fwarp` (a longer or shorter vocal tract moves every formant by one factor), time
+    stretched about the start by up to ±`twarp`, then `masks` frequency bands (up to
+    `fmask` bins) and time spans (up to `tmask` frames) blanked (SpecAugment)."""
+    b, _, nf, nt = x.shape
+    fs = torch.empty(b).uniform_(1 - fwarp, 1 + fwarp, generator=g)
+    ts = torch.empty(b).uniform_(1 - twarp, 1 + twarp, generator=g)
+    zero = torch.zeros(b)
+    # affine_grid maps output to input coordinates in [-1, 1]: x is time, y is mel;
+    # scale about -1 (the first frame, the lowest bin).
+    theta = torch.stack([torch.stack([1 / ts, zero, 1 / ts - 1], 1), torch.stack([zero, 1 / fs, 1 / fs - 1], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    fill = out.mean(dim=(2, 3), keepdim=True)
+    bins, frames = torch.arange(nf).view(1, 1, nf, 1), torch.arange(nt).view(1, 1, 1, nt)
+    for _ in range(masks):
+        for size, width, axis in ((nf, fmask, bins), (nt, tmask, frames)):
+            w = torch.randint(0, width + 1, (b, 1, 1, 1), generator=g)
+            at = (torch.rand(b, 1, 1, 1, generator=g) * (size - w)).long()
+            hit = (axis >= at) & (axis < at + w)
+            out = torch.where(hit, fill, out)
+    return out
+
+
 def colour_views(b: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image, one affine colour map (channel order, inversion, grey, contrast,
     brightness) composed with the encoder's normalisation: pixels p in [0, 1] become
@@ -450,6 +477,9 @@ def main(argv=None) -> int:
     p.add_argument("--scan-views", type=int, default=3, help="photos of each --optdigits-train scan")
     p.add_argument("--mnist-t10k", type=Path, metavar="DIR",
                    help="a folder with MNIST's t10k-{images-idx3,labels-idx1}-ubyte.gz: held-out writers' check")
+    p.add_argument("--audio-views", choices=("none", "spec"), default="spec",
+                   help="stage 2 audio: random spec_views of the fbanks (the committed pack), or the fbanks "
+                        "as they are (the packs before it)")
     p.add_argument("--groups", type=int, default=8, help="groups of ten per batch")
     p.add_argument("--steps1", type=int, default=10000, help="image+text steps")
     p.add_argument("--steps2", type=per_modality, default={},
@@ -593,7 +623,11 @@ def main(argv=None) -> int:
             gm = groups(d, a.groups, rng)
             gi = groups(img_d, a.groups, rng)
             xm = torch.from_numpy(x[gm].astype(np.float32))
-            out = enc(warp(xm, aug, rotate=6.0, scale=(0.9, 1.1), shift=0.08) if m in WARPED else xm)
+            if m in WARPED:
+                xm = warp(xm, aug, rotate=6.0, scale=(0.9, 1.1), shift=0.08)
+            elif m == "audio" and a.audio_views == "spec":
+                xm = spec_views(xm, aug)
+            out = enc(xm)
             loss = info_nce(out, img_emb[gi], a.groups)
             opt.zero_grad()
             loss.backward()
