@@ -305,6 +305,8 @@ async fn relay(
                 note_close(SERVER_CLOSED);
             }
             earned += u64::from(errors);
+            // Errors that come with the server's close frame (its "backlog full"
+            // status) are its drop, not the relay's cut.
             if errors > 0 && !scanner.closing && tally.add(errors, Instant::now()) {
                 return End::Cut;
             }
