@@ -313,7 +313,7 @@ fn embed_names_real_people_digits() {
 
 /// Least fraction of each demo stream's windows labelled with the digit shown.
 /// Issue 8's goal is 0.9. Measured with the committed pack: camera, fused and
-/// microphone 60/60, depth 55–57/60 (its 8 as "five" or "three"; run to run), IMU 54/60
+/// microphone 60/60, depth 59/60 (its 8 as "three"), IMU 54/60
 /// (the air-written 8 as "zero" on both showings), thermal 49–50/60 (its 1 as "seven",
 /// its 7 as "nine"). The pack before it read the microphone 56/60; the one before that
 /// depth 60/60 and thermal 53–54/60, and under the whole suite's load thermal 3–4

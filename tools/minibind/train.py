@@ -289,6 +289,7 @@ class LowResPatches:
             pad = next(m for m in mods if isinstance(m, PadIm2Video))
             pad.forward = lambda x: x.unsqueeze(2) if x.ndim == 4 else x
         self.small = torch.nn.Parameter(F.avg_pool2d(w, POOL) * POOL * POOL)
+        self.committed = False
         stride = k // POOL
         bias = conv.bias
 
@@ -311,6 +312,19 @@ class LowResPatches:
     def commit(self) -> None:
         with torch.no_grad():
             self.conv.weight.copy_(self.full())
+        self.committed = True
+
+    def reload(self) -> None:
+        """Train on from the committed kernel, as an encoder loaded from a state dict
+        does: the small kernel rebuilt from the full one, exactly as __init__ builds it.
+        The round trip is not exact in float (the block mean of 16 equal values can
+        round), so this is what makes a full run and `--stage2-from` see the same
+        frozen vision kernel, bit for bit."""
+        w = self.conv.weight.detach()
+        if self.video:
+            w = w.sum(2)
+        with torch.no_grad():
+            self.small.copy_(F.avg_pool2d(w, POOL) * POOL * POOL)
 
 
 MEAN = torch.from_numpy(prep.MEAN)[None, :, None, None]
@@ -492,7 +506,8 @@ def main(argv=None) -> int:
     p.add_argument("--stage2-from", type=Path, metavar="PTH",
                    help="skip stage 1: take the image and text encoders from this state dict (a previous "
                         "run's --out with the same seed and stage-1 settings) and train stage 2 only; "
-                        "stage 2 draws from generators of its own per modality, so the result equals a full run's")
+                        "stage 2 draws from generators of its own per modality and a full run binds to the "
+                        "vision kernel as saved (LowResPatches.reload), so the result is a full run's, bit for bit")
     a = p.parse_args(argv)
     per_digit = {**PER_DIGIT, **a.per_digit}
     steps2 = {**STEPS2, **a.steps2}
@@ -601,6 +616,13 @@ def main(argv=None) -> int:
               f"as 8×8 scans {figures['real_t10k_lowres_image_text']:.3f}", flush=True)
 
     # ---- stage 2: each other modality bound to the frozen image encoder
+    # The vision kernel is committed now (the one saved and exported) and stage 2 binds
+    # to it as rebuilt from that (LowResPatches.reload), which is what --stage2-from
+    # loads: both paths give the same frozen embeddings and so the same stage 2.
+    if not a.stage2_from:
+        low["vision"].commit()
+        low["vision"].reload()
+    low["vision"].committed = True  # as loaded, or as committed above: saved as it is
     for prm in list(encs["vision"].parameters()) + [low["vision"].small]:
         prm.requires_grad_(False)
     img_emb = embed(encs["vision"], img_x, "vision")  # frozen: computed once
@@ -653,7 +675,8 @@ def main(argv=None) -> int:
     print(json.dumps(figures, indent=1))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     for lr_ in low.values():
-        lr_.commit()
+        if not lr_.committed:
+            lr_.commit()
     torch.save(model.state_dict(), a.out)
     if a.report:
         a.report.write_text(json.dumps(figures, indent=1) + "\n")
