@@ -282,13 +282,11 @@ class LowResPatches:
         k = conv.kernel_size[-1]
         assert k % POOL == 0 and conv.stride[-1] == k and conv.kernel_size[-2] == k
         self.conv, self.video = conv, isinstance(conv, torch.nn.Conv3d)
-        w = conv.weight.detach()
         if self.video:
             assert conv.kernel_size[0] == 2 and conv.stride[0] == 2
-            w = w.sum(2)
             pad = next(m for m in mods if isinstance(m, PadIm2Video))
             pad.forward = lambda x: x.unsqueeze(2) if x.ndim == 4 else x
-        self.small = torch.nn.Parameter(F.avg_pool2d(w, POOL) * POOL * POOL)
+        self.small = torch.nn.Parameter(self.from_kernel())
         self.committed = False
         stride = k // POOL
         bias = conv.bias
@@ -301,6 +299,14 @@ class LowResPatches:
             return F.conv2d(x, self.small, bias, stride)
 
         conv.forward = forward
+
+    def from_kernel(self) -> torch.Tensor:
+        """The small kernel made from the module's full one (time taps summed, then
+        the mean of each POOL×POOL block, times POOL²)."""
+        w = self.conv.weight.detach()
+        if self.video:
+            w = w.sum(2)
+        return F.avg_pool2d(w, POOL) * POOL * POOL
 
     def full(self) -> torch.Tensor:
         w = self.small.detach().repeat_interleave(POOL, -1).repeat_interleave(POOL, -2) / (POOL * POOL)
@@ -316,15 +322,12 @@ class LowResPatches:
 
     def reload(self) -> None:
         """Train on from the committed kernel, as an encoder loaded from a state dict
-        does: the small kernel rebuilt from the full one, exactly as __init__ builds it.
-        The round trip is not exact in float (the block mean of 16 equal values can
-        round), so this is what makes a full run and `--stage2-from` see the same
-        frozen vision kernel, bit for bit."""
-        w = self.conv.weight.detach()
-        if self.video:
-            w = w.sum(2)
+        does: the small kernel rebuilt from the full one (from_kernel). The round trip
+        is not exact in float (the block mean of 16 equal values can round), so this is
+        what makes a full run and `--stage2-from` see the same frozen vision kernel,
+        bit for bit."""
         with torch.no_grad():
-            self.small.copy_(F.avg_pool2d(w, POOL) * POOL * POOL)
+            self.small.copy_(self.from_kernel())
 
 
 MEAN = torch.from_numpy(prep.MEAN)[None, :, None, None]
