@@ -287,7 +287,6 @@ class LowResPatches:
             pad = next(m for m in mods if isinstance(m, PadIm2Video))
             pad.forward = lambda x: x.unsqueeze(2) if x.ndim == 4 else x
         self.small = torch.nn.Parameter(self.from_kernel())
-        self.committed = False
         stride = k // POOL
         bias = conv.bias
 
@@ -318,7 +317,6 @@ class LowResPatches:
     def commit(self) -> None:
         with torch.no_grad():
             self.conv.weight.copy_(self.full())
-        self.committed = True
 
     def reload(self) -> None:
         """Train on from the committed kernel, as an encoder loaded from a state dict
@@ -625,7 +623,6 @@ def main(argv=None) -> int:
     if not a.stage2_from:
         low["vision"].commit()
         low["vision"].reload()
-    low["vision"].committed = True  # as loaded, or as committed above: saved as it is
     for prm in list(encs["vision"].parameters()) + [low["vision"].small]:
         prm.requires_grad_(False)
     img_emb = embed(encs["vision"], img_x, "vision")  # frozen: computed once
@@ -677,9 +674,11 @@ def main(argv=None) -> int:
     figures["total_s"] = round(time.time() - t_start)
     print(json.dumps(figures, indent=1))
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    for lr_ in low.values():
-        if not lr_.committed:
-            lr_.commit()
+    # The vision kernel is saved as it is (committed above, or as loaded); the pictures
+    # trained in stage 2 are committed now.
+    for m in PICTURES:
+        if m in BOUND:
+            low[m].commit()
     torch.save(model.state_dict(), a.out)
     if a.report:
         a.report.write_text(json.dumps(figures, indent=1) + "\n")
